@@ -1,0 +1,8 @@
+"""torch.hub entry points for SaShiMi.
+
+    model = torch.hub.load("<owner>/sashimi", "sashimi_ar_sc09")
+    wav = model.unconditional_generate(4, nucleus_p=1.0)   # (4, 16000), 1 s at 16 kHz
+"""
+dependencies = ["torch", "yaml", "tqdm"]
+
+from sashimi.hub import sashimi_ar_sc09  # noqa: E402,F401

@@ -1,0 +1,249 @@
+"""Autoregressive SaShiMi on 8-bit mu-law tokens: logits, likelihood and generation."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbone import Sashimi
+from .config import ARConfig
+from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
+from .sampling import check_sampling_args, sample_logits
+
+__all__ = ["SashimiAR"]
+
+
+class SashimiAR(nn.Module):
+    """Embedding(256, d_model) -> SaShiMi backbone -> Linear(d_model, 256).
+
+    Attribute names follow the seed implementation so custom sampling loops keep working:
+    ``mu_embedder``, ``sashimi`` (the backbone: ``setup_rnn``, ``default_state``, ``step`` on
+    embedded inputs) and ``head``.
+
+    Args:
+        config: an :class:`ARConfig` (default: the SC09 architecture).
+    """
+
+    def __init__(self, config: ARConfig | None = None):
+        super().__init__()
+        self.config = config = config if config is not None else ARConfig()
+        self.mu_embedder = nn.Embedding(config.mu_levels, config.d_model)
+        self.sashimi = Sashimi(
+            d_model=config.d_model, n_layers=config.n_layers, pool=config.pool, expand=config.expand,
+            ff=config.ff, bidirectional=False, glu=config.glu, unet=config.unet, dropout=config.dropout,
+            d_state=config.d_state, l_max=config.l_max, tie_state=config.tie_state, lr=config.lr)
+        self.head = nn.Linear(config.d_model, config.mu_levels)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    # ---- convolution mode -----------------------------------------------------------------
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits.
+
+        Args:
+            x: integer (B, L) mu-law tokens in [0, mu_levels).
+            lengths: optional (B,) valid lengths. The model is causal, so padding after a
+                sequence cannot change its logits; logits past a sequence's length are
+                returned but meaningless. Checked, and kept for the seed's signature.
+
+        Returns:
+            float (B, L, mu_levels): logits for the token following each position.
+        """
+        x = self._check_tokens(x, "x")
+        if lengths is not None:
+            _check_lengths(lengths, x.shape)
+        return self.head(self.sashimi(self.mu_embedder(x)))
+
+    @torch.no_grad()
+    def nll(self, wavs: torch.Tensor, lengths: torch.Tensor | None = None, batch_size: int = 16) -> torch.Tensor:
+        """Mean negative log-likelihood per sample, in nats, in one convolution pass.
+
+        Each waveform is quantised to mu-law; the model sees a leading zero sample followed by
+        all but the last sample, and is scored on every sample (as the seed's ``nll()``).
+
+        Args:
+            wavs: float (N, L) or (L,) waveforms in [-1, 1].
+            lengths: optional (N,) valid lengths; samples past them are not scored.
+            batch_size: waveforms per forward pass.
+
+        Returns:
+            float (N,) nats per sample (divide by ln 2 for bits).
+        """
+        wavs = _check_audio(wavs, "wavs")
+        if wavs.dim() == 1:
+            wavs = wavs.unsqueeze(0)
+        if lengths is not None:
+            lengths = _check_lengths(lengths, wavs.shape).to(self.device)
+        targets = mulaw_encode(wavs.to(self.device), self.config.mu_levels)
+        inputs = F.pad(targets[:, :-1], (1, 0), value=SILENCE_TOKEN)
+        result = []
+        for start in range(0, len(wavs), batch_size):
+            sl = slice(start, start + batch_size)
+            logp = torch.log_softmax(self(inputs[sl]).float(), dim=-1)
+            nll = -logp.gather(-1, targets[sl].unsqueeze(-1)).squeeze(-1)  # (b, L)
+            if lengths is None:
+                result.append(nll.mean(-1))
+            else:
+                mask = torch.arange(nll.size(-1), device=nll.device) < lengths[sl, None]
+                result.append((nll * mask).sum(-1) / lengths[sl].clamp_min(1))
+        return torch.cat(result)
+
+    # ---- recurrent mode -------------------------------------------------------------------
+    def setup_rnn(self, mode: str = "diagonal") -> None:
+        """Prepare step mode. Args: mode: 'dense' (reference), 'diagonal' or 'dplr'."""
+        self.sashimi.setup_rnn(mode)
+
+    def default_state(self, batch_size: int, device=None) -> list:
+        """Initial recurrent state for ``batch_size`` sequences."""
+        return self.sashimi.default_state(batch_size, device=device if device is not None else self.device)
+
+    def step(self, tokens: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
+        """Feed one token per sequence.
+
+        Args:
+            tokens: integer (B,) current tokens.
+            state: from :meth:`default_state` or the previous step.
+
+        Returns:
+            logits (B, mu_levels) for the next token, and the next state.
+        """
+        tokens = self._check_tokens(tokens, "tokens", ndim=1)
+        y, state = self.sashimi.step(self.mu_embedder(tokens), state)
+        return self.head(y), state
+
+    @torch.no_grad()
+    def prime(self, prefix: torch.Tensor, mode: str = "diagonal") -> tuple[torch.Tensor, list]:
+        """Run step mode over silence followed by ``prefix``.
+
+        Args:
+            prefix: integer (B, P) tokens (P may be 0).
+            mode: S4 step mode.
+
+        Returns:
+            logits (B, mu_levels) for the token after the prefix (equal to ``forward``'s last
+            logits on ``[silence, prefix]``), and the state after it.
+        """
+        prefix = self._check_tokens(prefix, "prefix")
+        self.setup_rnn(mode)
+        state = self.default_state(prefix.size(0))
+        inputs = F.pad(prefix, (1, 0), value=SILENCE_TOKEN)
+        for t in range(inputs.size(1)):
+            logits, state = self.step(inputs[:, t], state)
+        return logits, state
+
+    @torch.no_grad()
+    def unconditional_generate(self, N: int, nucleus_p: float = 1.0, progress: bool = True, *,
+                               length: int = 16000, temperature: float = 1.0, top_k: int | None = None,
+                               seed: int | None = None, mode: str = "diagonal") -> torch.Tensor:
+        """Sample ``N`` waveforms from silence.
+
+        Args:
+            N: number of waveforms.
+            nucleus_p: nucleus (top-p) mass in (0, 1]; 1.0 samples the full distribution.
+            progress: show a progress bar.
+            length: samples per waveform (16000 = one second at 16 kHz).
+            temperature: softmax temperature (> 0).
+            top_k: sample among the k most likely tokens only (None: all).
+            seed: seed for reproducible samples (None: torch's global RNG).
+            mode: S4 step mode ('diagonal' or 'dense').
+
+        Returns:
+            float (N, length) waveforms in [-1, 1].
+        """
+        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
+            raise ValueError(f"N must be a positive integer, got {N!r}")
+        prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
+        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode)
+
+    @torch.no_grad()
+    def generate(self, prefix_wav: torch.Tensor, length: int, nucleus_p: float = 1.0, progress: bool = True, *,
+                 temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
+                 mode: str = "diagonal") -> torch.Tensor:
+        """Continue given audio.
+
+        Args:
+            prefix_wav: float (B, P) or (P,) waveforms in [-1, 1] at the model's sample rate.
+            length: total samples per output, prefix included (>= P).
+            other args: as :meth:`unconditional_generate`.
+
+        Returns:
+            float (B, length): the mu-law-quantised prefix followed by the continuation.
+        """
+        prefix_wav = _check_audio(prefix_wav, "prefix_wav")
+        if prefix_wav.dim() == 1:
+            prefix_wav = prefix_wav.unsqueeze(0)
+        prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
+        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode)
+
+    def _continue(self, prefix, length, nucleus_p, progress, temperature, top_k, seed, mode):
+        check_sampling_args(temperature, top_k, nucleus_p)
+        if not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1):
+            raise ValueError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        logits, state = self.prime(prefix, mode)
+        n = prefix.size(0)
+        out = torch.empty(n, length, dtype=torch.long, device=self.device)
+        out[:, : prefix.size(1)] = prefix
+        for t in _progress(range(prefix.size(1), length), progress, n):
+            token = sample_logits(logits, temperature, top_k, nucleus_p, generator)
+            out[:, t] = token
+            if t + 1 < length:
+                logits, state = self.step(token, state)
+        return mulaw_decode(out, self.config.mu_levels)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _check_tokens(self, x, name: str, ndim: int = 2) -> torch.Tensor:
+        if not torch.is_tensor(x):
+            raise TypeError(f"{name} must be a torch.Tensor of integer tokens, got {type(x).__name__}")
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer mu-law tokens, got dtype {x.dtype} "
+                            "(use sashimi.mulaw_encode to quantise a waveform)")
+        if x.dim() != ndim:
+            shape = "(B, L)" if ndim == 2 else "(B,)"
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.config.mu_levels):
+            raise ValueError(f"{name} values must be in [0, {self.config.mu_levels - 1}], "
+                             f"got min {int(x.min())}, max {int(x.max())}")
+        return x.to(device=self.device, dtype=torch.long)
+
+    def extra_repr(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return f"{n:,} parameters, config={dataclasses.asdict(self.config)}"
+
+
+def _check_audio(x, name: str) -> torch.Tensor:
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch.Tensor of audio, got "
+                        f"{x.dtype if torch.is_tensor(x) else type(x).__name__}")
+    if x.dim() not in (1, 2) or x.size(-1) == 0:
+        raise ValueError(f"{name} must have shape (N, L) or (L,) with L > 0, got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    peak = float(x.abs().max())
+    if peak > 1.0:
+        raise ValueError(f"{name} must be in [-1, 1], got a peak of {peak:.4g} (normalise the audio first)")
+    return x
+
+
+def _check_lengths(lengths, shape) -> torch.Tensor:
+    if not torch.is_tensor(lengths) or lengths.is_floating_point() or lengths.shape != (shape[0],):
+        raise ValueError(f"lengths must be an integer tensor of shape ({shape[0]},), got "
+                         f"{tuple(lengths.shape) if torch.is_tensor(lengths) else type(lengths).__name__}")
+    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > shape[-1]):
+        raise ValueError(f"lengths must be in [1, {shape[-1]}], got min {int(lengths.min())}, max {int(lengths.max())}")
+    return lengths.long()
+
+
+def _progress(it, enabled: bool, batch: int):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, unit="sample", unit_scale=batch, desc="generating", dynamic_ncols=True)

@@ -1,0 +1,316 @@
+"""The SaShiMi backbone: S4 and feed-forward residual blocks on several time resolutions.
+
+Tiers are joined by pooling: a down pool folds ``p`` consecutive steps into channels and
+widens them ``expand`` times; an up pool does the reverse, shifted by one pooled step so that
+the model stays causal. All tensors are (batch, length, channels).
+
+Recurrent state is explicit: ``default_state(batch)`` then ``step(x, state) -> (y, state)``.
+In step mode a lower tier runs only every p-th step, when its down pool has collected p inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .s4 import S4, _channel_dropout
+
+__all__ = ["Sashimi", "DownPool", "UpPool", "FFBlock", "ResidualBlock", "WeightNormLinear"]
+
+
+class WeightNormLinear(nn.Module):
+    """Linear layer with weight normalisation, w = g v / ||v|| (norm over inputs, per output).
+
+    Parameter names (``weight_g`` (out, 1), ``weight_v`` (out, in), ``bias`` (out,)) follow
+    ``torch.nn.utils.weight_norm`` so that old checkpoints load directly.
+    """
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        layer = nn.Linear(d_in, d_out)
+        self.weight_v = nn.Parameter(layer.weight.detach().clone())
+        self.weight_g = nn.Parameter(layer.weight.detach().norm(dim=1, keepdim=True))
+        self.bias = nn.Parameter(layer.bias.detach().clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.weight_g * self.weight_v / self.weight_v.norm(dim=1, keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class DownPool(nn.Module):
+    """(B, L, H) -> (B, L / p, expand H): group p steps into channels (index h p + s), project."""
+
+    def __init__(self, d_input: int, expand: int, pool: int):
+        super().__init__()
+        self.pool, self.d_output = pool, d_input * expand
+        self.linear = WeightNormLinear(d_input * pool, self.d_output)
+
+    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        b, length, h = x.shape
+        x = x.reshape(b, length // self.pool, self.pool, h).transpose(-1, -2).reshape(b, length // self.pool, h * self.pool)
+        return self.linear(x)
+
+    def default_state(self, *batch_shape: int, device=None) -> tuple:
+        return ()
+
+    def step(self, x: torch.Tensor, state: tuple, cond=None):
+        """Collect inputs; every p-th step emit (B, expand H), otherwise None."""
+        state = state + (x,)
+        if len(state) < self.pool:
+            return None, state
+        x = torch.stack(state, dim=-1).flatten(-2)  # (B, H p), index h p + s
+        return self.linear(x), ()
+
+
+class UpPool(nn.Module):
+    """(B, L, H) -> (B, L p, H / expand): project, shift one step right (causality), unfold."""
+
+    def __init__(self, d_input: int, expand: int, pool: int):
+        super().__init__()
+        self.pool, self.d_output = pool, d_input // expand
+        self.linear = WeightNormLinear(d_input, self.d_output * pool)
+
+    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        b, length, _ = x.shape
+        x = self.linear(x)
+        x = F.pad(x[:, :-1], (0, 0, 1, 0))  # output for pooled step l is released during step l + 1
+        return x.reshape(b, length, self.d_output, self.pool).transpose(-1, -2).reshape(b, length * self.pool, self.d_output)
+
+    def default_state(self, *batch_shape: int, device=None) -> tuple:
+        zero = torch.zeros(*batch_shape, self.d_output, device=device if device is not None else self.linear.bias.device,
+                           dtype=self.linear.bias.dtype)
+        return (zero,) * self.pool
+
+    def step(self, x, state: tuple, cond=None):
+        """Release one pending output (B, H / expand); refill from ``x`` when the queue empties."""
+        y, state = state[0], state[1:]
+        if not state:
+            if x is None:
+                raise RuntimeError("UpPool.step: queue empty but the tier below produced no output")
+            x = self.linear(x).unflatten(-1, (self.d_output, self.pool))
+            state = tuple(x.unbind(-1))
+        return y, state
+
+
+class FFBlock(nn.Module):
+    """Position-wise feed-forward: Linear(H, ff H), GELU, dropout, Linear(ff H, H)."""
+
+    def __init__(self, d_model: int, expand: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, d_model * expand)
+        self.fc2 = nn.Linear(d_model * expand, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(_channel_dropout(F.gelu(self.fc1(x)), self.dropout, self.training))
+
+    def default_state(self, *batch_shape: int, device=None):
+        return None
+
+    def step(self, x: torch.Tensor, state):
+        return self.forward(x), state
+
+
+class ResidualBlock(nn.Module):
+    """x + dropout(layer(LayerNorm(x) [+ cond projection])).
+
+    Args:
+        d_model: channels.
+        layer: an :class:`S4` or :class:`FFBlock`.
+        dropout: channel dropout on the layer's output.
+        d_cond: if given, a conditioning vector (B, d_cond) is projected to d_model and added
+            after the norm (DiffWave's diffusion-step embedding).
+    """
+
+    def __init__(self, d_model: int, layer: nn.Module, dropout: float = 0.0, d_cond: int | None = None):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.layer = layer
+        self.fc_t = nn.Linear(d_cond, d_model) if d_cond else None
+        self.dropout = dropout
+
+    def _pre(self, x, cond):
+        z = self.norm(x)
+        if self.fc_t is not None:
+            if cond is None:
+                raise ValueError("this block needs a conditioning vector (cond)")
+            z = z + self.fc_t(cond).unsqueeze(-2) if z.dim() == 3 else z + self.fc_t(cond)
+        return z
+
+    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        return x + _channel_dropout(self.layer(self._pre(x, cond)), self.dropout, self.training)
+
+    def default_state(self, *batch_shape: int, device=None):
+        return self.layer.default_state(*batch_shape, device=device)
+
+    def step(self, x: torch.Tensor, state, cond=None):
+        z, state = self.layer.step(self._pre(x, cond), state)
+        return x + z, state
+
+
+class Sashimi(nn.Module):
+    """The multi-tier SaShiMi network.
+
+    Args:
+        d_model: channels of the outer tier.
+        n_layers: S4 blocks per tier (each followed by an FF block when ``ff > 0``).
+        pool: pooling factor between consecutive tiers, outermost first.
+        expand: channel multiplier per tier.
+        ff: FF block expansion (0: no FF blocks).
+        bidirectional: bidirectional S4 (non-causal; no step mode).
+        glu: GLU output projection in S4 layers.
+        unet: also run blocks before each down pool, with skip connections around every layer.
+        dropout: channel dropout.
+        d_state: S4 state size.
+        l_max: longest sequence (the S4 kernels' length).
+        tie_state: tie S4 state matrices across channels.
+        lr: learning rate for S4 state parameters (recorded on the parameters).
+        d_cond: conditioning vector size for the S4 blocks (DiffWave), or None.
+    """
+
+    def __init__(self, d_model: int = 64, n_layers: int = 8, pool=(4, 4), expand: int = 2, ff: int = 2,
+                 bidirectional: bool = False, glu: bool = True, unet: bool = False, dropout: float = 0.0,
+                 d_state: int = 64, l_max: int = 16000, tie_state: bool = True, lr: float | None = None,
+                 d_cond: int | None = None):
+        super().__init__()
+        self.d_model, self.unet, self.bidirectional = d_model, unet, bidirectional
+        self.pool = tuple(pool)
+
+        def s4_block(dim: int) -> ResidualBlock:
+            layer = S4(dim, d_state=d_state, l_max=l_max, bidirectional=bidirectional, glu=glu,
+                       dropout=dropout, tie_state=tie_state, lr=lr)
+            return ResidualBlock(dim, layer, dropout, d_cond=d_cond)
+
+        def blocks(dim: int) -> list[nn.Module]:
+            out = []
+            for _ in range(n_layers):
+                out.append(s4_block(dim))
+                if ff > 0:
+                    out.append(ResidualBlock(dim, FFBlock(dim, ff, dropout), dropout))
+            return out
+
+        H = d_model
+        d_layers = []
+        for p in self.pool:
+            if unet:
+                d_layers += blocks(H)
+            d_layers.append(DownPool(H, expand, p))
+            H *= expand
+        c_layers = blocks(H)
+        u_layers = []
+        for p in self.pool[::-1]:
+            H //= expand
+            u_layers.append(nn.ModuleList([UpPool(H * expand, expand, p)] + blocks(H)))
+        self.d_layers = nn.ModuleList(d_layers)
+        self.c_layers = nn.ModuleList(c_layers)
+        self.u_layers = nn.ModuleList(u_layers)
+        self.norm = nn.LayerNorm(d_model)
+
+    @property
+    def total_pool(self) -> int:
+        return math.prod(self.pool)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: x (B, L, d_model); cond (B, d_cond) or None. Returns (B, L, d_model).
+
+        Causal models accept any L (they are padded on the right internally); bidirectional
+        ones need L divisible by the product of the pooling factors.
+        """
+        length = x.size(1)
+        pad = -length % self.total_pool
+        if pad:
+            if self.bidirectional:
+                raise ValueError(f"sequence length {length} must be a multiple of {self.total_pool} "
+                                 "(the product of the pooling factors) for a bidirectional model")
+            x = F.pad(x, (0, 0, 0, pad))  # right padding cannot change causal outputs
+        outputs = [x]
+        for layer in self.d_layers:
+            x = self._call(layer, x, cond)
+            outputs.append(x)
+        for layer in self.c_layers:
+            x = self._call(layer, x, cond)
+        x = x + outputs.pop()
+        for block in self.u_layers:
+            if self.unet:
+                for layer in block:
+                    x = self._call(layer, x, cond) + outputs.pop()
+            else:
+                x = block[0](x) + outputs.pop()
+                outputs.append(x)
+                for layer in block[1:]:
+                    x = self._call(layer, x, cond)
+                x = x + outputs.pop()
+        return self.norm(x)[:, :length]
+
+    @staticmethod
+    def _call(layer, x, cond):
+        return layer(x) if isinstance(layer, (DownPool, UpPool)) else layer(x, cond)
+
+    # ---- recurrent mode ----------------------------------------------------------------
+    def _all_layers(self) -> list[nn.Module]:
+        return list(self.d_layers) + list(self.c_layers) + [layer for block in self.u_layers for layer in block]
+
+    def setup_rnn(self, mode: str = "dense") -> None:
+        """Prepare every S4 layer for step mode: 'dense' (reference), 'diagonal' or 'dplr'."""
+        if self.bidirectional:
+            raise RuntimeError("a bidirectional SaShiMi has no recurrent (step) mode")
+        for module in self.modules():
+            if isinstance(module, S4):
+                module.setup_step(mode)
+
+    def default_state(self, *batch_shape: int, device=None) -> list:
+        """Initial recurrent state for a batch: an opaque list, one entry per layer."""
+        return [layer.default_state(*batch_shape, device=device) for layer in self._all_layers()]
+
+    def step(self, x: torch.Tensor, state: list, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, list]:
+        """One time step.
+
+        Args:
+            x: (B, d_model) input at this step.
+            state: from :meth:`default_state` or the previous step.
+            cond: (B, d_cond) conditioning or None.
+
+        Returns:
+            y (B, d_model) and the next state.
+        """
+        layers = self._all_layers()
+        if len(state) != len(layers):
+            raise ValueError(f"state has {len(state)} entries, expected {len(layers)} (use default_state())")
+        new_state = list(state)
+        index = {id(layer): i for i, layer in enumerate(layers)}
+
+        def run(layer, x):
+            i = index[id(layer)]
+            y, new_state[i] = layer.step(x, state[i]) if isinstance(layer, (DownPool, UpPool)) \
+                else layer.step(x, state[i], cond)
+            return y
+
+        outputs = [x]
+        depth = 0  # number of down pools that emitted this step
+        for layer in self.d_layers:
+            x = run(layer, x)
+            if x is None:
+                break
+            outputs.append(x)
+            depth += isinstance(layer, DownPool)
+        if x is not None:
+            for layer in self.c_layers:
+                x = run(layer, x)
+            x = x + outputs.pop()
+        n_tiers = len(self.pool)
+        for block in self.u_layers[n_tiers - 1 - min(depth, n_tiers - 1):] if x is None else self.u_layers:
+            if self.unet:
+                for layer in block:
+                    x = run(layer, x) + outputs.pop()
+            else:
+                x = run(block[0], x) + outputs.pop()
+                outputs.append(x)
+                for layer in block[1:]:
+                    x = run(layer, x)
+                x = x + outputs.pop()
+        return self.norm(x), new_state

@@ -1,0 +1,247 @@
+"""Loading and saving models: the native format and the published (seed) checkpoint formats.
+
+Everything is read with ``torch.load(..., map_location='cpu', weights_only=True)``: checkpoints
+are plain dicts of tensors and primitives, and nothing that could run code is unpickled.
+
+Native format: ``{"format": "sashimi", "version": 1, "kind": <model kind>, "config": {...},
+"state_dict": {...}}``; :func:`load_model` rebuilds the model from it alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from .ar import SashimiAR
+from .config import ARConfig, config_from_dict
+
+__all__ = ["load_model", "save_model", "load_checkpoint_file", "convert_rf5_state_dict", "register_model_kind",
+           "CheckpointError"]
+
+FORMAT_NAME, FORMAT_VERSION = "sashimi", 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint, or one that does not fit its model."""
+
+
+# kind -> (model class, config class); other modules register theirs (see register_model_kind).
+_MODEL_KINDS: dict[str, tuple[type[nn.Module], type]] = {"ar": (SashimiAR, ARConfig)}
+# Detectors for foreign formats: (name, predicate(ckpt), loader(ckpt, source) -> model).
+_FOREIGN_FORMATS: list[tuple[str, Callable[[dict], bool], Callable[[dict, str], nn.Module]]] = []
+
+
+def register_model_kind(kind: str, model_cls: type[nn.Module], config_cls: type) -> None:
+    """Make ``kind`` loadable from native checkpoints."""
+    _MODEL_KINDS[kind] = (model_cls, config_cls)
+
+
+def register_foreign_format(name: str, detect: Callable[[dict], bool], load: Callable[[dict, str], nn.Module]) -> None:
+    """Teach :func:`load_model` another checkpoint layout."""
+    _FOREIGN_FORMATS.append((name, detect, load))
+
+
+def _kind_of(model: nn.Module) -> str:
+    for kind, (cls, _) in _MODEL_KINDS.items():
+        if type(model) is cls:
+            return kind
+    raise TypeError(f"save_model: unsupported model type {type(model).__name__}")
+
+
+# ---- reading files ------------------------------------------------------------------------
+def _is_url(source: str) -> bool:
+    return bool(re.match(r"^(https?|file)://", source))
+
+
+def load_checkpoint_file(source: str | os.PathLike, progress: bool = True, check_hash: bool = False) -> dict:
+    """Read a checkpoint dict from a path or URL (http(s)://, file://), safely.
+
+    URLs are downloaded once into torch.hub's cache (``$TORCH_HOME/hub/checkpoints``). With
+    ``check_hash``, the file name must contain the first digits of its SHA-256
+    (``name-<hash>.pt``), as in ``torch.hub.load_state_dict_from_url``.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        CheckpointError: the file is truncated, not a checkpoint, or holds non-tensor objects.
+    """
+    source = os.fspath(source)
+    try:
+        if _is_url(source):
+            ckpt = torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=progress,
+                                                      check_hash=check_hash, weights_only=True)
+        else:
+            if not os.path.isfile(source):
+                raise FileNotFoundError(f"checkpoint not found: {source}")
+            ckpt = torch.load(source, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises several types for bad files; name the file in one message
+        raise CheckpointError(f"{source} is not a readable checkpoint (truncated, corrupt, or not a PyTorch "
+                              f"weights file): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{source}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+# ---- native format ------------------------------------------------------------------------
+def save_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> None:
+    """Save a model with its config so that :func:`load_model` can rebuild it.
+
+    Written to a temporary file and renamed, so an interrupted save never leaves a partial file.
+
+    Args:
+        model: a SaShiMi model (e.g. :class:`SashimiAR`).
+        path: destination file.
+        **extra: extra picklable-safe entries (tensors, numbers, strings, dicts) to store.
+    """
+    path = os.fspath(path)
+    ckpt = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": _kind_of(model),
+            "config": dataclasses.asdict(model.config),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def _build_native(ckpt: dict, source: str) -> nn.Module:
+    kind = ckpt.get("kind")
+    if kind not in _MODEL_KINDS:
+        raise CheckpointError(f"{source}: unknown model kind {kind!r} (known: {sorted(_MODEL_KINDS)})")
+    model_cls, config_cls = _MODEL_KINDS[kind]
+    try:
+        config = config_from_dict(config_cls, dict(ckpt.get("config") or {}), where=f"{source}: config")
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(str(e)) from e
+    model = model_cls(config)
+    load_state_dict_strict(model, ckpt["state_dict"], source)
+    return model
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
+    """Load every tensor, failing with one clear message on missing, unexpected or misshapen keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+             for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if wrong:
+        problems.append(f"{len(wrong)} tensor(s) of the wrong shape, e.g. " + "; ".join(wrong[:3]))
+    if missing:
+        problems.append(f"{len(missing)} missing, e.g. {missing[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}")
+    if problems:
+        raise CheckpointError(f"{source}: the weights do not fit the model built from its config: "
+                              + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+# ---- the seed's formats ---------------------------------------------------------------------
+# Seed key fragment -> native key fragment. Its S4 kernel sat one module deeper, its linear
+# layers were Sequentials, and its 'transposed' linear biases have shape (out, 1).
+_RF5_RENAMES = [
+    (re.compile(r"\.kernel\.kernel\."), ".kernel."),
+    (re.compile(r"\.output_linear\.0\."), ".output_linear."),
+    (re.compile(r"\.layer\.ff\.0\.0\."), ".layer.fc1."),
+    (re.compile(r"\.layer\.ff\.2\."), ".layer.fc2."),
+]
+# FFT-node caches recomputed accurately here: loading them would reproduce the seed's error.
+_RF5_DROPPED = re.compile(r"\.kernel\.kernel\.(omega|z)$")
+
+
+def convert_rf5_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a seed (RF5/simple-sashimi, RF5/DiffWave-unconditional) state dict to native keys.
+
+    The FFT-node buffers ``omega``/``z`` are dropped on purpose (recomputed in float64);
+    every other tensor is kept.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if _RF5_DROPPED.search(key):
+            continue
+        new = key
+        for pattern, repl in _RF5_RENAMES:
+            new = pattern.sub(repl, new)
+        if new.endswith(".bias") and value.dim() == 2 and value.size(-1) == 1:
+            value = value.squeeze(-1)
+        out[new] = value
+    return out
+
+
+def _infer_state_config(state_dict: dict) -> dict:
+    """d_state and tie_state are not in the seed's config: read them off the weights."""
+    for key, value in state_dict.items():
+        if key.endswith(".log_w_real"):
+            return {"d_state": 2 * value.shape[-1], "tie_state": value.shape[0] == 1}
+    return {}
+
+
+def _is_rf5_ar(ckpt: dict) -> bool:
+    return "model_state_dict" in ckpt and isinstance(ckpt.get("cfg_yaml"), str)
+
+
+def _load_rf5_ar(ckpt: dict, source: str) -> SashimiAR:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(ckpt["cfg_yaml"]) or {}
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{source}: cfg_yaml is not valid YAML: {e}") from e
+    model_cfg = dict(cfg.get("model_cfg") or {})
+    if not model_cfg:
+        raise CheckpointError(f"{source}: cfg_yaml has no model_cfg section")
+    if model_cfg.get("diffwave"):
+        raise CheckpointError(f"{source}: model_cfg describes a DiffWave model, not an autoregressive one")
+    state_dict = ckpt["model_state_dict"]
+    model_cfg.update(_infer_state_config(state_dict))
+    if "sample_rate" in cfg:
+        model_cfg["sample_rate"] = cfg["sample_rate"]
+    try:
+        config = config_from_dict(ARConfig, model_cfg, where=f"{source}: model_cfg")
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(str(e)) from e
+    model = SashimiAR(config)
+    load_state_dict_strict(model, convert_rf5_state_dict(state_dict), source)
+    return model
+
+
+register_foreign_format("rf5-ar", _is_rf5_ar, _load_rf5_ar)
+
+
+# ---- entry point ------------------------------------------------------------------------------
+def load_model(source: str | os.PathLike | dict, map_location: str | torch.device | None = "cpu",
+               progress: bool = True, check_hash: bool = False) -> nn.Module:
+    """Build a model from a checkpoint in any supported format.
+
+    Args:
+        source: a path, a URL (http(s):// or file://), or an already loaded checkpoint dict.
+            Native checkpoints and the published seed formats (simple-sashimi ``ckpt_*.pt``,
+            DiffWave-unconditional) are recognised automatically.
+        map_location: device for the model.
+        progress: show a download progress bar for URLs.
+        check_hash: verify the hash in a URL's file name.
+
+    Returns:
+        the model, in eval mode.
+    """
+    name = "<dict>" if isinstance(source, dict) else os.fspath(source)
+    ckpt = source if isinstance(source, dict) else load_checkpoint_file(source, progress, check_hash)
+    if ckpt.get("format") == FORMAT_NAME:
+        if ckpt.get("version") != FORMAT_VERSION:
+            raise CheckpointError(f"{name}: checkpoint format version {ckpt.get('version')} is not supported "
+                                  f"(this library reads version {FORMAT_VERSION})")
+        model = _build_native(ckpt, name)
+    else:
+        for _, detect, load in _FOREIGN_FORMATS:
+            if detect(ckpt):
+                model = load(ckpt, name)
+                break
+        else:
+            raise CheckpointError(f"{name}: unrecognised checkpoint layout (top-level keys: {sorted(ckpt)[:8]}); "
+                                  "expected a sashimi checkpoint or a published simple-sashimi / DiffWave file")
+    return model.to(map_location).eval()

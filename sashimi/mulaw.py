@@ -1,0 +1,56 @@
+"""Mu-law companding with 256 levels (mu = 255), in plain torch.
+
+Bit-exact with torchaudio's ``MuLawEncoding`` / ``MuLawDecoding`` (which this library
+does not depend on):
+
+    encode: q = floor((sign(x) * log1p(mu |x|) / log1p(mu) + 1) / 2 * mu + 0.5)
+    decode: y = 2 q / mu - 1;  x = sign(y) * ((1 + mu) ** |y| - 1) / mu
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+MU_LEVELS = 256
+#: The token of silence: ``mulaw_encode(0.0)``. Generation starts from it.
+SILENCE_TOKEN = 128
+
+
+def mulaw_encode(x: torch.Tensor, levels: int = MU_LEVELS) -> torch.Tensor:
+    """Quantise a waveform to mu-law tokens.
+
+    Args:
+        x: float tensor of any shape, values in [-1, 1].
+        levels: number of quantisation levels (mu = levels - 1).
+
+    Returns:
+        int64 tensor of the same shape, values in [0, levels - 1].
+    """
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError(f"mulaw_encode: x must be a floating-point tensor, got {_describe(x)}")
+    mu = levels - 1.0
+    y = torch.sign(x) * torch.log1p(mu * torch.abs(x)) / math.log1p(mu)
+    return ((y + 1) / 2 * mu + 0.5).to(torch.int64)
+
+
+def mulaw_decode(q: torch.Tensor, levels: int = MU_LEVELS, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Map mu-law tokens back to a waveform.
+
+    Args:
+        q: integer tensor of any shape, values in [0, levels - 1].
+        levels: number of quantisation levels (mu = levels - 1).
+        dtype: floating dtype of the result.
+
+    Returns:
+        tensor of ``dtype``, same shape as ``q``, values in [-1, 1].
+    """
+    if not torch.is_tensor(q) or q.is_floating_point() or q.is_complex():
+        raise TypeError(f"mulaw_decode: q must be an integer tensor, got {_describe(q)}")
+    mu = levels - 1.0
+    y = 2 * q.to(dtype) / mu - 1
+    return torch.sign(y) * (torch.pow(1 + mu, torch.abs(y)) - 1) / mu
+
+
+def _describe(x) -> str:
+    return f"tensor of dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__

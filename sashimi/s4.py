@@ -1,0 +1,370 @@
+"""The S4 layer (Hurwitz NPLR parameterisation): convolution mode and recurrent step mode.
+
+Notation (per channel h of H; N stored complex modes, 2N with their conjugates):
+    Lambda = -exp(log_w_real) + i w_imag                       (H', N)
+    A      = diag(Lambda, conj Lambda) - p p^*, p = [P, conj P]  (2N, 2N), stable by construction
+    Ab     = (I - dt/2 A)^-1 (I + dt/2 A),  Bb = (I - dt/2 A)^-1 dt B     (bilinear)
+    K_k    = C Ab^k Bb  for k < L                               (the convolution kernel)
+H' is 1 when the state is tied across channels. The stored ``C`` is "length-corrected":
+C_stored = C (I - Ab^l_max), which lets the kernel be evaluated at the l_max-th roots of unity
+with a Cauchy sum and a rank-1 Woodbury correction, then an inverse FFT.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .ops.cauchy import cauchy
+
+__all__ = ["S4", "SSMKernel", "hippo_legs_nplr", "fft_nodes"]
+
+STEP_MODES = ("dense", "diagonal", "dplr")
+# 'diagonal' falls back to 'dplr' when the eigenbasis would lose more than this (relative,
+# estimated as machine epsilon x the sum of |residues|): exact HiPPO-LegS is so non-normal that
+# its partial-fraction residues reach ~1e7 and cancel, which float32 cannot represent.
+_DIAGONAL_MAX_ERROR = {torch.float32: 1e-5, torch.float64: 1e-12}
+_warned: set[str] = set()
+
+
+def hippo_legs_nplr(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """HiPPO-LegS in normal-plus-low-rank form, one mode of each conjugate pair.
+
+    Args:
+        n: full state size (even).
+
+    Returns:
+        (w, P, B), each complex128 of shape (n // 2,): eigenvalues of the normal part,
+        the rank-1 factor and the input vector, in the eigenbasis of the normal part.
+    """
+    q = torch.arange(n, dtype=torch.float64)
+    r = torch.sqrt(2 * q + 1)
+    # LegS: A_nk = -sqrt(2n+1) sqrt(2k+1) for n > k, -(n+1) on the diagonal; B_n = sqrt(2n+1).
+    a = -torch.tril(r[:, None] * r[None, :], diagonal=-1) - torch.diag(q + 1)
+    p = torch.sqrt(q + 0.5)
+    normal = a + p[:, None] * p[None, :]  # skew-symmetric minus I/2: normal
+    w, v = torch.linalg.eig(normal)
+    # Keep the half of each conjugate pair with positive imaginary part.
+    keep = torch.argsort(w.imag, descending=True)[: n // 2]
+    w, v = w[keep], v[:, keep]
+    v_inv = v.conj().T  # unitary eigenbasis (normal matrix)
+    return w, v_inv @ p.to(v), v_inv @ r.to(v)
+
+
+@lru_cache(maxsize=32)
+def fft_nodes(length: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes for evaluating a length-``length`` kernel's generating function.
+
+    Computed in float64 and then cast: raising a float32 root of unity to the k-th power
+    (as the seed did) is off by ~5e-4 near Nyquist.
+
+    Returns:
+        z: complex (length // 2 + 1,), the bilinear pre-images 2 (1 - omega) / (1 + omega)
+           of the roots of unity omega_k = exp(-2 pi i k / length).
+        scale: complex (length // 2 + 1,), the bilinear correction 2 / (1 + omega).
+    """
+    k = torch.arange(length // 2 + 1, dtype=torch.float64)
+    omega = torch.exp(-2j * math.pi * k / length)
+    z = 2 * (1 - omega) / (1 + omega)
+    scale = 2 / (1 + omega)
+    return z.to(device=device, dtype=dtype), scale.to(device=device, dtype=dtype)
+
+
+def _complex(x: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(x)
+
+
+def _conj_extend(x: torch.Tensor) -> torch.Tensor:
+    """(..., N) -> (..., 2N): append the conjugate partners."""
+    return torch.cat([x, x.conj()], dim=-1)
+
+
+class SSMKernel(nn.Module):
+    """Parameters of a bank of H state-space models and their convolution kernel.
+
+    Args:
+        d_model: number of independent SSMs (H).
+        d_state: full state size 2N (N = d_state // 2 complex modes are stored).
+        l_max: length the stored ``C`` is corrected for.
+        channels: output channels per SSM (2x for bidirectional layers).
+        tie_state: share Lambda, P and B across the H SSMs.
+        lr: learning rate for the state parameters (log_dt, Lambda, P, B), or None for
+            the optimiser's default. Recorded on each parameter as ``_optim``.
+        dt_min, dt_max: range of the log-uniform initial step sizes.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, l_max: int = 16000, channels: int = 1,
+                 tie_state: bool = True, lr: float | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1):
+        super().__init__()
+        if d_state % 2:
+            raise ValueError(f"d_state must be even, got {d_state}")
+        self.H, self.N, self.l_max, self.channels = d_model, d_state // 2, l_max, channels
+        h_state = 1 if tie_state else d_model
+        w, p, b = hippo_legs_nplr(d_state)
+        log_dt = torch.rand(d_model, dtype=torch.float64) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        c = torch.randn(channels, d_model, self.N, dtype=torch.complex128)
+
+        self.log_dt = nn.Parameter(log_dt.float())
+        self.log_w_real = nn.Parameter(torch.log(-w.real + 1e-3).float().expand(h_state, -1).clone())
+        self.w_imag = nn.Parameter(w.imag.float().expand(h_state, -1).clone())
+        self.P = nn.Parameter(torch.view_as_real(p).float().expand(1, h_state, -1, -1).clone())
+        self.B = nn.Parameter(torch.view_as_real(b).float().expand(1, h_state, -1, -1).clone())
+        self.C = nn.Parameter(torch.zeros(channels, d_model, self.N, 2))
+        for name in ("log_dt", "log_w_real", "w_imag", "P", "B"):
+            getattr(self, name)._optim = {"lr": lr, "weight_decay": 0.0} if lr is not None else {"weight_decay": 0.0}
+        with torch.no_grad():
+            # Store C length-corrected: C (I - Ab^L), as the published checkpoints do.
+            sys = self.discrete_system()
+            c_full = _conj_extend(c)
+            corrected = c_full - torch.einsum("chn,hnm->chm", c_full, sys["AbL"])
+            self.C.copy_(torch.view_as_real(corrected[..., : self.N]).float())
+
+    def extra_repr(self) -> str:
+        return f"H={self.H}, N={self.N} (x2 conjugate), channels={self.channels}, l_max={self.l_max}"
+
+    def lambda_(self) -> torch.Tensor:
+        """Diagonal part of A: complex (H', N)."""
+        return torch.complex(-torch.exp(self.log_w_real), self.w_imag)
+
+    def forward(self, length: int) -> torch.Tensor:
+        """Convolution kernel.
+
+        Args:
+            length: number of taps wanted (at most ``l_max``).
+
+        Returns:
+            real (channels, H, length).
+        """
+        if length > self.l_max:
+            raise ValueError(f"kernel length {length} exceeds l_max={self.l_max}")
+        dt = torch.exp(self.log_dt)  # (H,)
+        B, P, C = _complex(self.B), _complex(self.P), _complex(self.C)  # (1,H',N) (1,H',N) (c,H,N)
+        w = self.lambda_() * dt[:, None]  # (H, N)
+        c = self.channels
+        rows = torch.cat([B, P], dim=0)  # (2, H', N): input-side vectors [B, P]
+        cols = torch.cat([C, P.conj().expand(1, self.H, self.N)], dim=0)  # (c+1, H, N): [C, Q = P^*]
+        v = rows[:, None] * cols[None]  # (2, c+1, H, N)
+        z, scale = fft_nodes(self.l_max, v.dtype, v.device)
+        r = cauchy(v, z, w) * dt[:, None]  # (2, c+1, H, l_max//2 + 1)
+        # Rank-1 Woodbury: C R B - (C R P)(Q R B) / (1 + Q R P), R the diagonal resolvent.
+        k_f = r[0, :c] - r[0, c:] * r[1, :c] / (1 + r[1, c:])
+        k = torch.fft.irfft(k_f * scale, n=self.l_max)  # (c, H, l_max)
+        return k[..., :length]
+
+    @torch.no_grad()
+    def discrete_system(self) -> dict[str, torch.Tensor]:
+        """The bilinear discretisation over all 2N modes, computed in complex128.
+
+        Returns:
+            dict with ``A`` (H', 2N, 2N) continuous state matrix, ``dt`` (H,),
+            ``Ab`` (H, 2N, 2N), ``Bb`` (H, 2N), ``AbL`` = Ab^l_max (H, 2N, 2N), and
+            ``C`` (channels, H, 2N), the true (not length-corrected) output matrix.
+        """
+        cd = torch.complex128
+        dt = torch.exp(self.log_dt.detach().double())
+        w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.detach().double()), self.w_imag.detach().double()))
+        p = _conj_extend(_complex(self.P.detach().double().contiguous())[0])  # (H', 2N)
+        b = _conj_extend(_complex(self.B.detach().double().contiguous())[0])
+        c_stored = _conj_extend(_complex(self.C.detach().double().contiguous()))  # (c, H, 2N)
+        A = torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]
+        eye = torch.eye(2 * self.N, dtype=cd, device=A.device)
+        half = (dt / 2).to(cd)[:, None, None]
+        Ab = torch.linalg.solve(eye - half * A, eye + half * A)
+        Bb = torch.linalg.solve(eye - half * A, (dt.to(cd)[:, None] * b).unsqueeze(-1)).squeeze(-1)
+        AbL = torch.linalg.matrix_power(Ab, self.l_max)
+        # C_stored = C (I - Ab^L)  =>  C^T = (I - Ab^L)^-T C_stored^T
+        C = torch.linalg.solve((eye - AbL).transpose(-1, -2), c_stored.unsqueeze(-1)).squeeze(-1)
+        return {"A": A, "dt": dt, "Ab": Ab, "Bb": Bb, "AbL": AbL, "C": C}
+
+    @torch.no_grad()
+    def diagonal_system(self) -> dict[str, torch.Tensor]:
+        """The same system in the eigenbasis of A, computed in complex128.
+
+        The bilinear map keeps eigenvectors: Ab's eigenvalues are
+        (1 + dt mu / 2) / (1 - dt mu / 2) for each eigenvalue mu of A.
+
+        Returns:
+            dict with ``Lambda`` (H, 2N) discrete eigenvalues, ``Bb`` (H, 2N) and
+            ``C`` (channels, H, 2N) in the eigenbasis.
+        """
+        cd = torch.complex128
+        dt = torch.exp(self.log_dt.detach().double()).to(cd)[:, None]  # (H, 1)
+        w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.detach().double()), self.w_imag.detach().double()))
+        p = _conj_extend(_complex(self.P.detach().double().contiguous())[0])
+        b = _conj_extend(_complex(self.B.detach().double().contiguous())[0])
+        c_stored = _conj_extend(_complex(self.C.detach().double().contiguous()))
+        A = torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]
+        mu, V = torch.linalg.eig(A)  # (H', 2N), (H', 2N, 2N)
+        b_eig = torch.linalg.solve(V, b.unsqueeze(-1)).squeeze(-1)  # V^-1 B
+        denom = 1 - dt * mu / 2  # (H, 2N)
+        lam = (1 + dt * mu / 2) / denom
+        Bb = dt * b_eig / denom
+        # C_true V = C_stored V (I - Lambda^L)^-1
+        C = torch.einsum("chn,hnm->chm", c_stored, V.expand(self.H, -1, -1)) / (1 - lam ** self.l_max)
+        return {"Lambda": lam, "Bb": Bb, "C": C}
+
+    @torch.no_grad()
+    def dplr_system(self) -> dict[str, torch.Tensor]:
+        """Coefficients of the O(N) bilinear step in the (unitary) basis of the stored modes.
+
+        With A = diag(Lambda) - p p^* and a state x of N modes (conjugates implicit), one step
+        x' = (I - dt/2 A)^-1 ((I + dt/2 A) x + dt B u) is, by the Woodbury identity,
+            s  = 2 Re(P^* x)
+            a  = g * (x + alpha x - beta s + dtB u),   g = 1 / (1 - dt/2 Lambda)
+            x' = a - gP * coef * 2 Re(P^* a)
+        All complex128; shapes (H, N) except ``coef`` (H,).
+        """
+        cd = torch.complex128
+        dt = torch.exp(self.log_dt.detach().double()).to(cd)[:, None]
+        lam = torch.complex(-torch.exp(self.log_w_real.detach().double()), self.w_imag.detach().double())
+        P = _complex(self.P.detach().double().contiguous())[0].expand(self.H, -1)
+        B = _complex(self.B.detach().double().contiguous())[0].expand(self.H, -1)
+        g = 1 / (1 - dt / 2 * lam)
+        q = 2 * (P.abs() ** 2 * g).sum(-1).real  # p^* G p over all 2N modes
+        coef = ((dt[:, 0] / 2) / (1 + dt[:, 0] / 2 * q)).real
+        C = self.discrete_system()["C"][..., : self.N]
+        return {"Pc": P.conj(), "alpha": dt / 2 * lam, "beta": dt / 2 * P, "dtB": dt * B, "g": g,
+                "gP": g * P, "coef": coef, "C": 2 * C}
+
+    @torch.no_grad()
+    def diagonal_error_estimate(self, dtype: torch.dtype) -> float:
+        """Relative error the eigenbasis recurrence is expected to have in ``dtype``."""
+        d = self.diagonal_system()
+        residues = (d["C"] * d["Bb"]).abs().sum(-1)  # (channels, H)
+        scale = (d["C"] * d["Bb"]).sum(-1).abs().clamp_min(1e-30)  # |K_0|-like magnitude
+        return float(torch.finfo(dtype).eps * (residues / scale.max()).max())
+
+
+class S4(nn.Module):
+    """S4 layer on (B, L, H) sequences: SSM convolution + D skip, GELU, output projection.
+
+    Args:
+        d_model: channels H.
+        d_state: full SSM state size (2N).
+        l_max: longest sequence; the kernel is defined up to this length.
+        bidirectional: add an anti-causal kernel (two kernel channels, summed).
+        glu: output projection H -> 2H followed by GLU (else H -> H, nothing after).
+        dropout: dropout on the SSM output (tied over time).
+        tie_state: share the state matrix across channels.
+        lr: learning rate recorded for the SSM state parameters (see :class:`SSMKernel`).
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, l_max: int = 16000, bidirectional: bool = False,
+                 glu: bool = True, dropout: float = 0.0, tie_state: bool = True, lr: float | None = None):
+        super().__init__()
+        self.d_model, self.bidirectional, self.glu = d_model, bidirectional, glu
+        self.kernel = SSMKernel(d_model, d_state, l_max, channels=2 if bidirectional else 1,
+                                tie_state=tie_state, lr=lr)
+        self.D = nn.Parameter(torch.randn(1, d_model))
+        self.dropout = dropout
+        self.output_linear = nn.Linear(d_model, 2 * d_model if glu else d_model)
+        self._step = None  # discretised parameters, set by setup_step
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """Args: u (B, L, H). Returns: (B, L, H)."""
+        L = u.size(-2)
+        k = self.kernel(L)  # (c, H, L)
+        u_t = u.transpose(-1, -2)  # (B, H, L)
+        if self.bidirectional:
+            # Causal kernel k0 on lags 0..L-1, anti-causal k1 on lags -1..-L (circularly at 2L - m).
+            k = F.pad(k[0:1], (0, L)) + F.pad(k[1:2].flip(-1), (L, 0))  # (1, H, 2L)
+        k_f = torch.fft.rfft(k, n=2 * L)
+        u_f = torch.fft.rfft(u_t, n=2 * L)
+        y = torch.fft.irfft(u_f.unsqueeze(-3) * k_f, n=2 * L)[..., :L]  # (B, 1, H, L)
+        y = y.squeeze(-3) + u_t * self.D.transpose(0, 1)
+        y = F.gelu(y.transpose(-1, -2))
+        y = _channel_dropout(y, self.dropout, self.training)
+        return self._project(y)
+
+    def _project(self, y: torch.Tensor) -> torch.Tensor:
+        y = self.output_linear(y)
+        return F.glu(y, dim=-1) if self.glu else y
+
+    # ---- recurrent mode ----------------------------------------------------------------
+    @torch.no_grad()
+    def setup_step(self, mode: str = "dense") -> None:
+        """Precompute the discrete recurrence (in complex128, then cast to the layer's dtype).
+
+        Args:
+            mode: 'dense' (full 2N x 2N transition) or 'diagonal' (eigenbasis of A).
+        """
+        if mode not in STEP_MODES:
+            raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
+        if self.bidirectional:
+            raise RuntimeError("a bidirectional S4 layer has no recurrent (step) mode")
+        cdtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
+        if mode == "diagonal":
+            err = self.kernel.diagonal_error_estimate(self.D.dtype)
+            if err > _DIAGONAL_MAX_ERROR.get(self.D.dtype, 1e-5):
+                if "diagonal" not in _warned:
+                    _warned.add("diagonal")
+                    warnings.warn(f"S4 step mode 'diagonal': the eigenbasis of a layer's state matrix is "
+                                  f"ill-conditioned (estimated relative error {err:.1e} in {self.D.dtype}); "
+                                  "using the equivalent, well-conditioned 'dplr' step instead.", stacklevel=2)
+                mode = "dplr"
+        if mode == "dense":
+            sys = self.kernel.discrete_system()
+            self._step = {"A": sys["Ab"], "B": sys["Bb"], "C": sys["C"][0]}
+        elif mode == "diagonal":
+            sys = self.kernel.diagonal_system()
+            self._step = {"A": sys["Lambda"], "B": sys["Bb"], "C": sys["C"][0]}
+        else:
+            sys = self.kernel.dplr_system()
+            self._step = dict(sys, C=sys["C"][0])
+        rdtype = self.D.dtype
+        self._step = {k: v.to(cdtype if v.is_complex() else rdtype) for k, v in self._step.items()}
+        self._step["mode"] = mode
+
+    @property
+    def step_mode(self) -> str | None:
+        """The active recurrence ('dense', 'diagonal' or 'dplr'), or None before setup_step."""
+        return None if self._step is None else self._step["mode"]
+
+    def default_state(self, *batch_shape: int, device=None) -> torch.Tensor:
+        """Zero state: complex (*batch_shape, H, 2N), or (*batch_shape, H, N) in 'dplr' mode
+        (which keeps one mode of each conjugate pair)."""
+        if self._step is None:
+            raise RuntimeError("call setup_step() (or the model's setup_rnn()) before default_state()")
+        cdtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
+        n = self.kernel.N if self._step["mode"] == "dplr" else 2 * self.kernel.N
+        return torch.zeros(*batch_shape, self.d_model, n, dtype=cdtype,
+                           device=device if device is not None else self.D.device)
+
+    def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step.
+
+        Args:
+            u: (B, H) input at this step.
+            state: complex (B, H, 2N) from :meth:`default_state` or the previous step.
+
+        Returns:
+            y (B, H) and the next state.
+        """
+        if self._step is None:
+            raise RuntimeError("call setup_step() (or the model's setup_rnn()) before step()")
+        s = self._step
+        if s["mode"] == "dplr":
+            u_ = u.unsqueeze(-1)
+            proj = 2 * (s["Pc"] * state).sum(-1).real.unsqueeze(-1)
+            a = s["g"] * (state + s["alpha"] * state - s["beta"] * proj + s["dtB"] * u_)
+            state = a - s["gP"] * (s["coef"] * 2 * (s["Pc"] * a).sum(-1).real).unsqueeze(-1)
+        else:
+            if s["mode"] == "dense":
+                state = torch.einsum("hmn,...hn->...hm", s["A"], state)
+            else:
+                state = s["A"] * state
+            state = state + s["B"] * u.unsqueeze(-1)
+        y = (s["C"] * state).sum(-1).real + u * self.D[0]
+        return self._project(F.gelu(y)), state
+
+
+def _channel_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout of whole channels, tied over time: x (B, L, H)."""
+    if not training or p == 0.0:
+        return x
+    mask = torch.empty(x.size(0), 1, x.size(-1), device=x.device, dtype=x.dtype).bernoulli_(1 - p)
+    return x * mask / (1 - p)

@@ -1,0 +1,53 @@
+"""Command line: ``python -m sashimi <command> ...`` (also installed as ``sashimi``).
+
+Each command lives in its own module under :mod:`sashimi.cli`, exposing
+``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when used.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sashimi.cli import CLIError
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "generate": ("sashimi.cli.generate", "generate audio with a pretrained or saved model"),
+    "nll": ("sashimi.cli.nll", "negative log-likelihood (bits per sample) of WAV files"),
+    "train": ("sashimi.cli.train", "train a model (key=value config overrides)"),
+    "split": ("sashimi.cli.split", "write train/valid/test CSV splits for a dataset"),
+    "bench": ("sashimi.cli.bench", "benchmarks: 'bench generate', 'bench train'"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="sashimi", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.print_usage(sys.stderr)
+            print(f"sashimi: error: unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
+            return 2
+        parser.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    cmd_parser = argparse.ArgumentParser(prog=f"sashimi {name}", description=COMMANDS[name][1])
+    module.add_arguments(cmd_parser)
+    args = cmd_parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except CLIError as e:
+        print(f"sashimi {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sashimi {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -117,10 +117,12 @@ class SSMKernel(nn.Module):
         for name in ("log_dt", "log_w_real", "w_imag", "P", "B"):
             getattr(self, name)._optim = {"lr": lr, "weight_decay": 0.0} if lr is not None else {"weight_decay": 0.0}
         with torch.no_grad():
-            # Store C length-corrected: C (I - Ab^L), as the published checkpoints do.
-            sys = self.discrete_system()
+            # Store C length-corrected, C (I - Ab^L), as the published checkpoints do. Ab^L is
+            # formed in the eigenbasis (cheap; its conditioning is irrelevant for a random C).
             c_full = _conj_extend(c)
-            corrected = c_full - torch.einsum("chn,hnm->chm", c_full, sys["AbL"])
+            mu, V, lam = self._eigen()
+            AbL = V @ torch.diag_embed(lam ** l_max) @ torch.linalg.inv(V)  # (H, 2N, 2N)
+            corrected = c_full - torch.einsum("chn,hnm->chm", c_full, AbL)
             self.C.copy_(torch.view_as_real(corrected[..., : self.N]).float())
 
     def extra_repr(self) -> str:
@@ -181,6 +183,17 @@ class SSMKernel(nn.Module):
         return {"A": A, "dt": dt, "Ab": Ab, "Bb": Bb, "AbL": AbL, "C": C}
 
     @torch.no_grad()
+    def _eigen(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eigen-decomposition of A (complex128): mu (H', 2N), V (H', 2N, 2N), and the
+        discrete eigenvalues lam (H, 2N) = (1 + dt mu / 2) / (1 - dt mu / 2)."""
+        dt = torch.exp(self.log_dt.detach().double()).to(torch.complex128)[:, None]
+        w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.detach().double()), self.w_imag.detach().double()))
+        p = _conj_extend(_complex(self.P.detach().double().contiguous())[0])
+        A = torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]
+        mu, V = torch.linalg.eig(A)
+        return mu, V, (1 + dt * mu / 2) / (1 - dt * mu / 2)
+
+    @torch.no_grad()
     def diagonal_system(self) -> dict[str, torch.Tensor]:
         """The same system in the eigenbasis of A, computed in complex128.
 
@@ -191,18 +204,12 @@ class SSMKernel(nn.Module):
             dict with ``Lambda`` (H, 2N) discrete eigenvalues, ``Bb`` (H, 2N) and
             ``C`` (channels, H, 2N) in the eigenbasis.
         """
-        cd = torch.complex128
-        dt = torch.exp(self.log_dt.detach().double()).to(cd)[:, None]  # (H, 1)
-        w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.detach().double()), self.w_imag.detach().double()))
-        p = _conj_extend(_complex(self.P.detach().double().contiguous())[0])
+        dt = torch.exp(self.log_dt.detach().double()).to(torch.complex128)[:, None]  # (H, 1)
         b = _conj_extend(_complex(self.B.detach().double().contiguous())[0])
         c_stored = _conj_extend(_complex(self.C.detach().double().contiguous()))
-        A = torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]
-        mu, V = torch.linalg.eig(A)  # (H', 2N), (H', 2N, 2N)
+        mu, V, lam = self._eigen()
         b_eig = torch.linalg.solve(V, b.unsqueeze(-1)).squeeze(-1)  # V^-1 B
-        denom = 1 - dt * mu / 2  # (H, 2N)
-        lam = (1 + dt * mu / 2) / denom
-        Bb = dt * b_eig / denom
+        Bb = dt * b_eig / (1 - dt * mu / 2)
         # C_true V = C_stored V (I - Lambda^L)^-1
         C = torch.einsum("chn,hnm->chm", c_stored, V.expand(self.H, -1, -1)) / (1 - lam ** self.l_max)
         return {"Lambda": lam, "Bb": Bb, "C": C}

@@ -181,31 +181,35 @@ class Sashimi(nn.Module):
         self.d_model, self.unet, self.bidirectional = d_model, unet, bidirectional
         self.pool = tuple(pool)
 
-        def s4_block(dim: int) -> ResidualBlock:
-            layer = S4(dim, d_state=d_state, l_max=l_max, bidirectional=bidirectional, glu=glu,
+        def s4_block(dim: int, length: int) -> ResidualBlock:
+            layer = S4(dim, d_state=d_state, l_max=length, bidirectional=bidirectional, glu=glu,
                        dropout=dropout, tie_state=tie_state, lr=lr)
             return ResidualBlock(dim, layer, dropout, d_cond=d_cond)
 
-        def blocks(dim: int) -> list[nn.Module]:
+        def blocks(dim: int, length: int) -> list[nn.Module]:
             out = []
             for _ in range(n_layers):
-                out.append(s4_block(dim))
+                out.append(s4_block(dim, length))
                 if ff > 0:
                     out.append(ResidualBlock(dim, FFBlock(dim, ff, dropout), dropout))
             return out
 
+        # Each tier's S4 kernels are defined for the length that tier sees.
+        lengths = [l_max]
+        for p in self.pool:
+            lengths.append(math.ceil(lengths[-1] / p))
         H = d_model
         d_layers = []
-        for p in self.pool:
+        for tier, p in enumerate(self.pool):
             if unet:
-                d_layers += blocks(H)
+                d_layers += blocks(H, lengths[tier])
             d_layers.append(DownPool(H, expand, p))
             H *= expand
-        c_layers = blocks(H)
+        c_layers = blocks(H, lengths[-1])
         u_layers = []
-        for p in self.pool[::-1]:
+        for tier, p in reversed(list(enumerate(self.pool))):
             H //= expand
-            u_layers.append(nn.ModuleList([UpPool(H * expand, expand, p)] + blocks(H)))
+            u_layers.append(nn.ModuleList([UpPool(H * expand, expand, p)] + blocks(H, lengths[tier])))
         self.d_layers = nn.ModuleList(d_layers)
         self.c_layers = nn.ModuleList(c_layers)
         self.u_layers = nn.ModuleList(u_layers)

@@ -18,9 +18,10 @@ import torch.nn as nn
 
 from .ar import SashimiAR
 from .config import ARConfig, config_from_dict
+from .s4 import convert_kernel_lengths
 
-__all__ = ["load_model", "save_model", "load_checkpoint_file", "convert_rf5_state_dict", "register_model_kind",
-           "CheckpointError"]
+__all__ = ["load_model", "save_model", "load_checkpoint_file", "convert_rf5_state_dict", "load_published_state_dict",
+           "register_model_kind", "CheckpointError"]
 
 FORMAT_NAME, FORMAT_VERSION = "sashimi", 1
 
@@ -173,6 +174,13 @@ def convert_rf5_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
     return out
 
 
+def load_published_state_dict(model: nn.Module, state_dict: dict, source: str, published_l_max: int) -> None:
+    """Load a seed state dict strictly, then re-express each S4 layer's length-corrected ``C``
+    (the seed corrected all layers for ``published_l_max``) for the length its tier sees."""
+    load_state_dict_strict(model, convert_rf5_state_dict(state_dict), source)
+    convert_kernel_lengths(model, published_l_max)
+
+
 def _infer_state_config(state_dict: dict) -> dict:
     """d_state and tie_state are not in the seed's config: read them off the weights."""
     for key, value in state_dict.items():
@@ -206,7 +214,7 @@ def _load_rf5_ar(ckpt: dict, source: str) -> SashimiAR:
     except (TypeError, ValueError) as e:
         raise CheckpointError(str(e)) from e
     model = SashimiAR(config)
-    load_state_dict_strict(model, convert_rf5_state_dict(state_dict), source)
+    load_published_state_dict(model, state_dict, source, published_l_max=config.l_max)
     return model
 
 

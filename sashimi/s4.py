@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .ops.cauchy import cauchy
 
-__all__ = ["S4", "SSMKernel", "hippo_legs_nplr", "fft_nodes"]
+__all__ = ["S4", "SSMKernel", "hippo_legs_nplr", "fft_nodes", "convert_kernel_lengths"]
 
 STEP_MODES = ("dense", "diagonal", "dplr")
 # 'diagonal' falls back to 'dplr' when the eigenbasis would lose more than this (relative,
@@ -135,27 +135,84 @@ class SSMKernel(nn.Module):
     def forward(self, length: int) -> torch.Tensor:
         """Convolution kernel.
 
+        The stored ``C`` is length-corrected for ``l_max``, the sequence length this layer
+        normally sees (in SaShiMi, the outer length divided by the pooling above the layer),
+        so training evaluates the kernel at exactly the length it needs. Without autograd,
+        other lengths convert ``C`` instead (same taps, less work); with autograd, shorter
+        kernels are cut from the l_max one and longer ones use the exact dense conversion.
+
         Args:
-            length: number of taps wanted (at most ``l_max``).
+            length: number of taps wanted (any positive length).
 
         Returns:
             real (channels, H, length).
         """
-        if length > self.l_max:
-            raise ValueError(f"kernel length {length} exceeds l_max={self.l_max}")
+        if length < 1:
+            raise ValueError(f"kernel length must be positive, got {length}")
+        n_fft = length + length % 2  # taps actually computed (even, for the real FFT)
+        C = _complex(self.C)  # (c, H, N)
+        if n_fft != self.l_max:
+            if not (torch.is_grad_enabled() and self.C.requires_grad):
+                C = self._converted_c(self.l_max, n_fft, exact=self.C.dtype == torch.float64)
+            elif n_fft < self.l_max:
+                n_fft = self.l_max
+            else:
+                C = self._converted_c(self.l_max, n_fft, exact=True)
         dt = torch.exp(self.log_dt)  # (H,)
-        B, P, C = _complex(self.B), _complex(self.P), _complex(self.C)  # (1,H',N) (1,H',N) (c,H,N)
+        B, P = _complex(self.B), _complex(self.P)  # (1, H', N)
         w = self.lambda_() * dt[:, None]  # (H, N)
         c = self.channels
         rows = torch.cat([B, P], dim=0)  # (2, H', N): input-side vectors [B, P]
         cols = torch.cat([C, P.conj().expand(1, self.H, self.N)], dim=0)  # (c+1, H, N): [C, Q = P^*]
         v = rows[:, None] * cols[None]  # (2, c+1, H, N)
-        z, scale = fft_nodes(self.l_max, v.dtype, v.device)
-        r = cauchy(v, z, w) * dt[:, None]  # (2, c+1, H, l_max//2 + 1)
+        z, scale = fft_nodes(n_fft, v.dtype, v.device)
+        r = cauchy(v, z, w) * dt[:, None]  # (2, c+1, H, n_fft//2 + 1)
         # Rank-1 Woodbury: C R B - (C R P)(Q R B) / (1 + Q R P), R the diagonal resolvent.
         k_f = r[0, :c] - r[0, c:] * r[1, :c] / (1 + r[1, c:])
-        k = torch.fft.irfft(k_f * scale, n=self.l_max)  # (c, H, l_max)
+        k = torch.fft.irfft(k_f * scale, n=n_fft)  # (c, H, n_fft)
         return k[..., :length]
+
+    def _converted_c(self, src: int, dst: int, exact: bool) -> torch.Tensor:
+        """C corrected for length ``dst`` instead of ``src`` (differentiable):
+
+            C_dst = C_src (I - Ab^src)^-1 (I - Ab^dst).
+
+        ``exact`` uses dense matrix powers (costly for wide layers); otherwise the eigenbasis
+        of A in complex128 (shared across channels when the state is tied), whose ~1e-8
+        relative error on exact HiPPO matrices is below float32 round-off. Its gradients are
+        NOT accurate (eig's backward loses cond(V)^2), so it is only used without autograd.
+
+        Returns:
+            complex (channels, H, N) in the parameters' complex dtype.
+        """
+        cd = torch.complex128
+        dt = torch.exp(self.log_dt.double()).to(cd)  # (H,)
+        w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.double()), self.w_imag.double()))
+        p = _conj_extend(_complex(self.P.double().contiguous())[0])  # (H', 2N)
+        c_src = _conj_extend(_complex(self.C.double().contiguous()))  # (c, H, 2N)
+        A = torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]  # (H', 2N, 2N)
+        if exact:
+            eye = torch.eye(2 * self.N, dtype=cd, device=A.device)
+            half = (dt / 2)[:, None, None]
+            Ab = torch.linalg.solve(eye - half * A, eye + half * A)
+            M = torch.linalg.solve(eye - torch.linalg.matrix_power(Ab, src),
+                                   eye - torch.linalg.matrix_power(Ab, dst))
+            c_new = torch.einsum("chn,hnm->chm", c_src, M)
+        else:
+            mu, V = torch.linalg.eig(A)  # (H', 2N), (H', 2N, 2N)
+            lam = (1 + dt[:, None] * mu / 2) / (1 - dt[:, None] * mu / 2)  # (H, 2N)
+            factor = (1 - lam ** dst) / (1 - lam ** src)
+            c_eig = torch.einsum("chn,hnm->chm", c_src, V.expand(self.H, -1, -1)) * factor
+            c_new = torch.linalg.solve(V.transpose(-1, -2), c_eig.unsqueeze(-1)).squeeze(-1)  # (.) V^-1
+        return c_new[..., : self.N].to(_complex(self.C).dtype)
+
+    @torch.no_grad()
+    def convert_length(self, from_length: int) -> None:
+        """Re-express a ``C`` that was length-corrected for ``from_length`` (e.g. a published
+        checkpoint's l_max) for this layer's ``l_max``, in place. Outputs do not change."""
+        if from_length != self.l_max:
+            c = self._converted_c(from_length, self.l_max, exact=False)
+            self.C.copy_(torch.view_as_real(c))
 
     @torch.no_grad()
     def discrete_system(self) -> dict[str, torch.Tensor]:
@@ -274,15 +331,19 @@ class S4(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """Args: u (B, L, H). Returns: (B, L, H)."""
         L = u.size(-2)
-        k = self.kernel(L)  # (c, H, L)
-        u_t = u.transpose(-1, -2)  # (B, H, L)
-        if self.bidirectional:
-            # Causal kernel k0 on lags 0..L-1, anti-causal k1 on lags -1..-L (circularly at 2L - m).
-            k = F.pad(k[0:1], (0, L)) + F.pad(k[1:2].flip(-1), (L, 0))  # (1, H, 2L)
-        k_f = torch.fft.rfft(k, n=2 * L)
-        u_f = torch.fft.rfft(u_t, n=2 * L)
-        y = torch.fft.irfft(u_f.unsqueeze(-3) * k_f, n=2 * L)[..., :L]  # (B, 1, H, L)
-        y = y.squeeze(-3) + u_t * self.D.transpose(0, 1)
+        # The kernel and the FFT convolution stay in float32 under mixed-precision autocast.
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            if u.dtype in (torch.float16, torch.bfloat16):
+                u = u.float()
+            k = self.kernel(L)  # (c, H, L)
+            u_t = u.transpose(-1, -2)  # (B, H, L)
+            if self.bidirectional:
+                # Causal kernel k0 on lags 0..L-1, anti-causal k1 on lags -1..-L (circularly at 2L - m).
+                k = F.pad(k[0:1], (0, L)) + F.pad(k[1:2].flip(-1), (L, 0))  # (1, H, 2L)
+            k_f = torch.fft.rfft(k, n=2 * L)
+            u_f = torch.fft.rfft(u_t, n=2 * L)
+            y = torch.fft.irfft(u_f.unsqueeze(-3) * k_f, n=2 * L)[..., :L]  # (B, 1, H, L)
+            y = y.squeeze(-3) + u_t * self.D.transpose(0, 1)
         y = F.gelu(y.transpose(-1, -2))
         y = _channel_dropout(y, self.dropout, self.training)
         return self._project(y)
@@ -375,3 +436,11 @@ def _channel_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     mask = torch.empty(x.size(0), 1, x.size(-1), device=x.device, dtype=x.dtype).bernoulli_(1 - p)
     return x * mask / (1 - p)
+
+
+def convert_kernel_lengths(module: nn.Module, from_length: int) -> None:
+    """Convert every S4 kernel in ``module`` whose ``C`` was length-corrected for
+    ``from_length`` (the seed corrected every layer for the full l_max) to its own l_max."""
+    for kernel in module.modules():
+        if isinstance(kernel, SSMKernel):
+            kernel.convert_length(from_length)

@@ -375,8 +375,16 @@ class S4(nn.Module):
                                   "using the equivalent, well-conditioned 'dplr' step instead.", stacklevel=2)
                 mode = "dplr"
         if mode == "dense":
+            # The system is real: in coordinates s = [Re x, Im x] of the N stored modes (the
+            # other N are their conjugates), x' = P x + Q conj(x) with P, Q blocks of Ab.
             sys = self.kernel.discrete_system()
-            self._step = {"A": sys["Ab"], "B": sys["Bb"], "C": sys["C"][0]}
+            n = self.kernel.N
+            P, Q = sys["Ab"][:, :n, :n], sys["Ab"][:, :n, n:]
+            M = torch.cat([torch.cat([P.real + Q.real, Q.imag - P.imag], -1),
+                           torch.cat([P.imag + Q.imag, P.real - Q.real], -1)], -2)  # (H, 2N, 2N)
+            b, c = sys["Bb"][:, :n], sys["C"][0, :, :n]
+            self._step = {"A": M.transpose(-1, -2).contiguous(), "B": torch.cat([b.real, b.imag], -1),
+                          "C": torch.cat([2 * c.real, -2 * c.imag], -1)}
         elif mode == "diagonal":
             sys = self.kernel.diagonal_system()
             self._step = {"A": sys["Lambda"], "B": sys["Bb"], "C": sys["C"][0]}
@@ -393,13 +401,14 @@ class S4(nn.Module):
         return None if self._step is None else self._step["mode"]
 
     def default_state(self, *batch_shape: int, device=None) -> torch.Tensor:
-        """Zero state: complex (*batch_shape, H, 2N), or (*batch_shape, H, N) in 'dplr' mode
-        (which keeps one mode of each conjugate pair)."""
+        """Zero state: real (B, H, 2N) in 'dense' mode ([Re, Im] of the N stored modes),
+        complex (B, H, 2N) in 'diagonal' mode, complex (B, H, N) in 'dplr' mode."""
         if self._step is None:
             raise RuntimeError("call setup_step() (or the model's setup_rnn()) before default_state()")
         cdtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
-        n = self.kernel.N if self._step["mode"] == "dplr" else 2 * self.kernel.N
-        return torch.zeros(*batch_shape, self.d_model, n, dtype=cdtype,
+        mode = self._step["mode"]
+        n = self.kernel.N if mode == "dplr" else 2 * self.kernel.N
+        return torch.zeros(*batch_shape, self.d_model, n, dtype=self.D.dtype if mode == "dense" else cdtype,
                            device=device if device is not None else self.D.device)
 
     def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,7 +416,7 @@ class S4(nn.Module):
 
         Args:
             u: (B, H) input at this step.
-            state: complex (B, H, 2N) from :meth:`default_state` or the previous step.
+            state: from :meth:`default_state` or the previous step.
 
         Returns:
             y (B, H) and the next state.
@@ -420,13 +429,13 @@ class S4(nn.Module):
             proj = 2 * (s["Pc"] * state).sum(-1).real.unsqueeze(-1)
             a = s["g"] * (state + s["alpha"] * state - s["beta"] * proj + s["dtB"] * u_)
             state = a - s["gP"] * (s["coef"] * 2 * (s["Pc"] * a).sum(-1).real).unsqueeze(-1)
+        elif s["mode"] == "dense":  # real coordinates; A stored transposed: (H, 2N_in, 2N_out)
+            flat = state.reshape(-1, *state.shape[-2:]).transpose(0, 1)  # (H, batch, 2N)
+            state = torch.bmm(flat, s["A"]).transpose(0, 1).reshape(state.shape) + s["B"] * u.unsqueeze(-1)
         else:
-            if s["mode"] == "dense":
-                state = torch.einsum("hmn,...hn->...hm", s["A"], state)
-            else:
-                state = s["A"] * state
-            state = state + s["B"] * u.unsqueeze(-1)
-        y = (s["C"] * state).sum(-1).real + u * self.D[0]
+            state = s["A"] * state + s["B"] * u.unsqueeze(-1)
+        y = (s["C"] * state).sum(-1)
+        y = (y.real if y.is_complex() else y) + u * self.D[0]
         return self._project(F.gelu(y)), state
 
 

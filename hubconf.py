@@ -2,7 +2,10 @@
 
     model = torch.hub.load("<owner>/sashimi", "sashimi_ar_sc09")
     wav = model.unconditional_generate(4, nucleus_p=1.0)   # (4, 16000), 1 s at 16 kHz
+
+    model = torch.hub.load("<owner>/sashimi", "sashimi_diffwave_sc09")
+    wav = model.unconditional_generate(4, steps="fast")    # 6 denoising steps; steps=None: all 200
 """
 dependencies = ["torch", "yaml", "tqdm"]
 
-from sashimi.hub import sashimi_ar_sc09  # noqa: E402,F401
+from sashimi.hub import sashimi_ar_sc09, sashimi_diffwave_sc09  # noqa: E402,F401

@@ -2,7 +2,9 @@
 from .ar import SashimiAR
 from .backbone import Sashimi
 from .checkpoint import CheckpointError, load_model, save_model
-from .config import ARConfig
+from .config import ARConfig, DiffWaveConfig
+from .diffusion import NoiseSchedule
+from .diffwave import SashimiDiffWave
 from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
 from .ops.cauchy import cauchy
 from .s4 import S4
@@ -11,6 +13,6 @@ from .sampling import sample_logits
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARConfig", "CheckpointError", "S4", "SILENCE_TOKEN", "Sashimi", "SashimiAR", "cauchy", "load_model",
-    "mulaw_decode", "mulaw_encode", "sample_logits", "save_model",
+    "ARConfig", "CheckpointError", "DiffWaveConfig", "NoiseSchedule", "S4", "SILENCE_TOKEN", "Sashimi", "SashimiAR",
+    "SashimiDiffWave", "cauchy", "load_model", "mulaw_decode", "mulaw_encode", "sample_logits", "save_model",
 ]

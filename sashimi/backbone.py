@@ -68,17 +68,22 @@ class DownPool(nn.Module):
 
 
 class UpPool(nn.Module):
-    """(B, L, H) -> (B, L p, H / expand): project, shift one step right (causality), unfold."""
+    """(B, L, H) -> (B, L p, H / expand): project, unfold over time.
 
-    def __init__(self, d_input: int, expand: int, pool: int):
+    A causal up pool shifts its output one pooled step right, so that the p samples of pooled
+    step l only see inputs before them; a non-causal (bidirectional) model does not shift.
+    """
+
+    def __init__(self, d_input: int, expand: int, pool: int, causal: bool = True):
         super().__init__()
-        self.pool, self.d_output = pool, d_input // expand
+        self.pool, self.d_output, self.causal = pool, d_input // expand, causal
         self.linear = WeightNormLinear(d_input, self.d_output * pool)
 
     def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
         b, length, _ = x.shape
         x = self.linear(x)
-        x = F.pad(x[:, :-1], (0, 0, 1, 0))  # output for pooled step l is released during step l + 1
+        if self.causal:
+            x = F.pad(x[:, :-1], (0, 0, 1, 0))  # output for pooled step l is released during step l + 1
         return x.reshape(b, length, self.d_output, self.pool).transpose(-1, -2).reshape(b, length * self.pool, self.d_output)
 
     def default_state(self, *batch_shape: int, device=None) -> tuple:
@@ -209,7 +214,8 @@ class Sashimi(nn.Module):
         u_layers = []
         for tier, p in reversed(list(enumerate(self.pool))):
             H //= expand
-            u_layers.append(nn.ModuleList([UpPool(H * expand, expand, p)] + blocks(H, lengths[tier])))
+            up = UpPool(H * expand, expand, p, causal=not bidirectional)
+            u_layers.append(nn.ModuleList([up] + blocks(H, lengths[tier])))
         self.d_layers = nn.ModuleList(d_layers)
         self.c_layers = nn.ModuleList(c_layers)
         self.u_layers = nn.ModuleList(u_layers)

@@ -1,18 +1,26 @@
 """Pretrained models: the functions behind ``hubconf.py``."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
 
 from .ar import SashimiAR
-from .checkpoint import load_model
-from .config import ARConfig
+from .checkpoint import FORMAT_NAME, load_checkpoint_file, load_model
+from .config import ARConfig, DiffWaveConfig, config_from_dict
+from .diffwave import SashimiDiffWave, load_rf5_diffwave
 
-__all__ = ["sashimi_ar_sc09", "AR_SC09_URL"]
+__all__ = ["sashimi_ar_sc09", "sashimi_diffwave_sc09", "AR_SC09_URL", "DIFFWAVE_SC09_URLS"]
 
 #: The published autoregressive SC09 checkpoint (RF5/simple-sashimi v1.0, 1.1M steps, 4.8M params).
 AR_SC09_URL = "https://github.com/RF5/simple-sashimi/releases/download/v1.0/ckpt_01100000.pt"
+#: The published DiffWave+SaShiMi SC09 checkpoints (RF5/DiffWave-unconditional v0.2, 23.5M params),
+#: by training steps.
+DIFFWAVE_SC09_URLS = {
+    "800k": "https://github.com/RF5/DiffWave-unconditional/releases/download/v0.2/sashimi_sc09_800k_steps.pt",
+    "500k": "https://github.com/RF5/DiffWave-unconditional/releases/download/v0.2/sashimi_sc09_500k_steps.pt",
+}
 
 
 def _device(device) -> torch.device:
@@ -41,4 +49,49 @@ def sashimi_ar_sc09(pretrained: bool = True, progress: bool = True, device=None,
     model = load_model(checkpoint if checkpoint is not None else AR_SC09_URL, progress=progress)
     if not isinstance(model, SashimiAR):
         raise ValueError(f"sashimi_ar_sc09: {checkpoint} holds a {type(model).__name__}, not an autoregressive model")
+    return model.to(device).eval()
+
+
+def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device=None,
+                          checkpoint: str | os.PathLike | None = None, variant: str = "800k",
+                          **overrides) -> SashimiDiffWave:
+    """DiffWave with a SaShiMi backbone, trained on SC09 (spoken digits, 1 s at 16 kHz).
+
+    Args:
+        pretrained: load the published weights (else: the SC09 architecture, freshly initialised).
+        progress: show a download progress bar.
+        device: where to put the model (None: CUDA if available, else CPU).
+        checkpoint: a local path or URL to load instead of the published file: a published-format
+            DiffWave file, or a native one written by :func:`sashimi.save_model`.
+        variant: which published weights: '800k' or '500k' training steps.
+        **overrides: fields of the SC09 :class:`DiffWaveConfig` to replace (e.g. ``T=200``). The
+            published files carry no config; sizes are read off their weights, so overrides are
+            rarely needed. Not allowed with a native checkpoint, which holds its own config.
+
+    Returns:
+        a :class:`SashimiDiffWave` in eval mode. ``model.unconditional_generate(4, steps='fast')``
+        gives (4, 16000) waveforms in [-1, 1] with 6 model calls; ``steps=None`` runs all 200.
+    """
+    if variant not in DIFFWAVE_SC09_URLS:
+        raise ValueError(f"sashimi_diffwave_sc09: variant must be one of {sorted(DIFFWAVE_SC09_URLS)}, got {variant!r}")
+    valid = sorted(f.name for f in dataclasses.fields(DiffWaveConfig))
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"sashimi_diffwave_sc09: unknown config override(s) {unknown}; valid keys: {valid}")
+    device = _device(device)
+    if not pretrained and checkpoint is None:
+        values = {**dataclasses.asdict(DiffWaveConfig()), **overrides}
+        config = config_from_dict(DiffWaveConfig, values, where="sashimi_diffwave_sc09")
+        return SashimiDiffWave(config).to(device).eval()
+    source = os.fspath(checkpoint) if checkpoint is not None else DIFFWAVE_SC09_URLS[variant]
+    ckpt = load_checkpoint_file(source, progress=progress)
+    if ckpt.get("format") == FORMAT_NAME:
+        if overrides:
+            raise ValueError(f"sashimi_diffwave_sc09: {source} is a native checkpoint with its own config; "
+                             f"config overrides {sorted(overrides)} are only for the published files")
+        model = load_model(ckpt)
+    else:
+        model = load_rf5_diffwave(ckpt, source, config=overrides or None)
+    if not isinstance(model, SashimiDiffWave):
+        raise ValueError(f"sashimi_diffwave_sc09: {source} holds a {type(model).__name__}, not a DiffWave model")
     return model.to(device).eval()

@@ -1,0 +1,324 @@
+"""DiffWave with a SaShiMi backbone: a noise predictor for waveform diffusion, and its samplers.
+
+    x (B, L) -> 1x1 conv (weight-normed), ReLU          -> (B, L, H)
+    t (B,)   -> sinusoidal (128) -> Linear 512, swish -> Linear 512, swish -> cond (B, 512)
+    U-Net SaShiMi (bidirectional S4; every S4 block adds Linear(512 -> H)(cond) after its norm),
+    final LayerNorm -> 1x1 conv (weight-normed), ReLU -> 1x1 conv to one channel (zero init)
+                                                        -> predicted noise (B, L)
+
+1x1 convolutions are written as linear layers on channel-last tensors. The published files
+(RF5/DiffWave-unconditional) load through :func:`sashimi.load_model` (converted here).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from functools import cached_property
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbone import Sashimi, WeightNormLinear
+from .checkpoint import (CheckpointError, build_uninitialized, convert_rf5_state_dict, load_state_dict_strict,
+                         register_foreign_format,
+                         register_model_kind)
+from .config import DiffWaveConfig, config_from_dict
+from .diffusion import NoiseSchedule, ddpm_sample, sampling_plan, training_loss
+from .s4 import SSMKernel, convert_kernel_lengths
+
+__all__ = ["SashimiDiffWave", "step_embedding", "convert_rf5_diffwave_state_dict", "load_rf5_diffwave"]
+
+
+def step_embedding(steps: torch.Tensor, dim: int = 128) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) diffusion steps, as DiffWave.
+
+    e = [sin(t f_0), ..., sin(t f_{h-1}), cos(t f_0), ..., cos(t f_{h-1})],
+    f_j = exp(-ln(10000) j / (h - 1)), h = dim / 2.
+
+    Args:
+        steps: (B,) integer or fractional steps.
+        dim: embedding size (even).
+
+    Returns:
+        float32 (B, dim).
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / (half - 1))
+    args = steps.to(torch.float32).unsqueeze(-1) * freqs.to(device=steps.device, dtype=torch.float32)
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+class StepEmbedding(nn.Module):
+    """steps (B,) -> sinusoid (d_embed) -> Linear, swish -> Linear, swish -> (B, d_hidden)."""
+
+    def __init__(self, d_embed: int = 128, d_hidden: int = 512):
+        super().__init__()
+        self.d_embed = d_embed
+        self.fc1 = nn.Linear(d_embed, d_hidden)
+        self.fc2 = nn.Linear(d_hidden, d_hidden)
+
+    def forward(self, steps: torch.Tensor) -> torch.Tensor:
+        e = step_embedding(steps, self.d_embed).to(self.fc1.weight.dtype)
+        return F.silu(self.fc2(F.silu(self.fc1(e))))
+
+
+class SashimiDiffWave(nn.Module):
+    """DiffWave noise predictor with a U-Net SaShiMi backbone, plus its samplers.
+
+    Args:
+        config: a :class:`DiffWaveConfig` (default: the published SC09 architecture, 23.5M params).
+    """
+
+    def __init__(self, config: DiffWaveConfig | None = None):
+        super().__init__()
+        self.config = config = config if config is not None else DiffWaveConfig()
+        H = config.d_model
+        self.init_conv = WeightNormLinear(1, H)
+        self.step_embed = StepEmbedding(config.d_step_embed, config.d_step_hidden)
+        self.sashimi = Sashimi(
+            d_model=H, n_layers=config.n_layers, pool=config.pool, expand=config.expand, ff=config.ff,
+            bidirectional=config.bidirectional, glu=config.glu, unet=config.unet, dropout=config.dropout,
+            d_state=config.d_state, l_max=config.l_max, tie_state=config.tie_state, lr=config.lr,
+            d_cond=config.d_step_hidden)
+        self.final_conv = WeightNormLinear(H, H)
+        self.final_proj = nn.Linear(H, 1)
+        nn.init.zeros_(self.final_proj.weight)
+        nn.init.zeros_(self.final_proj.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.final_proj.weight.device
+
+    @cached_property
+    def schedule(self) -> NoiseSchedule:
+        """The training noise schedule (T linear betas from the config)."""
+        c = self.config
+        return NoiseSchedule.linear(c.T, c.beta_start, c.beta_end)
+
+    # ---- the noise predictor --------------------------------------------------------------
+    def forward(self, x: torch.Tensor, diffusion_steps: torch.Tensor) -> torch.Tensor:
+        """Predict the noise in x.
+
+        Args:
+            x: float (B, L) noised waveforms (also (B, 1, L), the seed's layout); L a multiple of
+                the product of the pooling factors (16 for SC09) and at most ``l_max``.
+            diffusion_steps: (B,) or (B, 1) steps in [0, T-1]: integers, or fractional values
+                (the fast sampler's interpolated steps).
+
+        Returns:
+            float (B, L) predicted noise (or (B, 1, L) for a (B, 1, L) input).
+        """
+        squeeze = torch.is_tensor(x) and x.dim() == 3 and x.size(1) == 1
+        x = self._check_audio(x[:, 0] if squeeze else x, "x")
+        steps = self._check_steps(diffusion_steps, x.size(0))
+        cond = self.step_embed(steps)  # (B, d_step_hidden)
+        h = F.relu(self.init_conv(x.unsqueeze(-1)))  # (B, L, H)
+        h = self.sashimi(h, cond)  # (B, L, H), final LayerNorm included
+        eps = self.final_proj(F.relu(self.final_conv(h))).squeeze(-1)  # (B, L)
+        return eps.unsqueeze(1) if squeeze else eps
+
+    def training_loss(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise-prediction MSE at a uniformly drawn step per waveform.
+
+        Args:
+            x0: float (B, L) clean waveforms in [-1, 1].
+            generator: RNG for steps and noise (on the model's device); None: global RNG.
+
+        Returns:
+            scalar loss.
+        """
+        x0 = self._check_audio(x0, "x0")
+        return training_loss(self, x0, self.schedule, generator)
+
+    # ---- sampling -------------------------------------------------------------------------
+    @torch.no_grad()
+    def unconditional_generate(self, N: int, progress: bool = True, *, steps: None | str | int = None,
+                               seed: int | None = None, length: int | None = None) -> torch.Tensor:
+        """Sample ``N`` waveforms.
+
+        Args:
+            N: number of waveforms.
+            progress: show a progress bar.
+            steps: None: the full DDPM sampler (T = 200 model calls); 'fast': the 6-step schedule
+                (lmnt-com/diffwave's, on fractional training steps); an int n in [1, T]: n training
+                steps evenly spaced over the schedule (fewer calls, lower quality).
+            seed: seed for reproducible samples (None: torch's global RNG).
+            length: samples per waveform (default ``l_max``: 16000 = 1 s at 16 kHz for SC09).
+
+        Returns:
+            float (N, length) waveforms, clamped to [-1, 1].
+        """
+        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
+            raise ValueError(f"N must be a positive integer, got {N!r}")
+        length = self.config.l_max if length is None else length
+        self._check_length(length, "length")
+        plan = sampling_plan(self.schedule, steps)  # validate before drawing noise
+        generator = self._generator(seed)
+        z = torch.randn(N, length, generator=generator, device=self.device, dtype=self.final_proj.weight.dtype)
+        # S4 kernels are computed once and reused by every step (SSMKernel caches them without autograd).
+        return ddpm_sample(self, z, *plan, generator=generator, progress=progress).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def generate_from_latent(self, z: torch.Tensor, progress: bool = True, *, steps: None | str | int = None,
+                             seed: int | None = None) -> torch.Tensor:
+        """Denoise a given starting noise: deterministic given ``z`` and ``seed``.
+
+        Args:
+            z: float (N, L) standard-normal starting noise (L as in :meth:`forward`).
+            progress, steps: as :meth:`unconditional_generate`.
+            seed: seed for the noise added at each step (None: torch's global RNG).
+
+        Returns:
+            float (N, L) waveforms, clamped to [-1, 1].
+        """
+        z = self._check_audio(z, "z").to(self.device, self.final_proj.weight.dtype)
+        plan = sampling_plan(self.schedule, steps)
+        return ddpm_sample(self, z, *plan, generator=self._generator(seed), progress=progress).clamp(-1.0, 1.0)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _generator(self, seed):
+        if seed is None:
+            return None
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _check_length(self, length, name: str) -> None:
+        pool = self.sashimi.total_pool
+        if not isinstance(length, int) or isinstance(length, bool) or length < 1 or length % pool \
+                or length > self.config.l_max:
+            raise ValueError(f"{name} must be a positive multiple of {pool} (the product of the pooling factors) "
+                             f"and at most l_max={self.config.l_max}, got {length!r}")
+
+    def _check_audio(self, x, name: str) -> torch.Tensor:
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got "
+                            f"{x.dtype if torch.is_tensor(x) else type(x).__name__}")
+        if x.dim() != 2 or x.size(0) == 0:
+            raise ValueError(f"{name} must have shape (B, L) with B > 0, got {tuple(x.shape)}")
+        self._check_length(x.size(1), f"{name}.shape[1]")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+        return x
+
+    def _check_steps(self, steps, batch: int) -> torch.Tensor:
+        if not torch.is_tensor(steps) or steps.is_complex() or steps.dtype == torch.bool:
+            raise TypeError(f"diffusion_steps must be a real torch.Tensor, got "
+                            f"{steps.dtype if torch.is_tensor(steps) else type(steps).__name__}")
+        if steps.dim() == 2 and steps.size(1) == 1:
+            steps = steps[:, 0]
+        if steps.shape != (batch,):
+            raise ValueError(f"diffusion_steps must have shape ({batch},) (one step per waveform), "
+                             f"got {tuple(steps.shape)}")
+        T = self.config.T
+        if steps.numel() and not bool(((steps >= 0) & (steps <= T - 1)).all()):  # also rejects NaN
+            raise ValueError(f"diffusion_steps must be in [0, T-1] = [0, {T - 1}], got min {float(steps.min())}, "
+                             f"max {float(steps.max())}")
+        return steps.to(self.device)
+
+    def extra_repr(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return f"{n:,} parameters, config={dataclasses.asdict(self.config)}"
+
+
+# ---- the published format (RF5/DiffWave-unconditional) -------------------------------------
+# Seed prefix -> native prefix; 1x1 conv weights (out, in, 1) become linear weights (out, in).
+_RF5_DIFFWAVE_RENAMES = [
+    ("sashimi.init_conv.0.conv.", "init_conv."),
+    ("sashimi.fc_t1.", "step_embed.fc1."),
+    ("sashimi.fc_t2.", "step_embed.fc2."),
+    ("sashimi.final_conv.0.conv.", "final_conv."),
+    ("sashimi.final_conv.2.conv.", "final_proj."),
+]
+
+
+def convert_rf5_diffwave_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a published DiffWave+SaShiMi ``model_state_dict`` to :class:`SashimiDiffWave` keys.
+
+    Backbone keys (``sashimi.d_layers...``, ``sashimi.norm``) keep their prefix and go through
+    :func:`sashimi.checkpoint.convert_rf5_state_dict` (which drops the FFT-node caches
+    ``omega``/``z`` on purpose: they are recomputed accurately). Every other tensor is kept.
+    """
+    out, backbone = {}, {}
+    for key, value in state_dict.items():
+        for old, new in _RF5_DIFFWAVE_RENAMES:
+            if key.startswith(old):
+                if value.dim() == 3 and value.size(-1) == 1:  # conv (out, in, 1) / weight_g (out, 1, 1)
+                    value = value.squeeze(-1)
+                out[new + key[len(old):]] = value
+                break
+        else:
+            backbone[key] = value
+    out.update(convert_rf5_state_dict(backbone))
+    return out
+
+
+def _infer_config_fields(state_dict: dict) -> dict:
+    """Sizes readable off the weights (the files carry no config): d_model, n_layers, d_state,
+    tie_state, l_max. Everything else comes from the SC09 config."""
+    fields = {}
+    g = state_dict.get("sashimi.init_conv.0.conv.weight_g")
+    if torch.is_tensor(g):
+        fields["d_model"] = g.shape[0]
+    center = {m.group(1) for k in state_dict if (m := re.match(r"sashimi\.c_layers\.(\d+)\.fc_t\.weight$", k))}
+    if center:
+        fields["n_layers"] = len(center)
+    for key, value in state_dict.items():
+        if key.endswith(".kernel.kernel.log_w_real") and torch.is_tensor(value) and value.dim() == 2:
+            fields.update(d_state=2 * value.shape[-1], tie_state=value.shape[0] == 1)
+        elif key.endswith(".kernel.kernel.omega") and torch.is_tensor(value) and value.dim() >= 1:
+            fields["l_max"] = 2 * (value.shape[0] - 1)
+        if {"d_state", "l_max"} <= set(fields):
+            break
+    return fields
+
+
+def _is_rf5_diffwave(ckpt: dict) -> bool:
+    sd = ckpt.get("model_state_dict")
+    return isinstance(sd, dict) and "cfg_yaml" not in ckpt and any(
+        isinstance(k, str) and k.startswith("sashimi.init_conv") for k in sd)
+
+
+def load_rf5_diffwave(ckpt: dict, source: str = "<dict>", config: DiffWaveConfig | dict | None = None) -> SashimiDiffWave:
+    """Build a :class:`SashimiDiffWave` from a published DiffWave-unconditional checkpoint dict.
+
+    Args:
+        ckpt: the loaded file (``model_state_dict``, ``optimizer_state_dict``).
+        source: name for error messages.
+        config: the architecture. None: the SC09 config with the sizes read off the weights
+            (d_model, n_layers, d_state, tie_state, l_max); a dict: overrides of that.
+
+    Returns:
+        the model (train mode, CPU), every tensor loaded strictly.
+
+    Raises:
+        CheckpointError: not such a file, a bad config, or weights that do not fit it.
+    """
+    if not isinstance(ckpt, dict) or not _is_rf5_diffwave(ckpt):
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{source}: not a published DiffWave+SaShiMi checkpoint (expected 'model_state_dict' "
+                              f"with 'sashimi.init_conv...' keys and no 'cfg_yaml'; found {keys})")
+    state_dict = ckpt["model_state_dict"]
+    if not isinstance(config, DiffWaveConfig):
+        values = dataclasses.asdict(DiffWaveConfig())
+        values.update(_infer_config_fields(state_dict))
+        values.update(config or {})
+        try:
+            config = config_from_dict(DiffWaveConfig, values, where=f"{source}: config")
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(str(e)) from e
+    model = _uninitialized_model(config)
+    load_state_dict_strict(model, convert_rf5_diffwave_state_dict(state_dict), source)
+    # The seed length-corrected every S4 layer's C for the full l_max; ours are per tier.
+    convert_kernel_lengths(model, config.l_max)
+    return model
+
+
+def _uninitialized_model(config: DiffWaveConfig) -> SashimiDiffWave:
+    return build_uninitialized(SashimiDiffWave, config)
+
+
+register_model_kind("diffwave", SashimiDiffWave, DiffWaveConfig)
+register_foreign_format("rf5-diffwave", _is_rf5_diffwave, lambda ckpt, source: load_rf5_diffwave(ckpt, source))

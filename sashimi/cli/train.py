@@ -1,0 +1,40 @@
+"""``sashimi train key=value ...``: train a model (also ``python train.py ...``, ``torchrun train.py ...``)."""
+from __future__ import annotations
+
+import argparse
+
+from sashimi.cli import CLIError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sashimi.train_config import help_text
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = (
+        "Train a SaShiMi model. Defaults are the SC09 recipe; override any key with key=value, e.g.\n"
+        "  train.py train_csv=splits/sc09-train.csv valid_csv=splits/sc09-valid.csv checkpoint_path=runs/run1/\n"
+        "Several GPUs / nodes: torchrun --nproc_per_node=4 train.py ...  "
+        "Resume: resume_checkpoint=runs/run1/ckpt_00010000.pt (or 'last').")
+    parser.epilog = help_text()
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (keys below)")
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (command-line keys win)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sashimi.audio import AudioError
+    from sashimi.checkpoint import CheckpointError
+    from sashimi.train import launch
+    from sashimi.train_config import ConfigError, build_config, config_to_yaml
+
+    try:
+        cfg = build_config(args.overrides, args.config)
+        if args.print_config:
+            print(config_to_yaml(cfg), end="")
+            return 0
+        launch(cfg)
+    except (ConfigError, AudioError, CheckpointError, FileNotFoundError, FileExistsError) as e:
+        raise CLIError(str(e)) from e
+    except ValueError as e:  # e.g. an empty CSV
+        raise CLIError(str(e)) from e
+    return 0

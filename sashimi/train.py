@@ -1,0 +1,369 @@
+"""The training loop: one process, or many under ``torchrun`` (DDP), for any :mod:`sashimi.tasks` task.
+
+Read top to bottom: :func:`launch` picks single-process, torchrun or self-spawned DDP;
+:func:`train` sets up the device, model, optimizer, data and resume state, then runs
+:func:`_loop`. Rank 0 alone prints, logs and writes checkpoints; validation is sharded over the
+ranks and reduced, so that every rank takes the same learning-rate decisions.
+
+Exact resumption: model, optimizer, scheduler, grad scaler, step, position in the epoch and every
+RNG (torch, CUDA, numpy, python; per rank) are checkpointed, and the data order and crops are
+functions of (seed, epoch, index) (see :mod:`sashimi.data`), so N steps + resume + M steps gives
+the same parameters as N + M steps in one go.
+
+Mixed precision: ``precision=auto`` autocasts to bf16 on GPUs that support it. The S4 kernel
+itself must stay in float32 (an autocast-disabled region in :mod:`sashimi.s4`); losses are
+computed in float32.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from .config import config_from_dict
+from .data import CropDataset, ResumableSampler, ShardSampler, batches_per_epoch, list_audio_files
+from .tasks import Task, get_task
+from .train_checkpoint import (get_rng_state, latest_checkpoint, load_training_checkpoint,
+                               save_training_checkpoint, set_rng_state)
+from .train_config import ConfigError, TrainConfig, config_to_dict, config_to_yaml, validate_config
+from .train_log import TrainLogger
+from .train_runtime import Runtime, StopFlag, quiet_worker, setup_runtime
+
+__all__ = ["launch", "train", "make_optimizer"]
+
+
+# ---- processes ------------------------------------------------------------------------------------
+def launch(cfg: TrainConfig) -> dict | None:
+    """Train with ``cfg``: directly, as one torchrun worker, or by spawning
+    ``distributed.n_gpus_per_node`` local processes (the seed's way; torchrun is preferred).
+
+    Returns:
+        :func:`train`'s summary (None on a spawning parent).
+    """
+    n = cfg.distributed.n_gpus_per_node * cfg.distributed.n_nodes
+    if "WORLD_SIZE" in os.environ or n == 1:
+        return train(cfg)
+    if cfg.distributed.n_nodes > 1:
+        raise ConfigError("multi-node training: start this script with torchrun on every node "
+                          "(torchrun --nnodes=N --nproc_per_node=G --rdzv_endpoint=HOST:PORT train.py ...)")
+    import torch.multiprocessing as mp
+
+    url = cfg.distributed.dist_url
+    host, _, port = url.removeprefix("tcp://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"config key 'distributed.dist_url' must look like tcp://HOST:PORT, got {url!r}")
+    mp.spawn(_spawned, args=(cfg, n, host, port), nprocs=n, join=True)
+    return None
+
+
+def _spawned(rank: int, cfg: TrainConfig, world: int, host: str, port: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR=host,
+                      MASTER_PORT=port)
+    train(cfg)
+
+
+# ---- optimisation --------------------------------------------------------------------------------
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; parameters carrying an ``_optim`` dict (the S4 state) get their own group with
+    those settings (lr = model_cfg.lr, no weight decay)."""
+    base, special = [], {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        hp = getattr(p, "_optim", None)
+        if hp is None:
+            base.append(p)
+        else:
+            special.setdefault(tuple(sorted((k, v) for k, v in hp.items() if v is not None)), []).append(p)
+    groups = [{"params": base, "weight_decay": cfg.weight_decay}]
+    groups += [{"params": ps, **dict(hp)} for hp, ps in special.items()]
+    opt = torch.optim.AdamW(groups, lr=cfg.start_lr, weight_decay=cfg.weight_decay)
+    for g in opt.param_groups:
+        g["initial_lr"] = g["lr"]
+    return opt
+
+
+def _step_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+    factor = cfg.lr_gamma ** sum(step >= m for m in cfg.lr_milestones)
+    for g in opt.param_groups:
+        g["lr"] = g["initial_lr"] * factor
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> str:
+    p = "fp16" if cfg.fp16 and cfg.precision == "auto" else cfg.precision
+    if p == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if p == "fp16" and device.type != "cuda":
+        raise ConfigError("precision=fp16 (or fp16=true) needs a GPU; use fp32 or bf16 on CPU")
+    return p
+
+
+# ---- data ------------------------------------------------------------------------------------------
+def _datasets(cfg: TrainConfig, task: Task, rt: Runtime):
+    rate = cfg.model_cfg.sample_rate
+    crop = cfg.seq_len + task.crop_extra
+    train_set = CropDataset(list_audio_files(cfg.train_csv), rate, crop, lead=task.lead, random_crop=True,
+                            seed=cfg.seed, downmix=cfg.downmix)
+    if batches_per_epoch(len(train_set), cfg.batch_size, rt.world) < 1:
+        raise ConfigError(f"{cfg.train_csv}: {len(train_set)} training files are fewer than batch_size "
+                          f"({cfg.batch_size}) x processes ({rt.world})")
+    valid_set = None
+    if cfg.valid_csv and cfg.validation_interval:
+        files = list_audio_files(cfg.valid_csv)
+        valid_set = CropDataset(files[: cfg.valid_max_files or None], rate, crop, lead=task.lead,
+                                random_crop=False, downmix=cfg.downmix)
+    return train_set, valid_set
+
+
+def _loader(dataset, sampler, cfg: TrainConfig, task: Task, rt: Runtime, drop_last: bool) -> DataLoader:
+    workers = min(cfg.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=task.collate, drop_last=drop_last, pin_memory=rt.device.type == "cuda",
+                      worker_init_fn=quiet_worker if workers else None,
+                      # a private generator: creating iterators must not consume the global RNG
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> dict:
+    """Train ``cfg.model`` as configured (in this process; one rank under torchrun).
+
+    Returns:
+        summary dict: ``step``, ``epoch``, ``loss`` (mean over the last logged steps; rank 0),
+        ``valid`` (last validation metric or None), ``checkpoint`` (last path written; rank 0),
+        ``stopped`` ('max_steps', 'max_minutes' or 'signal'), ``model`` (this rank's trained model).
+    """
+    if not cfg.train_csv:
+        raise ConfigError("config key 'train_csv' is required (a CSV with a 'path' column, or a directory)")
+    if not cfg.checkpoint_path:
+        raise ConfigError("config key 'checkpoint_path' is required (the run directory)")
+    rt = setup_runtime(cfg)
+    try:
+        return _train(cfg, rt)
+    finally:
+        if rt.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _resume_path(cfg: TrainConfig) -> str | None:
+    if cfg.resume_checkpoint == "last":
+        return latest_checkpoint(cfg.checkpoint_path)
+    if cfg.resume_checkpoint and not os.path.isfile(cfg.resume_checkpoint):
+        raise FileNotFoundError(f"resume_checkpoint not found: {cfg.resume_checkpoint}")
+    return cfg.resume_checkpoint or None
+
+
+def _train(cfg: TrainConfig, rt: Runtime) -> dict:
+    task = get_task(cfg.model)
+    log = TrainLogger(cfg, rt.rank, rt.device)
+    resume = _resume_path(cfg)
+    ckpt = load_training_checkpoint(resume) if resume else None
+    if ckpt is not None:
+        if ckpt["kind"] != task.name:
+            raise ConfigError(f"{resume} holds a '{ckpt['kind']}' model, but model={task.name}")
+        saved = config_from_dict(task.config_cls, dict(ckpt["config"]), where=f"{resume}: config")
+        if saved != cfg.model_cfg:
+            log.write(f"note: model_cfg taken from {resume}, not from the command line")
+            cfg = dataclasses.replace(cfg, model_cfg=saved)
+            validate_config(cfg)
+    train_set, valid_set = _datasets(cfg, task, rt)  # fail on bad data before building anything
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+    model = task.build_model(cfg.model_cfg).to(rt.device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = None
+    if cfg.lr_schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=cfg.plateau_mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+            min_lr=cfg.plateau_min_lr)
+    precision = _precision(cfg, rt.device)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=precision == "fp16")
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler"):
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        state = {k: int(ckpt[k]) for k in state}
+        rngs = ckpt["rng"]
+        if len(rngs) == rt.world:
+            set_rng_state(rngs[rt.rank])
+        else:
+            log.write(f"note: {resume} was written by {len(rngs)} processes, not {rt.world}: RNG streams reseeded")
+            _seed_rank(cfg.seed + 7919 * state["step"], rt.rank)
+        log.write(f"resumed from {resume} at step {state['step']:,d}")
+    else:
+        _seed_rank(cfg.seed, rt.rank)  # after the init, which is identical on every rank
+
+    net = model
+    if rt.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if scheduler is not None and valid_set is None:
+        log.write("note: no validation (valid_csv empty or validation_interval=0): the plateau schedule keeps the lr")
+    log.start(model, config_to_yaml(cfg), precision, len(train_set), len(valid_set or []), rt.world)
+    ctx = dict(cfg=cfg, task=task, rt=rt, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
+               scaler=scaler, precision=precision, log=log, state=state, train_set=train_set, valid_set=valid_set)
+    try:
+        return _loop(**ctx)
+    finally:
+        log.close()
+
+
+def _seed_rank(seed: int, rank: int) -> None:
+    torch.manual_seed(seed + rank)
+    np.random.seed((seed + rank) % 2**32)
+    random.seed(seed + rank)
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _to(batch, device):
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, log, state, train_set, valid_set):
+    sampler = ResumableSampler(len(train_set), rt.world, rt.rank, seed=cfg.seed)
+    loader = _loader(train_set, sampler, cfg, task, rt, drop_last=True)
+    valid_loader = None
+    if valid_set is not None:
+        valid_loader = _loader(valid_set, ShardSampler(len(valid_set), rt.world, rt.rank), cfg, task, rt, False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    t_start, last_saved, last_valid, stopped = time.monotonic(), None, None, None
+    ckpt_path = None
+
+    def save():
+        nonlocal last_saved, ckpt_path
+        rngs = [None] * rt.world
+        if rt.distributed:
+            dist.all_gather_object(rngs, get_rng_state())
+        else:
+            rngs = [get_rng_state()]
+        if rt.rank == 0:
+            extra = {"train_config": config_to_dict(cfg), "cfg_yaml": config_to_yaml(cfg), **state,
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else {},
+                     "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": rngs,
+                     "valid_metric": None if last_valid is None else list(last_valid)}
+            ckpt_path = save_training_checkpoint(cfg.checkpoint_path, state["step"], model, task.name, extra,
+                                                 keep=cfg.keep_checkpoints)
+            log.write(f"saved checkpoint {ckpt_path}")
+        last_saved = state["step"]
+
+    model.train()
+    with StopFlag() as stop:
+        while state["step"] < cfg.max_steps and stopped is None:
+            sampler.set_epoch(state["epoch"], skip=state["batch_in_epoch"] * cfg.batch_size)
+            train_set.set_epoch(state["epoch"])
+            # under DDP only the synchronised check below may stop a rank (else the ranks would diverge)
+            for batch in _guarded(loader, None if rt.distributed else stop):
+                if cfg.lr_schedule == "step":
+                    _step_schedule(optimizer, cfg, state["step"])
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(precision, rt.device):
+                    loss, _ = task.loss(net, _to(batch, rt.device))
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+                scaler.step(optimizer)
+                scaler.update()
+                state["step"] += 1
+                state["batch_in_epoch"] += 1
+                step = state["step"]
+                stopped = _should_stop(cfg, stop, t_start, step, rt)
+                log.train_step(step, loss.detach(), gnorm.detach(), optimizer.param_groups[0]["lr"], final=bool(stopped))
+
+                if valid_loader is not None and step % cfg.validation_interval == 0:
+                    last_valid = _validate(model, valid_loader, task, rt, precision)
+                    if scheduler is not None:
+                        scheduler.step(last_valid[0])
+                    log.validation(step, last_valid, task, optimizer.param_groups[0]["lr"])
+                    if rt.rank == 0 and task.sample is not None and cfg.audio_samples and log.writer is not None:
+                        log.audio(step, _sample(model, task, cfg, step), cfg.model_cfg.sample_rate)
+
+                if step % cfg.checkpoint_interval == 0 or stopped:
+                    save()
+                if stopped:
+                    break
+            else:
+                if stop.signum is not None and not rt.distributed:  # interrupted while waiting for data
+                    stopped = "signal"
+                else:
+                    state["epoch"] += 1
+                    state["batch_in_epoch"] = 0
+        if stopped == "signal" and last_saved != state["step"]:
+            save()
+    if stopped is None:
+        stopped = "max_steps"
+    log.write(f"stopped ({stopped}) at step {state['step']:,d}"
+              + (f"; resume with resume_checkpoint={ckpt_path}" if ckpt_path and stopped != "max_steps" else ""))
+    return {"step": state["step"], "epoch": state["epoch"], "loss": log.last_loss,
+            "valid": None if last_valid is None else last_valid[1], "checkpoint": ckpt_path, "stopped": stopped,
+            "model": model}
+
+
+def _guarded(loader, stop: StopFlag | None):
+    """Iterate the loader; once a signal arrived, end the epoch early (a worker error then too)."""
+    it = iter(loader)
+    while stop is None or stop.signum is None:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except Exception:
+            if stop is None or stop.signum is None:
+                raise
+            return
+        yield batch
+
+
+def _should_stop(cfg: TrainConfig, stop: StopFlag, t_start: float, step: int, rt: Runtime) -> str | None:
+    flags = torch.tensor([float(stop.signum is not None),
+                          float(cfg.max_minutes > 0 and time.monotonic() - t_start >= 60 * cfg.max_minutes)])
+    if rt.distributed:  # every rank must stop at the same step
+        flags = flags.to(rt.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    if flags[0] > 0:
+        return "signal"
+    if flags[1] > 0:
+        return "max_minutes"
+    return "max_steps" if step >= cfg.max_steps else None
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, loader: DataLoader, task: Task, rt: Runtime, precision: str) -> tuple[float, float]:
+    """Validation metric over all ranks' shards: (mean in natural units, reported value)."""
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=rt.device)
+    for i, batch in enumerate(loader):
+        with _autocast(precision, rt.device):
+            total, count = task.metric(model, _to(batch, rt.device), i)
+        sums += torch.stack([total.double(), count.double()])
+    model.train()
+    if rt.distributed:
+        dist.all_reduce(sums)
+    mean = float(sums[0] / sums[1].clamp_min(1))
+    return mean, mean * task.metric_scale
+
+
+def _sample(model: nn.Module, task: Task, cfg: TrainConfig, step: int) -> torch.Tensor:
+    model.eval()
+    try:
+        return task.sample(model, cfg.audio_samples, cfg.audio_sample_len, cfg.seed + step).float().cpu()
+    finally:
+        model.train()

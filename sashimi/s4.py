@@ -372,7 +372,7 @@ class S4(nn.Module):
             k_f = torch.fft.rfft(k, n=2 * L)
             u_f = torch.fft.rfft(u_t, n=2 * L)
             y = torch.fft.irfft(u_f.unsqueeze(-3) * k_f, n=2 * L)[..., :L]  # (B, 1, H, L)
-            y = y.squeeze(-3) + u_t * self.D.transpose(0, 1)
+            y = y.squeeze(-3) + u_t * self.D[0, :, None]  # indexing keeps the gradient of D contiguous (DDP)
         y = F.gelu(y.transpose(-1, -2))
         y = _channel_dropout(y, self.dropout, self.training)
         return self._project(y)

@@ -139,7 +139,7 @@ class SashimiAR(nn.Module):
     @torch.no_grad()
     def unconditional_generate(self, N: int, nucleus_p: float = 1.0, progress: bool = True, *,
                                length: int = 16000, temperature: float = 1.0, top_k: int | None = None,
-                               seed: int | None = None, mode: str = "diagonal") -> torch.Tensor:
+                               seed: int | None = None, mode: str | None = None, engine: str = "auto") -> torch.Tensor:
         """Sample ``N`` waveforms from silence.
 
         Args:
@@ -149,8 +149,13 @@ class SashimiAR(nn.Module):
             length: samples per waveform (16000 = one second at 16 kHz).
             temperature: softmax temperature (> 0).
             top_k: sample among the k most likely tokens only (None: all).
-            seed: seed for reproducible samples (None: torch's global RNG).
-            mode: S4 step mode ('diagonal' or 'dense').
+            seed: seed for reproducible samples (None: torch's global RNG). A seed reproduces the
+                samples of one engine; the engines share the distribution, not the random stream.
+            mode: S4 step mode of the eager loop ('dense': the reference, 'diagonal', 'dplr');
+                giving it selects the eager loop when ``engine='auto'``.
+            engine: 'auto' (the fast engine when the model supports it, else eager), 'fast'
+                (:mod:`sashimi.fastgen`: a fused C++ step on CPU, CUDA graphs on GPU) or 'eager'
+                (the reference Python loop over :meth:`step`).
 
         Returns:
             float (N, length) waveforms in [-1, 1].
@@ -158,12 +163,12 @@ class SashimiAR(nn.Module):
         if not isinstance(N, int) or isinstance(N, bool) or N < 1:
             raise ValueError(f"N must be a positive integer, got {N!r}")
         prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
-        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode)
+        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
 
     @torch.no_grad()
     def generate(self, prefix_wav: torch.Tensor, length: int, nucleus_p: float = 1.0, progress: bool = True, *,
                  temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
-                 mode: str = "diagonal") -> torch.Tensor:
+                 mode: str | None = None, engine: str = "auto") -> torch.Tensor:
         """Continue given audio.
 
         Args:
@@ -178,16 +183,23 @@ class SashimiAR(nn.Module):
         if prefix_wav.dim() == 1:
             prefix_wav = prefix_wav.unsqueeze(0)
         prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
-        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode)
+        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
 
-    def _continue(self, prefix, length, nucleus_p, progress, temperature, top_k, seed, mode):
+    def _continue(self, prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine="auto"):
         check_sampling_args(temperature, top_k, nucleus_p)
         if not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1):
             raise ValueError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+        from . import fastgen
+
+        use = fastgen.resolve_engine(self, engine, mode)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        logits, state = self.prime(prefix, mode)
+        if use == "fast":
+            tokens = fastgen.generate_tokens(self, prefix, length, nucleus_p=nucleus_p, temperature=temperature,
+                                             top_k=top_k, generator=generator, progress=progress)
+            return mulaw_decode(tokens, self.config.mu_levels)
+        logits, state = self.prime(prefix, mode or "diagonal")
         n = prefix.size(0)
         out = torch.empty(n, length, dtype=torch.long, device=self.device)
         out[:, : prefix.size(1)] = prefix

@@ -1,0 +1,250 @@
+"""``sashimi generate``: sample audio from a pretrained or saved model into 16-bit WAV files.
+
+    sashimi generate --model sashimi_ar_sc09 --n 4 --seconds 1.0 --out samples/
+    sashimi generate --model my_model.pt --n 16 --batch-size 16 --top-k 100 --seed 0 --out runs/a
+    sashimi generate --model sashimi_ar_sc09 --prefix prompt.wav --seconds 2 --out continued/
+    sashimi generate --model sashimi_diffwave_sc09 --steps fast --n 8 --out diffwave/
+
+``--model`` is a pretrained name from :mod:`sashimi.hub`, a checkpoint path or a URL. Files are
+named ``sample_000.wav``, ... in ``--out``; existing files are never overwritten without ``-f``.
+Nothing is written unless generation succeeds.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+
+from sashimi.cli import CLIError
+
+AR_ONLY = ("nucleus_p", "temperature", "top_k", "prefix", "engine")
+DIFFWAVE_ONLY = ("steps",)
+
+
+def plain(doc: str) -> str:
+    """A module docstring as --help text: without reST markup."""
+    return re.sub(r":\w+:`([^`]*)`", r"\1", doc).replace("``", "")
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse report bad arguments as one line (exit status 2), like CLIError."""
+    def error(message: str):
+        print(f"{parser.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="sashimi_ar_sc09",
+                        help="pretrained name (sashimi_ar_sc09, sashimi_diffwave_sc09), checkpoint path or URL "
+                             "(default: sashimi_ar_sc09)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    one_line_errors(parser)
+    parser.description, parser.formatter_class = plain(__doc__), argparse.RawDescriptionHelpFormatter
+    add_model_arguments(parser)
+    parser.add_argument("--n", default="4", help="number of samples (default: 4)")
+    parser.add_argument("--seconds", default="1.0", help="length of each sample in seconds (default: 1.0)")
+    parser.add_argument("--out", default="samples", help="output directory (default: samples)")
+    parser.add_argument("--name", default="sample", help="file name stem: <name>_000.wav, ... (default: sample)")
+    parser.add_argument("--seed", default=None, help="random seed; batch j uses seed + j (default: random)")
+    parser.add_argument("--batch-size", default=None, help="samples generated at once (default: min(n, 16))")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ar = parser.add_argument_group("autoregressive models")
+    ar.add_argument("--nucleus-p", default=None, help="nucleus (top-p) mass in (0, 1] (default: 1.0)")
+    ar.add_argument("--temperature", default=None, help="softmax temperature > 0 (default: 1.0)")
+    ar.add_argument("--top-k", default=None, help="sample among the k most likely values (default: all)")
+    ar.add_argument("--prefix", default=None, metavar="WAV", help="audio to continue (resampled to the model's rate)")
+    ar.add_argument("--engine", default=None, choices=("auto", "fast", "eager"),
+                    help="generation engine (default: auto = fast when possible)")
+    dw = parser.add_argument_group("diffusion models")
+    dw.add_argument("--steps", default=None, help="'fast' (6 steps), an integer, or all T steps (default)")
+
+
+# ---- parsing helpers ------------------------------------------------------------------------
+def parse_number(text, kind, name: str, low=None, high=None, low_open=False):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise CLIError(f"--{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CLIError(f"--{name} must be finite, got {text!r}")
+    if low is not None and (value <= low if low_open else value < low) or high is not None and value > high:
+        bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}]"
+        raise CLIError(f"--{name} must be in {bounds}, got {text!r}")
+    return value
+
+
+def resolve_device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device: CUDA is not available on this machine")
+    return device
+
+
+def load_cli_model(spec: str, device):
+    """A model from a hub name, a checkpoint path or a URL, in eval mode on ``device``."""
+    import sashimi.hub as hub
+    from sashimi.checkpoint import CheckpointError, load_model
+
+    if spec in getattr(hub, "__all__", ()) and callable(getattr(hub, spec, None)):
+        loader = lambda: getattr(hub, spec)(device=device)  # noqa: E731
+    elif "://" in spec or os.path.exists(spec):
+        if not "://" in spec and not os.path.isfile(spec):  # noqa: E713
+            raise CLIError(f"--model: {spec} is not a file")
+        loader = lambda: load_model(spec).to(device)  # noqa: E731
+    else:
+        names = [n for n in getattr(hub, "__all__", ()) if callable(getattr(hub, n, None))]
+        raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(names)}): {spec}")
+    try:
+        return loader().eval()
+    except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"--model {spec}: {text}") from e
+
+
+def model_kind(model) -> str:
+    from sashimi.ar import SashimiAR
+
+    if isinstance(model, SashimiAR):
+        return "ar"
+    if hasattr(model, "unconditional_generate") and type(model).__name__ == "SashimiDiffWave":
+        return "diffwave"
+    raise CLIError(f"--model holds a {type(model).__name__}, which cannot generate audio")
+
+
+# ---- the command ----------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    n = parse_number(args.n, int, "n", low=1)
+    seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
+    batch = parse_number(args.batch_size, int, "batch-size", low=1) if args.batch_size is not None else min(n, 16)
+    seed = parse_number(args.seed, int, "seed", low=0) if args.seed is not None else None
+    if not args.name or os.sep in args.name or (os.altsep and os.altsep in args.name):
+        raise CLIError(f"--name must be a plain file name stem, got {args.name!r}")
+    width = max(3, len(str(n - 1)))
+    paths = [os.path.join(args.out, f"{args.name}_{i:0{width}d}.wav") for i in range(n)]
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise CLIError(f"--out {args.out} exists and is not a directory")
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing and not args.force:
+        raise CLIError(f"{existing[0]} exists ({len(existing)} of {n} files); use -f to overwrite")
+
+    device = resolve_device(args.device)
+    model = load_cli_model(args.model, device)
+    kind = model_kind(model)
+    given = [name for name in (AR_ONLY if kind == "diffwave" else DIFFWAVE_ONLY) if getattr(args, name) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        need = "autoregressive" if kind == "diffwave" else "diffusion"
+        raise CLIError(f"{flag} applies to {need} models only; {args.model} is "
+                       f"{'a diffusion' if kind == 'diffwave' else 'an autoregressive'} model")
+    rate = int(model.config.sample_rate)
+    length = max(1, round(seconds * rate))
+    sample = _ar_sampler(model, args, length, device) if kind == "ar" else _diffwave_sampler(model, args, length)
+
+    import torch
+
+    _show_engine_messages(args.quiet)
+    wavs, start = [], time.perf_counter()
+    for j, first in enumerate(range(0, n, batch)):
+        count = min(batch, n - first)
+        try:
+            wav = sample(count, None if seed is None else seed + j)
+        except ValueError as e:
+            raise CLIError(str(e).strip().splitlines()[0]) from e
+        wavs.append(wav.float().cpu())
+    wavs = torch.cat(wavs)
+    elapsed = time.perf_counter() - start
+    _write_all(paths, wavs, rate)
+    if not args.quiet:
+        print(f"wrote {n} file(s) of {length / rate:.3g} s at {rate} Hz to {args.out} "
+              f"({n * length / elapsed:,.0f} samples/s)", file=sys.stderr)
+    return 0
+
+
+def _ar_sampler(model, args, length: int, device):
+    import torch
+
+    nucleus_p = parse_number(args.nucleus_p, float, "nucleus-p", low=0, high=1, low_open=True) \
+        if args.nucleus_p is not None else 1.0
+    temperature = parse_number(args.temperature, float, "temperature", low=0, low_open=True) \
+        if args.temperature is not None else 1.0
+    top_k = parse_number(args.top_k, int, "top-k", low=1) if args.top_k is not None else None
+    prefix = None
+    if args.prefix is not None:
+        from sashimi.audio import AudioError, read_audio
+
+        try:
+            prefix, _ = read_audio(args.prefix, model.config.sample_rate, mono=True)
+        except (AudioError, FileNotFoundError) as e:
+            raise CLIError(f"--prefix: {e}") from e
+        if prefix.numel() > length:
+            raise CLIError(f"--prefix is {prefix.numel() / model.config.sample_rate:.3g} s, longer than "
+                           f"--seconds {args.seconds}")
+        prefix = prefix.to(device)
+    kw = dict(nucleus_p=nucleus_p, temperature=temperature, top_k=top_k, progress=not args.quiet,
+              engine=args.engine or "auto")
+
+    def sample(count: int, seed):
+        if prefix is None:
+            return model.unconditional_generate(count, length=length, seed=seed, **kw)
+        return model.generate(prefix.expand(count, -1), length, seed=seed, **kw)
+
+    return sample
+
+
+def _diffwave_sampler(model, args, length: int):
+    steps = args.steps
+    if steps is not None and steps != "fast":
+        steps = parse_number(steps, int, "steps", low=1)
+
+    def sample(count: int, seed):
+        return model.unconditional_generate(count, progress=not args.quiet, steps=steps, seed=seed, length=length)
+
+    return sample
+
+
+def _show_engine_messages(quiet: bool) -> None:
+    """Let the library's one-time notes (which engine runs) reach stderr."""
+    import logging
+
+    logger = logging.getLogger("sashimi")
+    if not quiet and not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _write_all(paths: list[str], wavs, rate: int) -> None:
+    try:
+        from sashimi.audio import write_wav
+    except ImportError:  # pragma: no cover - sashimi.audio is part of the package
+        write_wav = _write_wav_soundfile
+    os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
+    for path, wav in zip(paths, wavs):
+        tmp = path + ".part"
+        write_wav(tmp, wav, rate)
+        os.replace(tmp, path)  # never a half-written file under the final name
+
+
+def _write_wav_soundfile(path, wav, rate):  # pragma: no cover
+    try:
+        import soundfile
+    except ImportError:
+        raise CLIError("writing WAV files needs the soundfile package: pip install soundfile") from None
+    soundfile.write(path, wav.clamp(-1, 1).numpy(), rate, subtype="PCM_16", format="WAV")

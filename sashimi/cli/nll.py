@@ -1,0 +1,88 @@
+"""``sashimi nll``: negative log-likelihood of audio files under an autoregressive model.
+
+    sashimi nll speech.wav more/ --model sashimi_ar_sc09
+
+Prints one line per file, ``<bits per sample>\\t<path>``, then the mean over the files.
+Directories are searched (not recursively) for audio files. Files at another sample rate are
+resampled to the model's; multi-channel files are averaged to mono. Files up to the model's
+``l_max`` are scored in one convolution pass; longer ones with the recurrent fast engine, so the
+whole file is context (no windowing).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+from sashimi.cli import CLIError
+from sashimi.cli.generate import add_model_arguments, load_cli_model, model_kind, one_line_errors, plain, resolve_device
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    one_line_errors(parser)
+    parser.description, parser.formatter_class = plain(__doc__), argparse.RawDescriptionHelpFormatter
+    parser.add_argument("inputs", nargs="+", metavar="PATH", help="audio files or directories")
+    add_model_arguments(parser)
+
+
+def _files(inputs: list[str]) -> list[str]:
+    from sashimi.audio import AUDIO_EXTENSIONS
+
+    files = []
+    for path in inputs:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(AUDIO_EXTENSIONS))
+            if not found:
+                raise CLIError(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this directory")
+            files += found
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise CLIError(f"{path}: no such file or directory")
+    return files
+
+
+def nats_per_sample(model, wav) -> float:
+    """Mean NLL (nats per sample) of one waveform (L,), as :meth:`SashimiAR.nll` but any length."""
+    import torch
+    import torch.nn.functional as F
+
+    from sashimi.mulaw import SILENCE_TOKEN, mulaw_encode
+
+    if wav.numel() <= model.config.l_max:
+        return float(model.nll(wav.unsqueeze(0).to(model.device))[0])
+    from sashimi import fastgen
+
+    targets = mulaw_encode(wav.unsqueeze(0), model.config.mu_levels)
+    inputs = F.pad(targets[:, :-1], (1, 0), value=SILENCE_TOKEN)
+    engine = fastgen.get_engine(model, 1)
+    engine.reset()
+    total, chunk = 0.0, 16000
+    with torch.no_grad():
+        for start in range(0, inputs.size(1), chunk):
+            logits = engine.feed(inputs[:, start:start + chunk].to(model.device), want_logits=True).float()
+            tgt = targets[:, start:start + chunk].to(logits.device)
+            total += float(-torch.log_softmax(logits, -1).gather(-1, tgt.unsqueeze(-1)).sum())
+    return total / targets.size(1)
+
+
+def run(args: argparse.Namespace) -> int:
+    files = _files(args.inputs)
+    model = load_cli_model(args.model, resolve_device(args.device))
+    if model_kind(model) != "ar":
+        raise CLIError(f"nll needs an autoregressive model; {args.model} is a {type(model).__name__}")
+    from sashimi.audio import AudioError, read_audio
+
+    rate = int(model.config.sample_rate)
+    results = []
+    for path in files:
+        try:
+            wav, _ = read_audio(path, rate, mono=True)
+        except (AudioError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from e
+        bits = nats_per_sample(model, wav) / math.log(2)
+        results.append(bits)
+        print(f"{bits:.4f}\t{path}", flush=True)
+    if len(results) > 1:
+        print(f"{sum(results) / len(results):.4f}\tmean over {len(results)} files")
+    return 0

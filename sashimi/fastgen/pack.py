@@ -1,0 +1,200 @@
+"""Precompute everything the fast engines need from a SashimiAR, once, in float64.
+
+The result is a plain nested dict (a "plan") of float64 / complex128 CPU tensors; each engine
+casts and lays it out as it likes. Per S4 layer, with u the layer input (after LayerNorm) and
+x the state of the N stored modes (their conjugate partners are implicit, so outputs are 2 Re(.)):
+
+    s  = 2 Re(v . x)                          rank-1 read   (dplr layers only; else v = w = 0)
+    y  = 2 Re(e . x) - cw s + cu u            the S4 output, before GELU
+    x' = d x - w s + b u                      the next state
+
+'dplr' layers (the default for an ill-conditioned eigenbasis) work in the unitary basis of the
+stored modes, where the bilinear transition is exactly diagonal plus rank 1:
+Ab = (I - dt/2 A)^-1 (I + dt/2 A) = 2 M - I with M = G - c (G p)(p^* G) (Woodbury), so
+d = 2 g - 1, w = 2 c g P, v = conj(P) g, with g = 1 / (1 - dt/2 Lambda), c = (dt/2) / (1 + dt/2 p^* G p).
+'diagonal' layers use the eigenbasis of A: d = the discrete eigenvalues of one of each conjugate
+pair, b = 1 and the residues C_n Bb_n as output weights. Both give y exactly (up to rounding) as
+the 'dense' reference step does; with e = C d, cw = 2 Re(C . w), cu = 2 Re(C . b) + D.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..backbone import DownPool, FFBlock, ResidualBlock, UpPool
+from ..s4 import _DIAGONAL_MAX_ERROR, S4
+
+__all__ = ["build_plan", "unsupported_reason"]
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why the fast engines cannot run ``model`` (None if they can)."""
+    from ..ar import SashimiAR
+
+    if not isinstance(model, SashimiAR):
+        return f"not a SashimiAR ({type(model).__name__})"
+    net = model.sashimi
+    if net.unet or net.bidirectional:
+        return "U-Net / bidirectional backbones are not supported"
+    if model.head.weight.dtype not in (torch.float32, torch.float64):
+        return f"dtype {model.head.weight.dtype} (float32 and float64 only)"
+    if model.training and model.config.dropout > 0:
+        return "the model is in training mode with dropout (call model.eval())"
+    if any(isinstance(layer, nn.Module) and not isinstance(layer, DownPool) for layer in net.d_layers):
+        return "unexpected layers before the down pools"
+    norms = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
+    if len(norms) != 1 or not all(m.elementwise_affine for m in model.modules() if isinstance(m, nn.LayerNorm)):
+        return "LayerNorms with different eps or without affine parameters"
+    for block in list(net.c_layers) + [layer for stage in net.u_layers for layer in stage[1:]]:
+        if not isinstance(block, ResidualBlock) or block.fc_t is not None:
+            return f"unexpected block {type(block).__name__}"
+        if not isinstance(block.layer, (S4, FFBlock)):
+            return f"unexpected layer {type(block.layer).__name__}"
+        if isinstance(block.layer, S4) and (block.layer.bidirectional or block.layer.kernel.channels != 1):
+            return "bidirectional S4 layers have no step mode"
+    return None
+
+
+def _d(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", torch.float64)
+
+
+def _complex(x: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(x.detach().to("cpu", torch.float64).contiguous())
+
+
+@torch.no_grad()
+def _s4_plan(layer: S4, dtype: torch.dtype, prefer: str) -> dict:
+    """Coefficients of one S4 layer's O(N) step (see the module docstring).
+
+    Besides the generic form (d, b, e, v, w, cw, cu) the entry holds the compact one the C++
+    step uses: 'dplr': g (H, N), P and B (H', N), per channel dt, c, kappa = p^* G dt B, and the
+    true C; 'diagonal': the eigenvalues d and residues r. Both with D.
+    """
+    k = layer.kernel
+    H, N = k.H, k.N
+    D = _d(layer.D)[0]  # (H,)
+    diag = None
+    if prefer == "diagonal" and k.diagonal_error_estimate(dtype) <= _DIAGONAL_MAX_ERROR.get(dtype, 1e-5):
+        diag = _diagonal(k, H, N)
+    out = layer.output_linear
+    entry = {"type": "s4", "N": N, "glu": bool(layer.glu), "D": D, "out_w": _d(out.weight), "out_b": _d(out.bias)}
+    if diag is not None:
+        d, r = diag  # eigenvalues, residues (H, N)
+        zero = torch.zeros_like(d)
+        return dict(entry, mode="diagonal", d=d, r=r, b=torch.ones_like(d), e=r * d, v=zero, w=zero,
+                    cw=torch.zeros(H, dtype=torch.float64), cu=2 * r.sum(-1).real + D)
+    dt = torch.exp(_d(k.log_dt))  # (H,)
+    lam = torch.complex(-torch.exp(_d(k.log_w_real)), _d(k.w_imag))  # (H', N)
+    P, B = _complex(k.P)[0], _complex(k.B)[0]  # (H', N)
+    g = 1 / (1 - dt[:, None] / 2 * lam)  # (H, N)
+    q = 2 * (P.abs() ** 2 * g).sum(-1).real  # p^* G p over all 2N modes (real)
+    c = (dt / 2) / (1 + dt / 2 * q)  # (H,)
+    dtB = dt[:, None] * B
+    kappa = 2 * (P.conj() * g * dtB).sum(-1).real  # p^* G dt B (H,)
+    d, w, v = 2 * g - 1, 2 * c[:, None] * g * P, P.conj() * g
+    b = g * dtB - (c * kappa)[:, None] * g * P  # M dt B
+    C = _true_C(k, d, w, v)
+    return dict(entry, mode="dplr", d=d, b=b, e=C * d, v=v, w=w, cw=2 * (C * w).sum(-1).real,
+                cu=2 * (C * b).sum(-1).real + D, g=g, P=P, B=B, dt=dt, c=c, kappa=kappa, C=C)
+
+
+def _true_C(k, d: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The true output matrix C = C_stored (I - Ab^L)^-1 (H, N), with Ab^L formed in the real
+    2N-dimensional form of x' = d x - w 2 Re(v . x): a quarter of the work of the complex 2N x 2N
+    power in ``SSMKernel.discrete_system`` (which it matches to rounding)."""
+    H, N = d.shape
+    R = torch.zeros(H, 2 * N, 2 * N, dtype=torch.float64)
+    i = torch.arange(N)
+    R[:, i, i] = R[:, i + N, i + N] = d.real
+    R[:, i, i + N], R[:, i + N, i] = -d.imag, d.imag
+    R -= torch.cat([w.real, w.imag], -1)[:, :, None] * (2 * torch.cat([v.real, -v.imag], -1))[:, None, :]
+    RL = torch.linalg.matrix_power(R, k.l_max)
+    c_stored = _complex(k.C)[0]  # (H, N)
+    # y = 2 Re(C x) = [2 Re C, -2 Im C] . [Re x, Im x];  c_stored = (I - R^L)^T c_true
+    cs = torch.cat([2 * c_stored.real, -2 * c_stored.imag], -1)
+    eye = torch.eye(2 * N, dtype=torch.float64)
+    ct = torch.linalg.solve((eye - RL).transpose(-1, -2), cs.unsqueeze(-1)).squeeze(-1)
+    return torch.complex(ct[:, :N] / 2, -ct[:, N:] / 2)
+
+
+def _diagonal(k, H: int, N: int):
+    """(eigenvalues, residues) of one mode of each conjugate pair, or None if they do not pair up."""
+    sysd = k.diagonal_system()
+    lam, r = sysd["Lambda"], sysd["C"][0] * sysd["Bb"]  # (H, 2N)
+    upper = lam.imag > 0
+    if not bool((upper.sum(-1) == N).all()):
+        return None
+    idx = torch.argsort((~upper).to(torch.int8), dim=-1, stable=True)[:, :N]
+    lam_k, r_k = lam.gather(-1, idx), r.gather(-1, idx)
+    # The dropped half must be the conjugates: the total impulse response is real.
+    for power in (0, 1, 7):
+        full = (r * lam ** power).sum(-1)
+        half = 2 * (r_k * lam_k ** power).sum(-1).real
+        scale = (r * lam ** power).abs().sum(-1).clamp_min(1e-300)
+        if not bool(((full - half).abs() <= 1e-9 * scale).all()):
+            return None
+    return lam_k, r_k
+
+
+def _norm(norm: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    return _d(norm.weight), _d(norm.bias)
+
+
+@torch.no_grad()
+def build_plan(model: nn.Module, dtype: torch.dtype = torch.float32, prefer: str = "diagonal") -> dict:
+    """Everything a fast engine needs, as float64 / complex128 CPU tensors.
+
+    Args:
+        model: a SashimiAR (see :func:`unsupported_reason`).
+        dtype: the precision the engine will run in (decides 'diagonal' vs 'dplr' per layer).
+        prefer: 'diagonal' (per layer when well-conditioned, else 'dplr') or 'dplr' (all layers).
+
+    Returns:
+        dict with ``V``, ``eps``, ``emb`` (V, H0), ``norm`` (w, b), ``head`` (w (V, H0), b),
+        ``pools`` (outermost first: ``p``, ``down`` (w, b), ``up`` (w, b)) and ``tiers``
+        (outermost first, the center last: ``H`` and ``blocks``, each {'type': 's4' | 'ff', ...}).
+    """
+    reason = unsupported_reason(model)
+    if reason is not None:
+        raise ValueError(f"fast generation does not support this model: {reason}")
+    net = model.sashimi
+    eps = next(m.eps for m in model.modules() if isinstance(m, nn.LayerNorm))
+
+    def blocks(seq) -> list[dict]:
+        out = []
+        for block in seq:
+            ln_w, ln_b = _norm(block.norm)
+            if isinstance(block.layer, S4):
+                entry = _s4_plan(block.layer, dtype, prefer)
+            else:
+                ff = block.layer
+                entry = {"type": "ff", "w1": _d(ff.fc1.weight), "b1": _d(ff.fc1.bias),
+                         "w2": _d(ff.fc2.weight), "b2": _d(ff.fc2.bias)}
+            out.append(dict(entry, ln_w=ln_w, ln_b=ln_b))
+        return out
+
+    pools, tiers = [], []
+    n = len(net.d_layers)
+    for k, down in enumerate(net.d_layers):
+        up = net.u_layers[n - 1 - k][0]
+        assert isinstance(up, UpPool) and up.pool == down.pool
+        pools.append({"p": down.pool, "down": (_d(down.linear.weight), _d(down.linear.bias)),
+                      "up": (_d(up.linear.weight), _d(up.linear.bias))})
+        stage = net.u_layers[n - 1 - k]
+        tiers.append({"H": up.d_output, "blocks": blocks(stage[1:])})
+    h_center = net.d_layers[-1].d_output if n else net.d_model
+    tiers.append({"H": h_center, "blocks": blocks(net.c_layers)})
+    return {"V": model.config.mu_levels, "eps": float(eps), "emb": _d(model.mu_embedder.weight),
+            "norm": _norm(net.norm), "head": (_d(model.head.weight), _d(model.head.bias)),
+            "pools": pools, "tiers": tiers}
+
+
+def s4_modes(plan: dict) -> dict[str, int]:
+    """How many S4 layers use each step form, e.g. {'dplr': 24}."""
+    counts: dict[str, int] = {}
+    for tier in plan["tiers"]:
+        for block in tier["blocks"]:
+            if block["type"] == "s4":
+                counts[block["mode"]] = counts.get(block["mode"], 0) + 1
+    return counts

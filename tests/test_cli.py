@@ -1,0 +1,187 @@
+"""Command line: `sashimi generate` and `sashimi nll` (run in-process through sashimi.__main__.main)."""
+import copy
+import math
+
+import pytest
+import torch
+
+import sashimi.hub
+from sashimi import DiffWaveConfig, SashimiDiffWave, mulaw_decode
+from sashimi.__main__ import main
+from sashimi.audio import read_audio, write_wav
+
+sf = pytest.importorskip("soundfile")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def ckpt(fixtures_dir):
+    return str(fixtures_dir / "rf5_ar_small.ckpt.pt")
+
+
+@pytest.fixture
+def tiny_diffwave(monkeypatch):
+    torch.manual_seed(0)
+    model = SashimiDiffWave(DiffWaveConfig(d_model=8, n_layers=1, l_max=256, d_step_hidden=16, d_step_embed=8)).eval()
+    monkeypatch.setattr(sashimi.hub, "sashimi_diffwave_sc09", lambda device=None, **kw: model.to(device))
+    return model
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected a one-line error, got:\n{err}"
+    return lines[0]
+
+
+def test_generate_writes_16bit_wavs_reproducibly(tmp_path, capsys, ckpt):
+    args = ["generate", "--model", ckpt, "--n", "3", "--seconds", "0.02", "--seed", "7", "--top-k", "20",
+            "--batch-size", "2", "-q"]
+    code, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["sample_000.wav", "sample_001.wav", "sample_002.wav"]
+    info = sf.info(str(tmp_path / "a" / "sample_000.wav"))
+    assert (info.samplerate, info.frames, info.channels, info.subtype) == (16000, 320, 1, "PCM_16")
+    assert run_cli(capsys, *args, "--out", str(tmp_path / "b"))[0] == 0
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_generate_refuses_to_overwrite_without_force(tmp_path, capsys, ckpt):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sample_000.wav").write_bytes(b"keep me")
+    args = ["generate", "--model", ckpt, "--n", "2", "--seconds", "0.01", "--out", str(out), "-q"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "-f" in one_line(err)
+    assert (out / "sample_000.wav").read_bytes() == b"keep me"
+    assert sorted(p.name for p in out.iterdir()) == ["sample_000.wav"]  # nothing written
+    code, _, err = run_cli(capsys, *args, "-f")
+    assert code == 0, err
+    assert sf.info(str(out / "sample_000.wav")).frames == 160
+    assert (out / "sample_001.wav").is_file()
+
+
+@pytest.mark.parametrize("bad", [
+    ["--n", "0"], ["--n", "three"], ["--seconds", "-1"], ["--seconds", "nan"], ["--temperature", "0"],
+    ["--nucleus-p", "1.5"], ["--top-k", "0"], ["--bogus"], ["--model", "missing.pt"], ["--engine", "warp"],
+    ["--device", "quantum"], ["--prefix", "missing.wav"], ["--steps", "fast"], ["--batch-size", "0"],
+    ["--name", "a/b"],
+], ids=lambda a: " ".join(a))
+def test_bad_arguments_one_line_error_nothing_written(tmp_path, capsys, ckpt, bad):
+    args = ["generate", "--model", ckpt, "--n", "1", "--seconds", "0.01", "--out", str(tmp_path / "out"), "-q"]
+    code, _, err = run_cli(capsys, *args, *bad)
+    assert code == 2
+    assert "error" in one_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_names_and_diffwave(tmp_path, capsys, monkeypatch, ckpt, tiny_diffwave):
+    from sashimi import load_model
+
+    ar = load_model(ckpt)
+    monkeypatch.setattr(sashimi.hub, "sashimi_ar_sc09", lambda device=None, **kw: ar.to(device))
+    code, _, err = run_cli(capsys, "generate", "--model", "sashimi_ar_sc09", "--n", "1", "--seconds", "0.01",
+                           "--out", str(tmp_path / "ar"), "-q")
+    assert code == 0, err
+    assert (tmp_path / "ar" / "sample_000.wav").is_file()
+    base = ["generate", "--model", "sashimi_diffwave_sc09", "--n", "2", "--seconds", "0.004", "-q"]
+    code, _, err = run_cli(capsys, *base, "--top-k", "5", "--out", str(tmp_path / "x"))
+    assert code == 2 and "autoregressive" in one_line(err) and not (tmp_path / "x").exists()
+    code, _, err = run_cli(capsys, *base, "--seconds", "0.001", "--out", str(tmp_path / "x"))  # 16 samples: ok
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *base, "--seconds", "0.0011", "-f", "--out", str(tmp_path / "y"))  # 18: no
+    assert code == 2 and "multiple" in one_line(err) and not (tmp_path / "y").exists()
+    code, _, err = run_cli(capsys, *base, "--steps", "2", "--seed", "1", "--out", str(tmp_path / "dw"))
+    assert code == 0, err
+    assert sf.info(str(tmp_path / "dw" / "sample_001.wav")).frames == 64
+
+
+def test_generate_continues_a_prefix(tmp_path, capsys, ckpt):
+    prompt = 0.3 * torch.sin(torch.arange(80) / 5.0)
+    write_wav(tmp_path / "prompt.wav", prompt, 8000)  # resampled to 16 kHz: 160 samples
+    code, _, err = run_cli(capsys, "generate", "--model", ckpt, "--n", "1", "--seconds", "0.02", "--prefix",
+                           str(tmp_path / "prompt.wav"), "--out", str(tmp_path / "o"), "-q")
+    assert code == 0, err
+    out, rate = read_audio(tmp_path / "o" / "sample_000.wav")
+    expected, _ = read_audio(tmp_path / "prompt.wav", 16000)
+    from sashimi import mulaw_encode
+
+    assert rate == 16000 and out.numel() == 320
+    assert (out[:160] - mulaw_decode(mulaw_encode(expected))).abs().max() < 1e-3  # the quantised prompt
+
+
+@pytest.fixture
+def speech_files(tmp_path, ar_reference):
+    wav = mulaw_decode(ar_reference["input_mu"][0, 1:4001].long())
+    write_wav(tmp_path / "speech.wav", wav, 16000)
+    write_wav(tmp_path / "speech8k.wav", wav[::2], 8000)
+    return tmp_path
+
+
+def test_nll_prints_bits_per_sample(capsys, ckpt, speech_files, ar_small):
+    path = speech_files / "speech.wav"
+    code, out, err = run_cli(capsys, "nll", str(path), "--model", ckpt)
+    assert code == 0, err
+    bits, name = out.strip().split("\t")
+    wav, _ = read_audio(path)
+    assert name == str(path)
+    assert abs(float(bits) - float(ar_small.nll(wav)[0]) / math.log(2)) < 1e-3
+    code, out, err = run_cli(capsys, "nll", str(speech_files), "--model", ckpt)  # a directory, with resampling
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 3 and lines[-1].endswith("mean over 2 files")
+
+
+def test_nll_long_files_use_the_recurrence(speech_files, ar_small):
+    from sashimi.cli.nll import nats_per_sample
+
+    wav, _ = read_audio(speech_files / "speech.wav")
+    short = copy.deepcopy(ar_small)
+    short.config.l_max = 1000  # forces the recurrent path for this 4000-sample file
+    assert abs(nats_per_sample(short, wav) - nats_per_sample(ar_small, wav)) < 1e-4
+
+
+def test_nll_errors(tmp_path, capsys, ckpt, tiny_diffwave, speech_files):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk.wav").write_bytes(b"not audio")
+    for argv, match in [(["nll", str(tmp_path / "empty"), "--model", ckpt], "no audio files"),
+                        (["nll", str(tmp_path / "junk.wav"), "--model", ckpt], "junk.wav"),
+                        (["nll", str(tmp_path / "nope.wav"), "--model", ckpt], "no such file"),
+                        (["nll", str(speech_files / "speech.wav"), "--model", "sashimi_diffwave_sc09"],
+                         "autoregressive")]:
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and match in one_line(err)
+
+
+def test_bench_generate_runs(tmp_path, capsys, ckpt):
+    """`sashimi bench generate` (its module; wired into `sashimi bench`): a table and JSON."""
+    import argparse
+    import json
+
+    from sashimi.cli import bench_generate
+
+    parser = argparse.ArgumentParser()
+    bench_generate.add_arguments(parser)
+    args = parser.parse_args(["--model", ckpt, "--batch-sizes", "1,2", "--steps", "64", "--eager-steps", "16",
+                              "--json", str(tmp_path / "bench.json")])
+    assert bench_generate.run(args) == 0
+    out = capsys.readouterr().out
+    assert "speedup" in out and "samples/s" in out
+    rows = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert [r["batch"] for r in rows] == [1, 2] and all(r["fast_samples_per_s"] > 0 for r in rows)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sample_logits", "check_sampling_args"]
+__all__ = ["sample_logits", "filtered_probs", "check_sampling_args"]
 
 
 def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, nucleus_p: float = 1.0) -> None:
@@ -32,6 +32,20 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
         int64 (B,) sampled token indices.
     """
     check_sampling_args(temperature, top_k, nucleus_p)
+    probs = filtered_probs(logits, temperature, top_k, nucleus_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def filtered_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                   nucleus_p: float = 1.0) -> torch.Tensor:
+    """The distribution :func:`sample_logits` draws from (arguments already checked).
+
+    Args:
+        logits: (B, V).
+
+    Returns:
+        float32 (B, V) probabilities, zero outside the top-k / nucleus set (not renormalised).
+    """
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -41,6 +55,5 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
         sorted_p, order = torch.sort(probs, dim=-1, descending=True)
         # Drop a token when the tokens before it already reach p (the first is always kept).
         drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) >= nucleus_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p.masked_fill(drop, 0.0))
+    return probs

@@ -25,6 +25,16 @@ def ar_reference():
     return torch.load(FIXTURES / "rf5_ar_small.reference.pt", weights_only=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """The tests use small tensors: one intra-op thread is faster, and on a busy machine far
+    faster (thread hand-offs then cost more than the work)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -13,13 +13,6 @@ from sashimi.audio import read_audio, write_wav
 sf = pytest.importorskip("soundfile")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture
 def ckpt(fixtures_dir):

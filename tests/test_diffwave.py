@@ -19,14 +19,6 @@ REPO = str(Path(__file__).resolve().parents[1])
 TINY = dict(d_model=8, n_layers=1, l_max=64, d_state=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tensors are small: on a busy machine, thread hand-offs cost more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def small(fixtures_dir):

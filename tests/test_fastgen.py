@@ -19,14 +19,6 @@ KINDS = [pytest.param("cpp", marks=pytest.mark.skipif(not HAS_CPP, reason=f"no C
          "torch"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny ops: one intra-op thread is faster, and far faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def dense_logits(model, tokens):
     """The reference: the eager 'dense' step, fed tokens (B, T)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ..sampling import filtered_probs
+
 __all__ = ["sample_with_uniforms", "draw_uniforms"]
 
 
@@ -26,15 +28,7 @@ def sample_with_uniforms(logits: torch.Tensor, u: torch.Tensor, temperature: flo
     Returns:
         int64 (B,) token indices.
     """
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if nucleus_p < 1.0:
-        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
-        drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) >= nucleus_p
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p.masked_fill(drop, 0.0))
+    probs = filtered_probs(logits, temperature, top_k, nucleus_p)
     cdf = torch.cumsum(probs, dim=-1)  # (B, V)
     total = cdf[..., -1:]
     # A target strictly below the total lands on a token of positive probability: trailing zeros

@@ -387,7 +387,12 @@ class S4(nn.Module):
         """Precompute the discrete recurrence (in complex128, then cast to the layer's dtype).
 
         Args:
-            mode: 'dense' (full 2N x 2N transition) or 'diagonal' (eigenbasis of A).
+            mode: 'dense' (the full transition, in real coordinates: the reference),
+                'diagonal' (the eigenbasis of A; O(N) per step) or 'dplr' (diagonal plus the
+                rank-1 term via Woodbury, in the unitary basis of the stored modes; O(N) and
+                always well-conditioned). 'diagonal' falls back to 'dplr', with a one-time
+                warning, for layers whose eigenbasis would lose accuracy in this dtype
+                (exact HiPPO-LegS loses ~8 digits). :attr:`step_mode` tells which is active.
         """
         if mode not in STEP_MODES:
             raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")

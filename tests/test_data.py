@@ -142,6 +142,13 @@ def test_speech_commands_split(tmp_path):
     # refuses to overwrite without -f
     assert main(["split", "--root_path", str(root), "--output_path", str(out), "--sc09_only"]) == 2
     assert main(["split", "--root_path", str(root), "--output_path", str(out), "--sc09_only", "-f"]) == 0
+    # the seed's spelling, `--sc09_only True`, keeps working; False means the full split
+    assert main(["split", "--root_path", str(root), "--output_path", str(out), "--sc09_only", "True", "-f"]) == 0
+    assert read_csv_paths(out / "sc09-test.csv") == sc09["test"]
+    assert main(["split", "--root_path", str(root), "--output_path", str(out), "--sc09_only", "False"]) == 0
+    assert read_csv_paths(out / "speechcommands-train.csv") == full["train"]
+    with pytest.raises(SystemExit):
+        main(["split", "--root_path", str(root), "--output_path", str(out), "--sc09_only", "maybe"])
 
 
 def test_fsdd_split(tmp_path, capsys):

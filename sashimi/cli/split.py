@@ -6,6 +6,15 @@ import argparse
 from sashimi.cli import CLIError
 
 
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "y"):
+        return True
+    if value in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = (
@@ -17,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output_path", default="splits", metavar="DIR", help="where the CSVs go (default: splits)")
     parser.add_argument("--dataset", choices=("auto", "speechcommands", "fsdd"), default="auto",
                         help="dataset layout (default: detected)")
-    parser.add_argument("--sc09_only", action="store_true", help="Speech Commands: keep only zero..nine")
+    # nargs='?' keeps the seed's spelling working: `--sc09_only True` as well as a bare `--sc09_only`.
+    parser.add_argument("--sc09_only", nargs="?", const=True, default=False, type=_parse_bool, metavar="BOOL",
+                        help="Speech Commands: keep only zero..nine (a bare flag or True/False)")
     parser.add_argument("--valid_takes", type=int, default=5, help="FSDD: takes 5..5+N-1 form the validation set")
     parser.add_argument("--prefix", help="CSV name prefix (default: sc09, speechcommands or fsdd)")
     parser.add_argument("--relative", action="store_true", help="store paths relative to the output folder")

@@ -23,7 +23,10 @@ from .s4 import convert_kernel_lengths
 __all__ = ["load_model", "save_model", "load_checkpoint_file", "convert_rf5_state_dict", "load_published_state_dict",
            "register_model_kind", "build_uninitialized", "CheckpointError"]
 
-FORMAT_NAME, FORMAT_VERSION = "sashimi", 1
+# Version 2: each tier's S4 ``C`` is length-corrected for that tier's own length. Version 1 files
+# corrected every layer for the full ``l_max`` (like the seed's) and are converted when loaded.
+FORMAT_NAME, FORMAT_VERSION = "sashimi", 2
+_READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -135,6 +138,8 @@ def _build_native(ckpt: dict, source: str) -> nn.Module:
         raise CheckpointError(str(e)) from e
     model = build_uninitialized(model_cls, config)
     load_state_dict_strict(model, ckpt["state_dict"], source)
+    if ckpt["version"] == 1:
+        convert_kernel_lengths(model, config.l_max)
     return model
 
 
@@ -190,10 +195,12 @@ def convert_rf5_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
     return out
 
 
-def load_published_state_dict(model: nn.Module, state_dict: dict, source: str, published_l_max: int) -> None:
-    """Load a seed state dict strictly, then re-express each S4 layer's length-corrected ``C``
-    (the seed corrected all layers for ``published_l_max``) for the length its tier sees."""
-    load_state_dict_strict(model, convert_rf5_state_dict(state_dict), source)
+def load_published_state_dict(model: nn.Module, state_dict: dict, source: str, published_l_max: int,
+                              convert=convert_rf5_state_dict) -> None:
+    """Load a seed state dict strictly (keys mapped by ``convert``), then re-express each S4 layer's
+    length-corrected ``C`` (the seed corrected all layers for ``published_l_max``) for the length
+    its tier sees."""
+    load_state_dict_strict(model, convert(state_dict), source)
     convert_kernel_lengths(model, published_l_max)
 
 
@@ -256,9 +263,9 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
     name = "<dict>" if isinstance(source, dict) else os.fspath(source)
     ckpt = source if isinstance(source, dict) else load_checkpoint_file(source, progress, check_hash)
     if ckpt.get("format") == FORMAT_NAME:
-        if ckpt.get("version") != FORMAT_VERSION:
+        if ckpt.get("version") not in _READABLE_VERSIONS:
             raise CheckpointError(f"{name}: checkpoint format version {ckpt.get('version')} is not supported "
-                                  f"(this library reads version {FORMAT_VERSION})")
+                                  f"(this library reads versions {list(_READABLE_VERSIONS)})")
         model = _build_native(ckpt, name)
     else:
         for _, detect, load in _FOREIGN_FORMATS:

@@ -108,13 +108,17 @@ def load_training_checkpoint(path: str) -> dict:
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: not a checkpoint, or a model-only checkpoint.
+        CheckpointError: not a checkpoint, a model-only checkpoint, or an older format version.
     """
     ckpt = load_checkpoint_file(path)
     missing = [k for k in ("format", "kind", "config", "state_dict", "step", "optimizer", "rng") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a sashimi training checkpoint (missing {missing}); "
                               "to start a new run from these weights, load them with sashimi.load_model")
+    if ckpt.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: training checkpoint format version {ckpt.get('version')} cannot be "
+                              f"resumed (this library writes version {FORMAT_VERSION}); to start a new run "
+                              "from these weights, load them with sashimi.load_model")
     return ckpt
 
 

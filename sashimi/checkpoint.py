@@ -207,7 +207,7 @@ def load_published_state_dict(model: nn.Module, state_dict: dict, source: str, p
 def _infer_state_config(state_dict: dict) -> dict:
     """d_state and tie_state are not in the seed's config: read them off the weights."""
     for key, value in state_dict.items():
-        if key.endswith(".log_w_real"):
+        if key.endswith(".log_w_real") and torch.is_tensor(value) and value.dim() == 2:
             return {"d_state": 2 * value.shape[-1], "tie_state": value.shape[0] == 1}
     return {}
 

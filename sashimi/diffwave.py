@@ -21,12 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Sashimi, WeightNormLinear
-from .checkpoint import (CheckpointError, build_uninitialized, convert_rf5_state_dict, load_state_dict_strict,
-                         register_foreign_format,
-                         register_model_kind)
+from .checkpoint import (CheckpointError, _infer_state_config, build_uninitialized, convert_rf5_state_dict,
+                         load_published_state_dict, register_foreign_format, register_model_kind)
 from .config import DiffWaveConfig, config_from_dict
 from .diffusion import NoiseSchedule, ddpm_sample, sampling_plan, training_loss
-from .s4 import SSMKernel, convert_kernel_lengths
 
 __all__ = ["SashimiDiffWave", "step_embedding", "convert_rf5_diffwave_state_dict", "load_rf5_diffwave"]
 
@@ -213,7 +211,7 @@ class SashimiDiffWave(nn.Module):
             raise ValueError(f"diffusion_steps must have shape ({batch},) (one step per waveform), "
                              f"got {tuple(steps.shape)}")
         T = self.config.T
-        if steps.numel() and not bool(((steps >= 0) & (steps <= T - 1)).all()):  # also rejects NaN
+        if not bool(((steps >= 0) & (steps <= T - 1)).all()):  # also rejects NaN
             raise ValueError(f"diffusion_steps must be in [0, T-1] = [0, {T - 1}], got min {float(steps.min())}, "
                              f"max {float(steps.max())}")
         return steps.to(self.device)
@@ -265,12 +263,10 @@ def _infer_config_fields(state_dict: dict) -> dict:
     center = {m.group(1) for k in state_dict if (m := re.match(r"sashimi\.c_layers\.(\d+)\.fc_t\.weight$", k))}
     if center:
         fields["n_layers"] = len(center)
+    fields.update(_infer_state_config(state_dict))
     for key, value in state_dict.items():
-        if key.endswith(".kernel.kernel.log_w_real") and torch.is_tensor(value) and value.dim() == 2:
-            fields.update(d_state=2 * value.shape[-1], tie_state=value.shape[0] == 1)
-        elif key.endswith(".kernel.kernel.omega") and torch.is_tensor(value) and value.dim() >= 1:
+        if key.endswith(".kernel.kernel.omega") and torch.is_tensor(value) and value.dim() >= 1:
             fields["l_max"] = 2 * (value.shape[0] - 1)
-        if {"d_state", "l_max"} <= set(fields):
             break
     return fields
 
@@ -309,16 +305,11 @@ def load_rf5_diffwave(ckpt: dict, source: str = "<dict>", config: DiffWaveConfig
             config = config_from_dict(DiffWaveConfig, values, where=f"{source}: config")
         except (TypeError, ValueError) as e:
             raise CheckpointError(str(e)) from e
-    model = _uninitialized_model(config)
-    load_state_dict_strict(model, convert_rf5_diffwave_state_dict(state_dict), source)
-    # The seed length-corrected every S4 layer's C for the full l_max; ours are per tier.
-    convert_kernel_lengths(model, config.l_max)
+    model = build_uninitialized(SashimiDiffWave, config)
+    load_published_state_dict(model, state_dict, source, published_l_max=config.l_max,
+                              convert=convert_rf5_diffwave_state_dict)
     return model
 
 
-def _uninitialized_model(config: DiffWaveConfig) -> SashimiDiffWave:
-    return build_uninitialized(SashimiDiffWave, config)
-
-
 register_model_kind("diffwave", SashimiDiffWave, DiffWaveConfig)
-register_foreign_format("rf5-diffwave", _is_rf5_diffwave, lambda ckpt, source: load_rf5_diffwave(ckpt, source))
+register_foreign_format("rf5-diffwave", _is_rf5_diffwave, load_rf5_diffwave)

@@ -84,14 +84,14 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
         config = config_from_dict(DiffWaveConfig, values, where="sashimi_diffwave_sc09")
         return SashimiDiffWave(config).to(device).eval()
     source = os.fspath(checkpoint) if checkpoint is not None else DIFFWAVE_SC09_URLS[variant]
-    ckpt = load_checkpoint_file(source, progress=progress)
-    if ckpt.get("format") == FORMAT_NAME:
-        if overrides:
+    if not overrides:
+        model = load_model(source, progress=progress)
+    else:
+        ckpt = load_checkpoint_file(source, progress=progress)
+        if ckpt.get("format") == FORMAT_NAME:
             raise ValueError(f"sashimi_diffwave_sc09: {source} is a native checkpoint with its own config; "
                              f"config overrides {sorted(overrides)} are only for the published files")
-        model = load_model(ckpt)
-    else:
-        model = load_rf5_diffwave(ckpt, source, config=overrides or None)
+        model = load_rf5_diffwave(ckpt, source, config=overrides)
     if not isinstance(model, SashimiDiffWave):
         raise ValueError(f"sashimi_diffwave_sc09: {source} holds a {type(model).__name__}, not a DiffWave model")
     return model.to(device).eval()

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from sashimi import CheckpointError, DiffWaveConfig, NoiseSchedule, S4, SashimiDiffWave, load_model, save_model
-from sashimi.checkpoint import load_state_dict_strict
+from sashimi.checkpoint import build_uninitialized, load_state_dict_strict
 from sashimi.diffusion import FAST_BETAS, ddpm_sample, q_sample, sampling_plan, training_loss
-from sashimi.diffwave import (_infer_config_fields, _is_rf5_diffwave, _uninitialized_model,
+from sashimi.diffwave import (_infer_config_fields, _is_rf5_diffwave,
                               convert_rf5_diffwave_state_dict, step_embedding)
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -77,7 +77,7 @@ def test_every_manifest_key_is_accepted(manifest):
     dropped = [k for k in sd if k.endswith((".omega", ".z"))]
     assert len(native) == len(sd) - len(dropped) and len(dropped) == 2 * 5 * 6  # 6 S4 layers in each of 5 stages
     assert not any(k.endswith((".omega", ".z")) for k in native)
-    model = _uninitialized_model(DiffWaveConfig())
+    model = build_uninitialized(SashimiDiffWave, DiffWaveConfig())
     load_state_dict_strict(model, native, "manifest")  # strict: no key missing, unexpected or misshapen
     loaded = model.state_dict()
     torch.testing.assert_close(loaded["init_conv.weight_v"], sd["sashimi.init_conv.0.conv.weight_v"][..., 0])

@@ -119,10 +119,11 @@ def load_cli_model(spec: str, device):
 
 def model_kind(model) -> str:
     from sashimi.ar import SashimiAR
+    from sashimi.diffwave import SashimiDiffWave
 
     if isinstance(model, SashimiAR):
         return "ar"
-    if hasattr(model, "unconditional_generate") and type(model).__name__ == "SashimiDiffWave":
+    if isinstance(model, SashimiDiffWave):
         return "diffwave"
     raise CLIError(f"--model holds a {type(model).__name__}, which cannot generate audio")
 
@@ -231,20 +232,11 @@ def _show_engine_messages(quiet: bool) -> None:
 
 
 def _write_all(paths: list[str], wavs, rate: int) -> None:
-    try:
-        from sashimi.audio import write_wav
-    except ImportError:  # pragma: no cover - sashimi.audio is part of the package
-        write_wav = _write_wav_soundfile
+    from sashimi.audio import write_wav
+
     os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
     for path, wav in zip(paths, wavs):
         tmp = path + ".part"
         write_wav(tmp, wav, rate)
         os.replace(tmp, path)  # never a half-written file under the final name
 
-
-def _write_wav_soundfile(path, wav, rate):  # pragma: no cover
-    try:
-        import soundfile
-    except ImportError:
-        raise CLIError("writing WAV files needs the soundfile package: pip install soundfile") from None
-    soundfile.write(path, wav.clamp(-1, 1).numpy(), rate, subtype="PCM_16", format="WAV")

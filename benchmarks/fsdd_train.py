@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -64,7 +65,7 @@ def nll_bits(model, files: list[str], batch_size: int = 8) -> dict:
         batch = collate([data[i] for i in range(start, min(start + batch_size, len(files)))])
         s, c = ar_metric(model, tuple(t.to(device) for t in batch), 0)
         total, count = total + float(s), count + int(c)
-    return {"files": len(files), "samples": count, "nll_bits": total / count / torch.log(torch.tensor(2.0)).item()}
+    return {"files": len(files), "samples": count, "nll_bits": total / count / math.log(2)}
 
 
 def main(argv=None) -> int:

@@ -102,13 +102,30 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extra: Any) -> None:
         path: destination file.
         **extra: extra picklable-safe entries (tensors, numbers, strings, dicts) to store.
     """
-    path = os.fspath(path)
-    ckpt = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": _kind_of(model),
+    atomic_save(native_checkpoint(model, _kind_of(model), **extra), os.fspath(path))
+
+
+def native_checkpoint(model: nn.Module, kind: str, **extra) -> dict:
+    """The native checkpoint dict of ``model`` (weights on CPU) under model ``kind``, plus ``extra``."""
+    return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": kind,
             "config": dataclasses.asdict(model.config),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+
+
+def atomic_save(obj: dict, path: str) -> None:
+    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it:
+    a write killed midway never leaves a partial file under ``path``."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def build_uninitialized(model_cls: type[nn.Module], config) -> nn.Module:

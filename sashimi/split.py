@@ -112,7 +112,7 @@ def fsdd_split(root: str, valid_takes: int = 5) -> dict[str, list[str]]:
 
 
 def write_split(splits: dict[str, list[str]], out_dir: str, prefix: str, *, relative: bool = False,
-                force: bool = False) -> list[str]:
+                force: bool = False) -> dict[str, str]:
     """Write ``{out_dir}/{prefix}-{split}.csv`` for each non-empty split.
 
     Args:
@@ -123,7 +123,7 @@ def write_split(splits: dict[str, list[str]], out_dir: str, prefix: str, *, rela
         force: overwrite existing CSV files.
 
     Returns:
-        the CSV paths written.
+        split name -> CSV path, for each CSV written.
 
     Raises:
         FileExistsError: a CSV exists and ``force`` is False (nothing is written).
@@ -139,4 +139,4 @@ def write_split(splits: dict[str, list[str]], out_dir: str, prefix: str, *, rela
             writer.writerow(["path"])
             for p in splits[split]:
                 writer.writerow([os.path.relpath(p, out_dir) if relative else os.path.abspath(p)])
-    return list(targets.values())
+    return targets

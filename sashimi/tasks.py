@@ -36,9 +36,10 @@ class Task:
         build_model: config -> nn.Module (with a ``config`` attribute).
         crop_extra, lead: the dataset window is ``seq_len + crop_extra`` samples of the waveform
             prefixed with ``lead`` zeros (AR: 1 and 1, so that inputs start from silence).
-        collate: items ``(wave (crop,), valid)`` -> a batch (tuple of tensors).
-        loss: ``(model, batch) -> (scalar loss, {"sum": tensor, "count": tensor})``; ``model``
-            may be DDP-wrapped: call it, do not call its methods.
+        make_collate: model config -> collate function, items ``(wave (crop,), valid)`` -> a
+            batch (tuple of tensors).
+        loss: ``(model, batch) -> scalar loss``; ``model`` may be DDP-wrapped: call it, do not
+            call its methods.
         metric: ``(model, batch, batch_index) -> (sum, count)`` of the validation metric
             (deterministic: it must not touch the global RNG).
         metric_name, metric_scale: name of the reported value and the factor from sum/count to it.
@@ -49,7 +50,7 @@ class Task:
     name: str
     config_cls: type
     build_model: Callable[[Any], nn.Module]
-    collate: Callable
+    make_collate: Callable[[Any], Callable]
     loss: Callable
     metric: Callable
     metric_name: str
@@ -69,10 +70,10 @@ def _ar_nll(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor, torch.
     return (nll * mask).sum(), mask.sum()
 
 
-def ar_loss(model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
+def ar_loss(model: nn.Module, batch) -> torch.Tensor:
     """Mean cross-entropy (nats) over the real targets; padding excluded."""
     total, count = _ar_nll(model, batch)
-    return total / count.clamp_min(1), {"sum": total.detach(), "count": count}
+    return total / count.clamp_min(1)
 
 
 def ar_metric(model: nn.Module, batch, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,8 +93,8 @@ def _build_ar(config):
 def _ar_task() -> Task:
     from .config import ARConfig
 
-    return Task(name="ar", config_cls=ARConfig, build_model=_build_ar, collate=ARCollate(), loss=ar_loss,
-                metric=ar_metric, metric_name="nll_bits", metric_scale=1 / math.log(2), crop_extra=1, lead=1,
+    return Task(name="ar", config_cls=ARConfig, build_model=_build_ar,
+                make_collate=lambda config: ARCollate(config.mu_levels), loss=ar_loss, metric=ar_metric, metric_name="nll_bits", metric_scale=1 / math.log(2), crop_extra=1, lead=1,
                 sample=ar_sample)
 
 
@@ -103,14 +104,12 @@ def _schedule(model: nn.Module):
     return inner.schedule
 
 
-def diffwave_loss(model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
+def diffwave_loss(model: nn.Module, batch) -> torch.Tensor:
     """Noise-prediction MSE (padding is part of the signal, as in the seed's DiffWave training)."""
     from .diffusion import training_loss
 
     audio, _ = batch
-    loss = training_loss(model, audio, _schedule(model))
-    n = torch.tensor(audio.size(0), device=audio.device)
-    return loss, {"sum": loss.detach() * n, "count": n}
+    return training_loss(model, audio, _schedule(model))
 
 
 def diffwave_metric(model: nn.Module, batch, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,7 +132,7 @@ def _diffwave_task() -> Task:
     from .config import DiffWaveConfig
 
     return Task(name="diffwave", config_cls=DiffWaveConfig, build_model=module.SashimiDiffWave,
-                collate=WaveCollate(), loss=diffwave_loss, metric=diffwave_metric, metric_name="mse",
+                make_collate=lambda config: WaveCollate(), loss=diffwave_loss, metric=diffwave_metric, metric_name="mse",
                 sample=diffwave_sample,
                 train_defaults={"start_lr": 2e-4, "max_steps": 800_000, "lr_schedule": "step",
                                 "lr_milestones": [500_000], "lr_gamma": 0.2, "seed": 123})

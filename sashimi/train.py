@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader
 from .config import config_from_dict
 from .data import CropDataset, ResumableSampler, ShardSampler, batches_per_epoch, list_audio_files
 from .tasks import Task, get_task
-from .train_checkpoint import (get_rng_state, latest_checkpoint, load_training_checkpoint,
-                               save_training_checkpoint, set_rng_state)
+from .train_checkpoint import (check_training_checkpoint, get_rng_state, load_latest_checkpoint,
+                               load_training_checkpoint, save_training_checkpoint, set_rng_state)
 from .train_config import ConfigError, TrainConfig, config_to_dict, config_to_yaml, validate_config
 from .train_log import TrainLogger
 from .train_runtime import Runtime, StopFlag, quiet_worker, setup_runtime
@@ -127,7 +127,7 @@ def _datasets(cfg: TrainConfig, task: Task, rt: Runtime):
 def _loader(dataset, sampler, cfg: TrainConfig, task: Task, rt: Runtime, drop_last: bool) -> DataLoader:
     workers = min(cfg.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=task.collate, drop_last=drop_last, pin_memory=rt.device.type == "cuda",
+                      collate_fn=task.make_collate(cfg.model_cfg), drop_last=drop_last, pin_memory=rt.device.type == "cuda",
                       worker_init_fn=quiet_worker if workers else None,
                       # a private generator: creating iterators must not consume the global RNG
                       generator=torch.Generator().manual_seed(cfg.seed))
@@ -154,19 +154,22 @@ def train(cfg: TrainConfig) -> dict:
             dist.destroy_process_group()
 
 
-def _resume_path(cfg: TrainConfig) -> str | None:
+def _resume(cfg: TrainConfig) -> tuple[str | None, dict | None]:
+    """The checkpoint to resume from, read once: ``(path, contents)`` or ``(None, None)``."""
     if cfg.resume_checkpoint == "last":
-        return latest_checkpoint(cfg.checkpoint_path)
-    if cfg.resume_checkpoint and not os.path.isfile(cfg.resume_checkpoint):
+        found = load_latest_checkpoint(cfg.checkpoint_path)
+        return (found[0], check_training_checkpoint(found[1], found[0])) if found else (None, None)
+    if not cfg.resume_checkpoint:
+        return None, None
+    if not os.path.isfile(cfg.resume_checkpoint):
         raise FileNotFoundError(f"resume_checkpoint not found: {cfg.resume_checkpoint}")
-    return cfg.resume_checkpoint or None
+    return cfg.resume_checkpoint, load_training_checkpoint(cfg.resume_checkpoint)
 
 
 def _train(cfg: TrainConfig, rt: Runtime) -> dict:
     task = get_task(cfg.model)
     log = TrainLogger(cfg, rt.rank, rt.device)
-    resume = _resume_path(cfg)
-    ckpt = load_training_checkpoint(resume) if resume else None
+    resume, ckpt = _resume(cfg)
     if ckpt is not None:
         if ckpt["kind"] != task.name:
             raise ConfigError(f"{resume} holds a '{ckpt['kind']}' model, but model={task.name}")
@@ -177,9 +180,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
             validate_config(cfg)
     train_set, valid_set = _datasets(cfg, task, rt)  # fail on bad data before building anything
 
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    random.seed(cfg.seed)
+    _seed_rank(cfg.seed, 0)  # the same initialisation on every rank
     model = task.build_model(cfg.model_cfg).to(rt.device)
     optimizer = make_optimizer(model, cfg)
     scheduler = None
@@ -276,7 +277,7 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
                     _step_schedule(optimizer, cfg, state["step"])
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(precision, rt.device):
-                    loss, _ = task.loss(net, _to(batch, rt.device))
+                    loss = task.loss(net, _to(batch, rt.device))
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
                 gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)

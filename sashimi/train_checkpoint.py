@@ -12,7 +12,6 @@ checkpoints untouched (and at worst a stray ``*.tmp*`` file, ignored and cleaned
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import random
@@ -22,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoint import FORMAT_NAME, FORMAT_VERSION, CheckpointError, load_checkpoint_file
+from .checkpoint import FORMAT_VERSION, CheckpointError, atomic_save, load_checkpoint_file, native_checkpoint
 
-__all__ = ["checkpoint_name", "list_checkpoints", "latest_checkpoint", "save_training_checkpoint",
-           "load_training_checkpoint", "get_rng_state", "set_rng_state"]
+__all__ = ["checkpoint_name", "list_checkpoints", "latest_checkpoint", "load_latest_checkpoint",
+           "save_training_checkpoint", "load_training_checkpoint", "get_rng_state", "set_rng_state"]
 
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 
@@ -46,15 +45,20 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def latest_checkpoint(directory: str) -> str | None:
-    """The newest checkpoint in ``directory`` that loads, or None."""
+def load_latest_checkpoint(directory: str) -> tuple[str, dict] | None:
+    """The newest checkpoint in ``directory`` that loads, as ``(path, contents)``, or None."""
     for _, path in reversed(list_checkpoints(directory)):
         try:
-            load_checkpoint_file(path)
-            return path
+            return path, load_checkpoint_file(path)
         except (CheckpointError, OSError):
             continue
     return None
+
+
+def latest_checkpoint(directory: str) -> str | None:
+    """The path of the newest checkpoint in ``directory`` that loads, or None."""
+    found = load_latest_checkpoint(directory)
+    return found[0] if found else None
 
 
 def save_training_checkpoint(directory: str, step: int, model: nn.Module, kind: str, state: dict,
@@ -73,21 +77,8 @@ def save_training_checkpoint(directory: str, step: int, model: nn.Module, kind: 
         the path written.
     """
     os.makedirs(directory, exist_ok=True)
-    ckpt = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": kind,
-            "config": dataclasses.asdict(model.config),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **state}
     path = os.path.join(directory, checkpoint_name(step))
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_save(native_checkpoint(model, kind, **state), path)
     for stale in glob.glob(os.path.join(glob.escape(directory), "ckpt_*.pt.tmp*")):
         if not stale.endswith(f".tmp{os.getpid()}"):
             try:
@@ -110,7 +101,11 @@ def load_training_checkpoint(path: str) -> dict:
         FileNotFoundError: no such file.
         CheckpointError: not a checkpoint, a model-only checkpoint, or an older format version.
     """
-    ckpt = load_checkpoint_file(path)
+    return check_training_checkpoint(load_checkpoint_file(path), path)
+
+
+def check_training_checkpoint(ckpt: dict, path: str) -> dict:
+    """``ckpt`` (read from ``path``) if it holds training state; else a :class:`CheckpointError`."""
     missing = [k for k in ("format", "kind", "config", "state_dict", "step", "optimizer", "rng") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a sashimi training checkpoint (missing {missing}); "

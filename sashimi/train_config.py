@@ -337,7 +337,7 @@ def config_to_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
-def _rows(cls, prefix: str, defaults: dict, extra_help: dict | None = None) -> list[tuple[str, str, str, str]]:
+def _rows(cls, prefix: str) -> list[tuple[str, str, str, str]]:
     hints = typing.get_type_hints(cls)
     rows = []
     doc = _attribute_docs(cls)
@@ -345,7 +345,7 @@ def _rows(cls, prefix: str, defaults: dict, extra_help: dict | None = None) -> l
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp) or f.name == "model_cfg":
             continue
-        default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_ = f.metadata.get("help") or doc.get(f.name, "")
         rows.append((prefix + f.name, _type_name(tp), repr(default) if isinstance(default, str) else str(default), help_))
     return rows
@@ -373,8 +373,8 @@ def help_text() -> str:
         for key, tp, default, text in rows:
             lines.append(f"  {key:<30} {tp:<13} {default:<24} {text}")
 
-    table(_rows(TrainConfig, "", {}))
-    table(_rows(DistributedConfig, "distributed.", {}))
+    table(_rows(TrainConfig, ""))
+    table(_rows(DistributedConfig, "distributed."))
     for name in sorted(TASKS):
         try:
             task = get_task(name)
@@ -383,6 +383,6 @@ def help_text() -> str:
             continue
         changed = ", ".join(f"{k}={v}" for k, v in task.train_defaults.items())
         lines += ["", f"model={name}: model_cfg.* keys" + (f" (this model's training defaults: {changed})" if changed else "")]
-        table(_rows(task.config_cls, "model_cfg.", {}))
+        table(_rows(task.config_cls, "model_cfg."))
     lines += ["", "Seed keys accepted and ignored: model_cfg.trainable, model_cfg.diffwave (implies model=diffwave)."]
     return "\n".join(lines)

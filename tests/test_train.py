@@ -1,4 +1,5 @@
 """Training: config parsing, exact resume, atomic checkpoints, signals, learning, bad input."""
+import math
 import os
 import signal
 
@@ -195,6 +196,12 @@ def test_sigint_saves_and_stops_cleanly(wavs, tmp_path, monkeypatch):
 def test_time_budget_stops_and_saves(wavs, tmp_path):
     out = train(_cfg(wavs, tmp_path / "run", "max_minutes=1e-6", "validation_interval=0"))
     assert out["stopped"] == "max_minutes" and out["step"] == 1 and os.path.isfile(out["checkpoint"])
+
+
+def test_collate_follows_model_mu_levels(wavs, tmp_path):
+    """Tokens are quantised with the model's mu_levels, not a fixed 256."""
+    out = train(_cfg(wavs, tmp_path / "run", "model_cfg.mu_levels=64", "max_steps=2", "validation_interval=2"))
+    assert out["step"] == 2 and math.isfinite(out["valid"])
 
 
 # ---- learning ---------------------------------------------------------------------------------------

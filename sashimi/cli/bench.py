@@ -55,16 +55,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---- bench train -------------------------------------------------------------------------
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise CLIError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not values or any(x < 1 for x in values):
-        raise CLIError(f"{what} must be positive integers, got {text!r}")
-    return values
-
-
 def _device(name: str) -> str:
     import torch
 
@@ -91,9 +81,10 @@ def _default_backends(device: str) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from sashimi.cli.bench_generate import _batch_sizes
     from sashimi.config import ARConfig
 
-    batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
+    batch_sizes = _batch_sizes(args.batch_sizes)
     l_max = ARConfig().l_max
     if not 1 <= args.seq_len <= l_max:
         raise CLIError(f"--seq-len must be in [1, {l_max}] (the model's l_max), got {args.seq_len}")

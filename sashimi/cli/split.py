@@ -49,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
                                     force=args.force)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise CLIError(str(e)) from e
-    for path in written:
-        with open(path, encoding="utf-8") as f:
-            n = sum(1 for _ in f) - 1
-        print(f"{path}: {n:,d} files")
+    for split, path in written.items():
+        print(f"{path}: {len(splits[split]):,d} files")
     return 0

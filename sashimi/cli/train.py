@@ -22,10 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sashimi.audio import AudioError
-    from sashimi.checkpoint import CheckpointError
     from sashimi.train import launch
-    from sashimi.train_config import ConfigError, build_config, config_to_yaml
+    from sashimi.train_config import build_config, config_to_yaml
 
     try:
         cfg = build_config(args.overrides, args.config)
@@ -33,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
             print(config_to_yaml(cfg), end="")
             return 0
         launch(cfg)
-    except (ConfigError, AudioError, CheckpointError, FileNotFoundError, FileExistsError) as e:
-        raise CLIError(str(e)) from e
-    except ValueError as e:  # e.g. an empty CSV
+    # ConfigError, AudioError and CheckpointError are ValueErrors, as is e.g. an empty CSV
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise CLIError(str(e)) from e
     return 0

@@ -167,7 +167,7 @@ class SSMKernel(nn.Module):
         """
         if length < 1:
             raise ValueError(f"kernel length must be positive, got {length}")
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+        if self._differentiable():
             return self._compute(length)
         # Without autograd (inference, diffusion sampling) the kernel only changes with the
         # weights: reuse it while no parameter was replaced or modified in place.
@@ -177,11 +177,16 @@ class SSMKernel(nn.Module):
             self._cache[key] = self._compute(length)
         return self._cache[key]
 
+    def _differentiable(self) -> bool:
+        """Whether autograd tracks the kernel (through any parameter, not only C)."""
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+
     def _compute(self, length: int) -> torch.Tensor:
         n_fft = length + length % 2  # taps actually computed (even, for the real FFT)
         C = _complex(self.C)  # (c, H, N)
         if n_fft != self.l_max:
-            if not (torch.is_grad_enabled() and self.C.requires_grad):
+            # the eigenbasis conversion's gradients are inaccurate (see _converted_c)
+            if not self._differentiable():
                 C = self._converted_c(self.l_max, n_fft, exact=self.C.dtype == torch.float64)
             elif n_fft < self.l_max:
                 n_fft = self.l_max
@@ -201,6 +206,19 @@ class SSMKernel(nn.Module):
         k = torch.fft.irfft(k_f * scale, n=n_fft)  # (c, H, n_fft)
         return k[..., :length]
 
+    def _state_matrix(self) -> torch.Tensor:
+        """A = diag(Lambda) - p p^* over all 2N modes: complex128 (H', 2N, 2N), differentiable."""
+        w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.double()), self.w_imag.double()))
+        p = _conj_extend(_complex(self.P.double().contiguous())[0])  # (H', 2N)
+        return torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]
+
+    def _bilinear(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ab = (I - dt/2 A)^-1 (I + dt/2 A) (H, 2N, 2N) and the backward matrix I - dt/2 A."""
+        half = (torch.exp(self.log_dt.double()) / 2).to(A.dtype)[:, None, None]
+        eye = torch.eye(A.size(-1), dtype=A.dtype, device=A.device)
+        backward = eye - half * A
+        return torch.linalg.solve(backward, eye + half * A), backward
+
     def _converted_c(self, src: int, dst: int, exact: bool) -> torch.Tensor:
         """C corrected for length ``dst`` instead of ``src`` (differentiable):
 
@@ -214,22 +232,15 @@ class SSMKernel(nn.Module):
         Returns:
             complex (channels, H, N) in the parameters' complex dtype.
         """
-        cd = torch.complex128
-        dt = torch.exp(self.log_dt.double()).to(cd)  # (H,)
-        w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.double()), self.w_imag.double()))
-        p = _conj_extend(_complex(self.P.double().contiguous())[0])  # (H', 2N)
         c_src = _conj_extend(_complex(self.C.double().contiguous()))  # (c, H, 2N)
-        A = torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]  # (H', 2N, 2N)
         if exact:
-            eye = torch.eye(2 * self.N, dtype=cd, device=A.device)
-            half = (dt / 2)[:, None, None]
-            Ab = torch.linalg.solve(eye - half * A, eye + half * A)
+            Ab = self._bilinear(self._state_matrix())[0]
+            eye = torch.eye(2 * self.N, dtype=Ab.dtype, device=Ab.device)
             M = torch.linalg.solve(eye - torch.linalg.matrix_power(Ab, src),
                                    eye - torch.linalg.matrix_power(Ab, dst))
             c_new = torch.einsum("chn,hnm->chm", c_src, M)
         else:
-            mu, V = _eig(A)  # (H', 2N), (H', 2N, 2N)
-            lam = (1 + dt[:, None] * mu / 2) / (1 - dt[:, None] * mu / 2)  # (H, 2N)
+            _, V, lam = self._eigen()  # (H', 2N, 2N), (H, 2N)
             factor = (1 - lam ** dst) / (1 - lam ** src)
             c_eig = torch.einsum("chn,hnm->chm", c_src, V.expand(self.H, -1, -1)) * factor
             c_new = torch.linalg.solve(V.transpose(-1, -2), c_eig.unsqueeze(-1)).squeeze(-1)  # (.) V^-1
@@ -252,17 +263,13 @@ class SSMKernel(nn.Module):
             ``Ab`` (H, 2N, 2N), ``Bb`` (H, 2N), ``AbL`` = Ab^l_max (H, 2N, 2N), and
             ``C`` (channels, H, 2N), the true (not length-corrected) output matrix.
         """
-        cd = torch.complex128
-        dt = torch.exp(self.log_dt.detach().double())
-        w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.detach().double()), self.w_imag.detach().double()))
-        p = _conj_extend(_complex(self.P.detach().double().contiguous())[0])  # (H', 2N)
-        b = _conj_extend(_complex(self.B.detach().double().contiguous())[0])
-        c_stored = _conj_extend(_complex(self.C.detach().double().contiguous()))  # (c, H, 2N)
-        A = torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]
-        eye = torch.eye(2 * self.N, dtype=cd, device=A.device)
-        half = (dt / 2).to(cd)[:, None, None]
-        Ab = torch.linalg.solve(eye - half * A, eye + half * A)
-        Bb = torch.linalg.solve(eye - half * A, (dt.to(cd)[:, None] * b).unsqueeze(-1)).squeeze(-1)
+        dt = torch.exp(self.log_dt.double())
+        b = _conj_extend(_complex(self.B.double().contiguous())[0])
+        c_stored = _conj_extend(_complex(self.C.double().contiguous()))  # (c, H, 2N)
+        A = self._state_matrix()
+        Ab, backward = self._bilinear(A)
+        Bb = torch.linalg.solve(backward, (dt.to(A.dtype)[:, None] * b).unsqueeze(-1)).squeeze(-1)
+        eye = torch.eye(2 * self.N, dtype=A.dtype, device=A.device)
         AbL = torch.linalg.matrix_power(Ab, self.l_max)
         # C_stored = C (I - Ab^L)  =>  C^T = (I - Ab^L)^-T C_stored^T
         C = torch.linalg.solve((eye - AbL).transpose(-1, -2), c_stored.unsqueeze(-1)).squeeze(-1)
@@ -272,11 +279,8 @@ class SSMKernel(nn.Module):
     def _eigen(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Eigen-decomposition of A (complex128): mu (H', 2N), V (H', 2N, 2N), and the
         discrete eigenvalues lam (H, 2N) = (1 + dt mu / 2) / (1 - dt mu / 2)."""
-        dt = torch.exp(self.log_dt.detach().double()).to(torch.complex128)[:, None]
-        w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.detach().double()), self.w_imag.detach().double()))
-        p = _conj_extend(_complex(self.P.detach().double().contiguous())[0])
-        A = torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]
-        mu, V = _eig(A)
+        dt = torch.exp(self.log_dt.double()).to(torch.complex128)[:, None]
+        mu, V = _eig(self._state_matrix())
         return mu, V, (1 + dt * mu / 2) / (1 - dt * mu / 2)
 
     @torch.no_grad()
@@ -290,9 +294,9 @@ class SSMKernel(nn.Module):
             dict with ``Lambda`` (H, 2N) discrete eigenvalues, ``Bb`` (H, 2N) and
             ``C`` (channels, H, 2N) in the eigenbasis.
         """
-        dt = torch.exp(self.log_dt.detach().double()).to(torch.complex128)[:, None]  # (H, 1)
-        b = _conj_extend(_complex(self.B.detach().double().contiguous())[0])
-        c_stored = _conj_extend(_complex(self.C.detach().double().contiguous()))
+        dt = torch.exp(self.log_dt.double()).to(torch.complex128)[:, None]  # (H, 1)
+        b = _conj_extend(_complex(self.B.double().contiguous())[0])
+        c_stored = _conj_extend(_complex(self.C.double().contiguous()))
         mu, V, lam = self._eigen()
         b_eig = torch.linalg.solve(V, b.unsqueeze(-1)).squeeze(-1)  # V^-1 B
         Bb = dt * b_eig / (1 - dt * mu / 2)
@@ -311,17 +315,54 @@ class SSMKernel(nn.Module):
             x' = a - gP * coef * 2 Re(P^* a)
         All complex128; shapes (H, N) except ``coef`` (H,).
         """
-        cd = torch.complex128
-        dt = torch.exp(self.log_dt.detach().double()).to(cd)[:, None]
-        lam = torch.complex(-torch.exp(self.log_w_real.detach().double()), self.w_imag.detach().double())
-        P = _complex(self.P.detach().double().contiguous())[0].expand(self.H, -1)
-        B = _complex(self.B.detach().double().contiguous())[0].expand(self.H, -1)
-        g = 1 / (1 - dt / 2 * lam)
-        q = 2 * (P.abs() ** 2 * g).sum(-1).real  # p^* G p over all 2N modes
-        coef = ((dt[:, 0] / 2) / (1 + dt[:, 0] / 2 * q)).real
-        C = self.discrete_system()["C"][..., : self.N]
+        dt = torch.exp(self.log_dt.double())[:, None]  # (H, 1)
+        lam = torch.complex(-torch.exp(self.log_w_real.double()), self.w_imag.double())
+        P = _complex(self.P.double().contiguous())[0].expand(self.H, -1)
+        B = _complex(self.B.double().contiguous())[0].expand(self.H, -1)
+        g, coef = self.woodbury()
+        C = self.true_C()
         return {"Pc": P.conj(), "alpha": dt / 2 * lam, "beta": dt / 2 * P, "dtB": dt * B, "g": g,
                 "gP": g * P, "coef": coef, "C": 2 * C}
+
+    @torch.no_grad()
+    def woodbury(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bilinear transition in the basis of the stored modes, Ab = 2 M - I with
+        M = G - coef (G p)(p^* G), G = diag(g): g = 1 / (1 - dt/2 Lambda) complex128 (H, N)
+        and coef = (dt/2) / (1 + dt/2 p^* G p) float64 (H,)."""
+        dt = torch.exp(self.log_dt.double())  # (H,)
+        lam = torch.complex(-torch.exp(self.log_w_real.double()), self.w_imag.double())  # (H', N)
+        P = _complex(self.P.double().contiguous())[0]  # (H', N)
+        g = 1 / (1 - dt[:, None] / 2 * lam)  # (H, N)
+        q = 2 * (P.abs() ** 2 * g).sum(-1).real  # p^* G p over all 2N modes (real)
+        return g, (dt / 2) / (1 + dt / 2 * q)
+
+    @torch.no_grad()
+    def true_C(self) -> torch.Tensor:
+        """The true output matrix C = C_stored (I - Ab^l_max)^-1 on the stored modes.
+
+        Ab^l_max is formed in the real 2N-dimensional form of x' = d x - w 2 Re(v . x)
+        (d = 2g - 1, w = 2 coef g P, v = conj(P) g): a quarter of the work of the complex
+        2N x 2N power in :meth:`discrete_system`, which it matches to rounding.
+
+        Returns:
+            complex128 (channels, H, N).
+        """
+        g, coef = self.woodbury()
+        P = _complex(self.P.double().contiguous())[0]  # (H', N)
+        d, w, v = 2 * g - 1, 2 * coef[:, None] * g * P, P.conj() * g  # (H, N)
+        H, N = d.shape
+        R = torch.zeros(H, 2 * N, 2 * N, dtype=torch.float64, device=d.device)
+        i = torch.arange(N, device=d.device)
+        R[:, i, i] = R[:, i + N, i + N] = d.real
+        R[:, i, i + N], R[:, i + N, i] = -d.imag, d.imag
+        R -= torch.cat([w.real, w.imag], -1)[:, :, None] * (2 * torch.cat([v.real, -v.imag], -1))[:, None, :]
+        RL = torch.linalg.matrix_power(R, self.l_max)
+        c_stored = _complex(self.C.double().contiguous())  # (c, H, N)
+        # y = 2 Re(C x) = [2 Re C, -2 Im C] . [Re x, Im x];  c_stored = (I - R^L)^T c_true
+        cs = torch.cat([2 * c_stored.real, -2 * c_stored.imag], -1)  # (c, H, 2N)
+        eye = torch.eye(2 * N, dtype=torch.float64, device=d.device)
+        ct = torch.linalg.solve((eye - RL).transpose(-1, -2), cs.unsqueeze(-1)).squeeze(-1)
+        return torch.complex(ct[..., :N] / 2, -ct[..., N:] / 2)
 
     @torch.no_grad()
     def diagonal_error_estimate(self, dtype: torch.dtype) -> float:

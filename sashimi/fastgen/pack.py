@@ -85,37 +85,15 @@ def _s4_plan(layer: S4, dtype: torch.dtype, prefer: str) -> dict:
         return dict(entry, mode="diagonal", d=d, r=r, b=torch.ones_like(d), e=r * d, v=zero, w=zero,
                     cw=torch.zeros(H, dtype=torch.float64), cu=2 * r.sum(-1).real + D)
     dt = torch.exp(_d(k.log_dt))  # (H,)
-    lam = torch.complex(-torch.exp(_d(k.log_w_real)), _d(k.w_imag))  # (H', N)
     P, B = _complex(k.P)[0], _complex(k.B)[0]  # (H', N)
-    g = 1 / (1 - dt[:, None] / 2 * lam)  # (H, N)
-    q = 2 * (P.abs() ** 2 * g).sum(-1).real  # p^* G p over all 2N modes (real)
-    c = (dt / 2) / (1 + dt / 2 * q)  # (H,)
+    g, c = (t.cpu() for t in k.woodbury())  # (H, N), (H,)
     dtB = dt[:, None] * B
     kappa = 2 * (P.conj() * g * dtB).sum(-1).real  # p^* G dt B (H,)
     d, w, v = 2 * g - 1, 2 * c[:, None] * g * P, P.conj() * g
     b = g * dtB - (c * kappa)[:, None] * g * P  # M dt B
-    C = _true_C(k, d, w, v)
+    C = k.true_C()[0].cpu()
     return dict(entry, mode="dplr", d=d, b=b, e=C * d, v=v, w=w, cw=2 * (C * w).sum(-1).real,
                 cu=2 * (C * b).sum(-1).real + D, g=g, P=P, B=B, dt=dt, c=c, kappa=kappa, C=C)
-
-
-def _true_C(k, d: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The true output matrix C = C_stored (I - Ab^L)^-1 (H, N), with Ab^L formed in the real
-    2N-dimensional form of x' = d x - w 2 Re(v . x): a quarter of the work of the complex 2N x 2N
-    power in ``SSMKernel.discrete_system`` (which it matches to rounding)."""
-    H, N = d.shape
-    R = torch.zeros(H, 2 * N, 2 * N, dtype=torch.float64)
-    i = torch.arange(N)
-    R[:, i, i] = R[:, i + N, i + N] = d.real
-    R[:, i, i + N], R[:, i + N, i] = -d.imag, d.imag
-    R -= torch.cat([w.real, w.imag], -1)[:, :, None] * (2 * torch.cat([v.real, -v.imag], -1))[:, None, :]
-    RL = torch.linalg.matrix_power(R, k.l_max)
-    c_stored = _complex(k.C)[0]  # (H, N)
-    # y = 2 Re(C x) = [2 Re C, -2 Im C] . [Re x, Im x];  c_stored = (I - R^L)^T c_true
-    cs = torch.cat([2 * c_stored.real, -2 * c_stored.imag], -1)
-    eye = torch.eye(2 * N, dtype=torch.float64)
-    ct = torch.linalg.solve((eye - RL).transpose(-1, -2), cs.unsqueeze(-1)).squeeze(-1)
-    return torch.complex(ct[:, :N] / 2, -ct[:, N:] / 2)
 
 
 def _diagonal(k, H: int, N: int):

@@ -85,8 +85,9 @@ class CauchyKeOps(torch.autograd.Function):
             grad_v, grad_w = torch.zeros_like(v), w.new_zeros(G, N)
         else:
             _, backward = _reductions()
-            one = torch.tensor([1.0, 0.0], dtype=_real(z).dtype, device=z.device).reshape(1, 1, 2)
-            out = backward(_real(z).reshape(1, 1, L, 2), _real(grad), _real(v), _real(w).reshape(G, 1, N, 2), one)
+            zr = _real(z)
+            one = torch.tensor([1.0, 0.0], dtype=zr.dtype, device=z.device).reshape(1, 1, 2)
+            out = backward(zr.reshape(1, 1, L, 2), _real(grad), _real(v), _real(w).reshape(G, 1, N, 2), one)
             grad_v, grad_w = _complex(out[..., :2]), _complex(out[..., 2:]).sum(dim=1)  # (G, M, N), (G, N)
         grad_z = cauchy_backward(grad, v, z, w, need_z=True)[1] if need_z else None
         return (grad_v if need_v else None), grad_z, (grad_w if need_w else None)

@@ -228,10 +228,8 @@ def _resolve(backend: str | None, device: torch.device) -> str:
         if reason is not None:
             raise RuntimeError(f"Cauchy backend {requested!r} is not usable on {device}: {reason}")
         return requested
-    if device.type != "cuda":
-        name, skipped = "torch", []
-    else:
-        skipped = []
+    name, skipped = "torch", []
+    if device.type == "cuda":
         for name in ("cuda", "keops", "torch"):
             reason = None if name == "torch" else _probe(name, device)
             if reason is None:

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 from sashimi.cli import CLIError
@@ -59,15 +58,13 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_eager(model, batch: int, steps: int, generator) -> tuple[float, float]:
-    """(wall s, setup s) for ``steps`` reference steps: sample_logits + dense step."""
+def time_eager(model, batch: int, steps: int, generator) -> float:
+    """Wall seconds for ``steps`` reference steps, sample_logits + dense step (after
+    ``model.setup_rnn('dense')``)."""
     import torch
 
     from sashimi import SILENCE_TOKEN, sample_logits
 
-    t0 = time.perf_counter()
-    model.setup_rnn("dense")
-    setup = time.perf_counter() - t0
     state = model.default_state(batch)
     token = torch.full((batch,), SILENCE_TOKEN, dtype=torch.long, device=model.device)
     with torch.no_grad():
@@ -79,22 +76,22 @@ def time_eager(model, batch: int, steps: int, generator) -> tuple[float, float]:
         for _ in range(steps):
             logits, state = model.step(sample_logits(logits, generator=generator), state)
         _sync(model.device)
-    return time.perf_counter() - t0, setup
+    return time.perf_counter() - t0
 
 
-def time_fast(model, batch: int, steps: int, generator, kind=None, engine=None) -> tuple[float, float, float]:
-    """(wall s, cpu s, setup s) for ``steps`` steps of the fast engine (sample + step)."""
+def time_fast(model, batch: int, steps: int, generator, kind=None, engine=None) -> tuple[float, float, float, object]:
+    """(wall s, cpu s, setup s, engine) for ``steps`` steps of the fast engine (sample + step)."""
     import torch
 
-    from sashimi import fastgen
+    from sashimi import SILENCE_TOKEN, fastgen
     from sashimi.fastgen.sampler import draw_uniforms
 
     t0 = time.perf_counter()
     engine = engine or fastgen.get_engine(model, batch, kind)
     setup = time.perf_counter() - t0
     engine.reset()
-    engine.feed(torch.full((batch, 1), 128, dtype=torch.long, device=model.device))
-    out_device = torch.device("cpu") if engine.name == "cpp" else model.device
+    engine.feed(torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long, device=model.device))
+    out_device = engine.device
     out = torch.empty(batch, steps + 256, dtype=torch.long, device=out_device)
     engine.sample_and_feed(out, 0, 256, draw_uniforms(batch, 256, generator, out_device), True)  # warm-up
     uniforms = draw_uniforms(batch, steps, generator, out_device)
@@ -102,7 +99,7 @@ def time_fast(model, batch: int, steps: int, generator, kind=None, engine=None) 
     t0, c0 = time.perf_counter(), time.process_time()
     engine.sample_and_feed(out, 256, 256 + steps, uniforms, True)
     _sync(model.device)
-    return time.perf_counter() - t0, time.process_time() - c0, setup
+    return time.perf_counter() - t0, time.process_time() - c0, setup, engine
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,12 +134,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {name} ({n_params / 1e6:.2f}M parameters); device: {_device_name(device)}; "
           f"torch threads: {torch.get_num_threads()}; load average: {_load()}")
     gen = lambda: torch.Generator(device=device).manual_seed(seed)  # noqa: E731
+    t0 = time.perf_counter()
+    model.setup_rnn("dense")
+    eager_setup = time.perf_counter() - t0
     rows = []
     print(f"{'batch':>5}  {'reference (dense eager)':>24}  {'fast':>24}  {'speedup':>8}")
     for batch in sizes:
-        fast_wall, fast_cpu, fast_setup = time_fast(model, batch, steps, gen(), args.engine)
-        eager_wall, eager_setup = time_eager(model, batch, eager_steps, gen())
-        engine = fastgen.get_engine(model, batch, args.engine)
+        fast_wall, fast_cpu, fast_setup, engine = time_fast(model, batch, steps, gen(), args.engine)
+        eager_wall = time_eager(model, batch, eager_steps, gen())
         eager_rate, fast_rate = batch * eager_steps / eager_wall, batch * steps / fast_wall
         rows.append({"batch": batch, "eager_samples_per_s": eager_rate, "fast_samples_per_s": fast_rate,
                      "speedup": fast_rate / eager_rate, "fast_samples_per_cpu_s": batch * steps / fast_cpu,
@@ -150,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                      "fast_setup_s": fast_setup, "eager_setup_s": eager_setup, "load_average": _load()})
         print(f"{batch:>5}  {eager_rate:>16,.0f} samples/s  {fast_rate:>16,.0f} samples/s  {fast_rate / eager_rate:>7.1f}x"
               f"   [{engine.name}; load {_load()}]", flush=True)
-    print(f"setup: dense setup_rnn {rows[-1]['eager_setup_s']:.2f} s; fast engine (plan + pack, first batch size) "
+    print(f"setup: dense setup_rnn {eager_setup:.2f} s; fast engine (plan + pack, first batch size) "
           f"{rows[0]['fast_setup_s']:.2f} s")
     if args.profile:
         _profile(model, sizes, steps, gen)
@@ -174,9 +173,9 @@ def _profile(model, sizes, steps, gen) -> None:
         return
     entry = fastgen._entry(model)
     for batch in sizes:
-        engine = cpu.CppEngine(entry["plan"], batch, lib)
+        engine = cpu.CppEngine(entry["plan"], batch, lib, packed=entry["packed"])
         engine.profile()
-        wall, _, _ = time_fast(model, batch, steps, gen(), engine=engine)
+        wall = time_fast(model, batch, steps, gen(), engine=engine)[0]
         prof = engine.profile()
         total = wall / steps * 1e6  # the counters also saw the 256 warm-up steps: per-step averages
         parts = ", ".join(f"{k} {v / (steps + 256) * 1e6:.1f}" for k, v in prof.items())
@@ -204,14 +203,3 @@ def _load() -> str:
     except (OSError, AttributeError):
         return "n/a"
 
-
-if __name__ == "__main__":  # until 'sashimi bench generate' is wired: python -m sashimi.cli.bench_generate
-    from sashimi.cli import CLIError as _E
-
-    p = argparse.ArgumentParser(prog="sashimi bench generate")
-    add_arguments(p)
-    try:
-        sys.exit(run(p.parse_args()))
-    except _E as e:
-        print(f"sashimi bench generate: error: {e}", file=sys.stderr)
-        sys.exit(2)

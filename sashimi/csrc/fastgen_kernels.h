@@ -119,6 +119,8 @@ void linear(const Linear& L, const float* x, float* y, int64_t rows) {
 
 
 // ---- S4 rows ------------------------------------------------------------------------------
+// One row of modes (fixed n, all h) of the 'dplr' step; P and B are either scalars for this row
+// (PS = 0) or rows over h (PS = 1). All pointers restrict: the loop vectorises over h.
 template <int PS>
 inline void s4_dplr_row(float* __restrict xr, float* __restrict xi, const float* __restrict gr,
                         const float* __restrict gi, const float* __restrict cr, const float* __restrict ci,
@@ -152,10 +154,6 @@ inline void s4_diag_row(float* __restrict xr, float* __restrict xi, const float*
   }
 }
 
-// u (B, H) -> y (B, H) (before GELU); one pass over the state. The mode loop is outside the batch
-// loop, so each row of coefficients is read once per step for the whole batch.
-// tmp: 3 B H scratch floats.
-
 // ---- sampling -----------------------------------------------------------------------------
 struct SampleScratch {
   std::vector<float> z, tmp;
@@ -163,6 +161,8 @@ struct SampleScratch {
   explicit SampleScratch(int64_t V) : z(V), tmp(V), order(V) {}
 };
 
+// One draw from softmax(logits / temperature), restricted by top-k and nucleus, by inverse CDF
+// with the uniform u in [0, 1): the distribution of sashimi.sampling.sample_logits.
 int64_t sample_row(SampleScratch& S, int64_t V, const float* logits, float temperature, int64_t top_k, float top_p,
                    float u) {
   SG_PROF(P_SAMPLE);
@@ -185,9 +185,9 @@ int64_t sample_row(SampleScratch& S, int64_t V, const float* logits, float tempe
   const float inv = static_cast<float>(1.0 / total);
   for (int64_t i = 0; i < V; ++i) z[i] *= inv;  // probabilities
   int32_t* order = S.order.data();
+  for (int64_t i = 0; i < V; ++i) order[i] = static_cast<int32_t>(i);
   int64_t count = V;
   if (top_p < 1.0f) {  // drop a token when the more likely ones before it already reach top_p
-    for (int64_t i = 0; i < V; ++i) order[i] = static_cast<int32_t>(i);
     std::stable_sort(order, order + V, [z](int32_t a, int32_t b) { return z[a] > z[b]; });
     float cum = 0.0f;
     count = 0;
@@ -196,8 +196,6 @@ int64_t sample_row(SampleScratch& S, int64_t V, const float* logits, float tempe
       if (cum - z[order[i]] >= top_p) break;
       ++count;
     }
-  } else {
-    for (int64_t i = 0; i < V; ++i) order[i] = static_cast<int32_t>(i);
   }
   double kept = 0.0;
   for (int64_t i = 0; i < count; ++i) kept += z[order[i]];

@@ -47,7 +47,8 @@ struct Pool {
   int64_t p = 0, H = 0, H_next = 0;  // tier k (H) <-> tier k + 1 (H_next)
   Linear down, up;
   std::vector<float> dbuf, ubuf;  // (B, H p), channel index h p + s
-  int64_t pushed = 0, popped = 0;
+  // Slot of this step in both buffers: the same steps push into dbuf and pop from ubuf.
+  int64_t pos = 0;
 };
 
 struct Engine {
@@ -61,9 +62,9 @@ struct Engine {
   std::vector<int64_t> tok;
 };
 
-// One row of modes (fixed n, all h) of the 'dplr' step; P and B are either scalars for this row
-// (PS = 0) or rows over h (PS = 1). All pointers restrict: the loop vectorises over h.
-
+// u (B, H) -> y (B, H) (before GELU); one pass over the state. The mode loop is outside the batch
+// loop, so each row of coefficients is read once per step for the whole batch.
+// tmp: 3 B H scratch floats.
 void s4_step(S4Layer& L, const float* u, float* y, float* tmp, int64_t B, int64_t H) {
   SG_PROF(P_S4);
   const int64_t N = L.N;
@@ -104,9 +105,10 @@ void s4_step(S4Layer& L, const float* u, float* y, float* tmp, int64_t B, int64_
     for (int64_t h = 0; h < H; ++h) y[b * H + h] = 2.0f * y[b * H + h] + L.D[h] * u[b * H + h];
 }
 
-// The tier's residual blocks on T.cur (B, H), in place.
-void run_tier(Engine& E, Tier& T) {
+// The tier's residual blocks on T.cur = skip (B, H), plus the skip around them all.
+void run_tier(Engine& E, Tier& T, const std::vector<float>& skip) {
   const int64_t B = E.B, H = T.H;
+  std::copy(skip.begin(), skip.end(), T.cur.begin());
   float* x = T.cur.data();
   for (Block& blk : T.blocks) {
     if (blk.is_s4) {
@@ -135,6 +137,7 @@ void run_tier(Engine& E, Tier& T) {
       for (int64_t i = 0; i < B * H; ++i) x[i] += E.o[i];
     }
   }
+  for (int64_t i = 0; i < B * H; ++i) x[i] += skip[i];
 }
 
 // Feed one token per row; leaves the next-token logits in E.logits (B, V).
@@ -154,18 +157,13 @@ void step(Engine& E, const int64_t* tok) {
     Pool& P = E.pools[k];
     const float* in = E.tiers[k].in.data();
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < P.H; ++h) P.dbuf[b * P.H * P.p + h * P.p + P.pushed] = in[b * P.H + h];
-    if (++P.pushed == P.p) {
-      P.pushed = 0;
-      linear(P.down, P.dbuf.data(), E.tiers[k + 1].in.data(), B);
-    }
+      for (int64_t h = 0; h < P.H; ++h) P.dbuf[b * P.H * P.p + h * P.p + P.pos] = in[b * P.H + h];
+    if (P.pos + 1 == P.p) linear(P.down, P.dbuf.data(), E.tiers[k + 1].in.data(), B);
   }
   const float* below = nullptr;
   if (depth == n) {
     Tier& C = E.tiers[n];
-    std::copy(C.in.begin(), C.in.end(), C.cur.begin());
-    run_tier(E, C);
-    for (size_t i = 0; i < C.cur.size(); ++i) C.cur[i] += C.in[i];
+    run_tier(E, C, C.in);
     below = C.cur.data();
   }
   // Up: each running tier takes its pending up-pool output, plus its input, through its blocks.
@@ -176,15 +174,13 @@ void step(Engine& E, const int64_t* tok) {
       SG_PROF(P_POOL);
       for (int64_t b = 0; b < B; ++b)
         for (int64_t h = 0; h < P.H; ++h)
-          T.skip[b * P.H + h] = P.ubuf[b * P.H * P.p + h * P.p + P.popped] + T.in[b * P.H + h];
+          T.skip[b * P.H + h] = P.ubuf[b * P.H * P.p + h * P.p + P.pos] + T.in[b * P.H + h];
     }
-    if (++P.popped == P.p) {  // the queue is empty: the tier below ran this step, refill
-      P.popped = 0;
+    if (++P.pos == P.p) {  // the queue is empty: the tier below ran this step, refill
+      P.pos = 0;
       linear(P.up, below, P.ubuf.data(), B);
     }
-    std::copy(T.skip.begin(), T.skip.end(), T.cur.begin());
-    run_tier(E, T);
-    for (size_t i = 0; i < T.cur.size(); ++i) T.cur[i] += T.skip[i];
+    run_tier(E, T, T.skip);
     below = T.cur.data();
   }
   layer_norm(below, E.lnf_w, E.lnf_b, E.h.data(), B, E.H0, E.eps);
@@ -192,15 +188,12 @@ void step(Engine& E, const int64_t* tok) {
   ++E.t;
 }
 
-// One draw from softmax(logits / temperature), restricted by top-k and nucleus, by inverse CDF
-// with the uniform u in [0, 1): the distribution of sashimi.sampling.sample_logits.
-
 void reset(Engine& E) {
   E.t = 0;
   for (Pool& P : E.pools) {
     std::fill(P.dbuf.begin(), P.dbuf.end(), 0.0f);
     std::fill(P.ubuf.begin(), P.ubuf.end(), 0.0f);
-    P.pushed = P.popped = 0;
+    P.pos = 0;
   }
   for (Tier& T : E.tiers)
     for (Block& blk : T.blocks)

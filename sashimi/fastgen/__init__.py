@@ -176,7 +176,7 @@ def generate_tokens(model, prefix: torch.Tensor, length: int, *, nucleus_p: floa
     engine.reset()
     engine.set_sampling(temperature, top_k, nucleus_p)
     device = model.head.weight.device
-    out_device = torch.device("cpu") if engine.name == "cpp" else device
+    out_device = engine.device
     out = torch.empty(batch, length, dtype=torch.long, device=out_device)
     out[:, :P] = prefix.to(out_device)
     inputs = torch.cat([torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long, device=prefix.device), prefix], 1)

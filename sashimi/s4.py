@@ -11,6 +11,7 @@ with a Cauchy sum and a rank-1 Woodbury correction, then an inverse FFT.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from functools import lru_cache
@@ -74,15 +75,23 @@ def fft_nodes(length: int, dtype: torch.dtype, device: torch.device) -> tuple[to
     return z.to(device=device, dtype=dtype), scale.to(device=device, dtype=dtype)
 
 
-def _eig(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.linalg.eig on one thread: batches of small matrices run ~10x slower when
-    torch's intra-op threads and LAPACK's compete (measured: 512 64x64 matrices, 17 s vs 2 s)."""
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with one torch thread: batches of small float64 matrices (eig, solves,
+    matrix powers) run far faster there than on contended threads."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return torch.linalg.eig(A)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _eig(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.linalg.eig on one thread: batches of small matrices run ~10x slower when
+    torch's intra-op threads and LAPACK's compete (measured: 512 64x64 matrices, 17 s vs 2 s)."""
+    with one_thread():
+        return torch.linalg.eig(A)
 
 
 def _complex(x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,6 @@ The engine protocol: ``reset()``, ``set_sampling(temperature, top_k, nucleus_p)`
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import warnings
@@ -28,6 +27,7 @@ import weakref
 import torch
 
 from ..mulaw import SILENCE_TOKEN
+from ..s4 import one_thread
 from .pack import build_plan, s4_modes, unsupported_reason
 from .sampler import draw_uniforms, sample_with_uniforms
 
@@ -72,17 +72,6 @@ def resolve_engine(model, engine: str = "auto", mode: str | None = None) -> str:
     return "fast"
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Small float64 linear algebra runs far faster on one thread than on contended several."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def _fingerprint(model) -> tuple:
     params = tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in model.parameters())
     return params + (model.training,)
@@ -93,7 +82,7 @@ def _entry(model) -> dict:
     entry = _cache.get(model)
     if entry is None or entry["key"] != key:
         dtype = model.head.weight.dtype
-        with _one_thread():
+        with one_thread():
             plan = build_plan(model, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
         entry = {"key": key, "plan": plan, "engines": {}, "packed": None}
         _cache[model] = entry

@@ -1,4 +1,4 @@
-"""sashimi.data and sashimi.split: file lists, crops, collation, resumable sampling, dataset splits."""
+"""sashimi.train.data and sashimi.train.split: file lists, crops, collation, resumable sampling, dataset splits."""
 import csv
 import os
 
@@ -9,10 +9,10 @@ import torch
 
 from sashimi.__main__ import main
 from sashimi.audio import AudioError, write_wav
-from sashimi.data import (ARCollate, CropDataset, ResumableSampler, ShardSampler, WaveCollate, list_audio_files,
+from sashimi.train.data import (ARCollate, CropDataset, ResumableSampler, ShardSampler, WaveCollate, list_audio_files,
                           read_csv_paths)
 from sashimi.mulaw import SILENCE_TOKEN, mulaw_encode
-from sashimi.split import detect_layout, fsdd_split, speech_commands_split, write_split
+from sashimi.train.split import detect_layout, fsdd_split, speech_commands_split, write_split
 
 
 def _wav(path, n, rate=8000, seed=0):

@@ -14,7 +14,7 @@ from sashimi.audio import write_wav
 DRIVER = textwrap.dedent("""
     import os, sys, torch
     from sashimi.train import train
-    from sashimi.train_config import build_config
+    from sashimi.train.config import build_config
     out = train(build_config(sys.argv[2:]))
     rank = int(os.environ["RANK"])
     torch.save({k: v.detach().clone() for k, v in out["model"].state_dict().items()},

@@ -7,7 +7,7 @@ from sashimi.cli import CLIError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sashimi.train_config import help_text
+    from sashimi.train.config import help_text
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = (
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sashimi.train import launch
-    from sashimi.train_config import build_config, config_to_yaml
+    from sashimi.train.config import build_config, config_to_yaml
 
     try:
         cfg = build_config(args.overrides, args.config)

@@ -1,4 +1,4 @@
-"""The training loop: one process, or many under ``torchrun`` (DDP), for any :mod:`sashimi.tasks` task.
+"""The training loop: one process, or many under ``torchrun`` (DDP), for any :mod:`sashimi.train.tasks` task.
 
 Read top to bottom: :func:`launch` picks single-process, torchrun or self-spawned DDP;
 :func:`train` sets up the device, model, optimizer, data and resume state, then runs
@@ -7,7 +7,7 @@ ranks and reduced, so that every rank takes the same learning-rate decisions.
 
 Exact resumption: model, optimizer, scheduler, grad scaler, step, position in the epoch and every
 RNG (torch, CUDA, numpy, python; per rank) are checkpointed, and the data order and crops are
-functions of (seed, epoch, index) (see :mod:`sashimi.data`), so N steps + resume + M steps gives
+functions of (seed, epoch, index) (see :mod:`sashimi.train.data`), so N steps + resume + M steps gives
 the same parameters as N + M steps in one go.
 
 Mixed precision: ``precision=auto`` autocasts to bf16 on GPUs that support it. The S4 kernel
@@ -29,14 +29,14 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from .config import config_from_dict
+from ..config import config_from_dict
 from .data import CropDataset, ResumableSampler, ShardSampler, batches_per_epoch, list_audio_files
 from .tasks import Task, get_task
-from .train_checkpoint import (check_training_checkpoint, get_rng_state, load_latest_checkpoint,
+from .checkpoint import (check_training_checkpoint, get_rng_state, load_latest_checkpoint,
                                load_training_checkpoint, save_training_checkpoint, set_rng_state)
-from .train_config import ConfigError, TrainConfig, config_to_dict, config_to_yaml, validate_config
-from .train_log import TrainLogger
-from .train_runtime import Runtime, StopFlag, quiet_worker, setup_runtime
+from .config import ConfigError, TrainConfig, config_to_dict, config_to_yaml, validate_config
+from .log import TrainLogger
+from .runtime import Runtime, StopFlag, quiet_worker, setup_runtime
 
 __all__ = ["launch", "train", "make_optimizer"]
 

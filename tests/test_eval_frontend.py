@@ -60,7 +60,8 @@ def test_db_relative_to_max_ignores_gain():
     torch.testing.assert_close(log_mel(x * 0.05, 16000), log_mel(x, 16000), atol=1e-3, rtol=0)
     p = torch.tensor([[1.0, 1e-3, 1e-12]], dtype=torch.float64)
     torch.testing.assert_close(power_to_db(p), torch.tensor([[0.0, -30.0, -80.0]], dtype=torch.float64))
-    torch.testing.assert_close(power_to_db(p, top_db=None)[0, 2], torch.tensor(-100.0, dtype=torch.float64))  # amin 1e-10
+    floor = torch.tensor(-100.0, dtype=torch.float64)  # amin = 1e-10
+    torch.testing.assert_close(power_to_db(p, top_db=None)[0, 2], floor)
 
 
 def test_pad_and_cut_to_one_second():

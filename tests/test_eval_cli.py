@@ -77,6 +77,7 @@ def test_eval_generates_filters_and_saves(capsys, tiny_ar, clips, tmp_path):
     (["{clips}", "--reference", "{clips}", "--mis-pairs", "0"], "--mis-pairs must be in"),
     (["{clips}", "--reference", "{clips}", "--save-reference", "{tmp}/r.txt"], "--save-reference must name a .npz"),
     (["{clips}", "--reference", "{clips}", "--save-samples", "{tmp}/s"], "--save-samples applies when generating"),
+    (["{clips}", "--reference", "{clips}", "--n", "64"], "--n applies when generating"),
     (["--model", "{tmp}/missing.pt", "--reference", "{clips}", "--n", "1"], "--n must be in [2"),
     (["--model", "{tmp}/missing.pt", "--reference", "{clips}"], "--model: no such file"),
     (["{clips}", "--reference", "{clips}", "--classifier", "nope"], "--classifier: classifier 'nope'"),

@@ -174,3 +174,38 @@ def test_bad_reference_and_features():
         frechet_distance(f, g)
     with pytest.raises(ValueError, match="probs needs at least 2 row"):
         inception_score(p[:1], variant="sashimi-repo")
+
+
+# ---- sashimi.eval.score ------------------------------------------------------------------------
+def test_likelihood_filter_keeps_the_40th_to_95th_percentile():
+    from sashimi.eval.score import likelihood_filter
+
+    ll = np.random.default_rng(0).permutation(100).astype(float)  # values 0..99 in random order
+    keep = likelihood_filter(ll)
+    assert sorted(ll[keep]) == list(range(40, 95))  # percentiles 39.6 and 94.05
+    assert likelihood_filter(ll, 0, 100).all()
+    with pytest.raises(ValueError, match="percentiles"):
+        likelihood_filter(ll, 95, 40)
+    with pytest.raises(ValueError, match="log_likelihood contains NaN"):
+        likelihood_filter([0.0, np.nan])
+
+
+def test_reference_cache_round_trip_and_score_rows(tmp_path):
+    from sashimi.eval.score import Reference, score_set
+
+    rng = np.random.default_rng(0)
+    ref = Reference.from_outputs(balanced_one_hot(), rng.normal(size=(200, 5)), classifier="clf:abc")
+    ref.save(tmp_path / "r.npz")
+    back = Reference.load(tmp_path / "r.npz", "clf:abc")
+    np.testing.assert_array_equal(back.probs, ref.probs)
+    np.testing.assert_array_equal(back.stats.sigma, ref.stats.sigma)
+    with pytest.raises(ValueError, match="computed with classifier 'clf:abc', not 'other'"):
+        Reference.load(tmp_path / "r.npz", "other")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a reference-statistics file"):
+        Reference.load(tmp_path / "bad.npz")
+    ceiling = score_set(ref.probs, None, ref)
+    assert ceiling["fid"] == 0.0 and ceiling["is"] == pytest.approx(C) and ceiling["am"] == pytest.approx(0.0)
+    assert ceiling["histogram"] == [20] * C and ceiling["n"] == 200
+    row = score_set(np.full((4, C), 1 / C), rng.normal(size=(4, 5)) + 3, back)
+    assert row["is"] == pytest.approx(1.0) and row["am"] == pytest.approx(math.log(C)) and row["fid"] > 40

@@ -41,10 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--model", default=None,
                      help="generate the samples with this model (name, checkpoint or URL); with SAMPLES, the "
                           "model whose likelihood --ar-filter uses")
-    gen.add_argument("--n", default="512", help="samples to generate (default: 512)")
-    gen.add_argument("--seconds", default="1.0", help="length of each sample (default: 1.0)")
-    gen.add_argument("--batch-size", default="16", help="samples generated at once (default: 16)")
-    gen.add_argument("--seed", default="0", help="generation seed; batch j uses seed + j (default: 0)")
+    gen.add_argument("--n", default=None, help="samples to generate (default: 512)")
+    gen.add_argument("--seconds", default=None, help="length of each sample (default: 1.0)")
+    gen.add_argument("--batch-size", default=None, help="samples generated at once (default: 16)")
+    gen.add_argument("--seed", default=None, help="generation seed; batch j uses seed + j (default: 0)")
     gen.add_argument("--steps", default=None, help="diffusion models: 'fast', an integer, or all steps (default)")
     gen.add_argument("--engine", default=None, choices=("auto", "fast", "eager"),
                      help="autoregressive models: generation engine (default: auto)")
@@ -73,17 +73,17 @@ def _check_args(args) -> dict:
         raise CLIError("--ar-filter needs --model: the autoregressive model whose likelihood ranks the samples")
     opts = {"generate": args.samples is None, "engine": args.engine}
     if opts["generate"]:
-        opts["n"] = parse_number(args.n, int, "n", low=2)
-        opts["seconds"] = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
-        opts["batch"] = parse_number(args.batch_size, int, "batch-size", low=1)
-        opts["seed"] = parse_number(args.seed, int, "seed", low=0)
+        opts["n"] = parse_number(args.n or "512", int, "n", low=2)
+        opts["seconds"] = parse_number(args.seconds or "1.0", float, "seconds", low=0, low_open=True)
+        opts["batch"] = parse_number(args.batch_size or "16", int, "batch-size", low=1)
+        opts["seed"] = parse_number(args.seed or "0", int, "seed", low=0)
         if args.steps is not None and args.steps != "fast":
             opts["steps"] = parse_number(args.steps, int, "steps", low=1)
         else:
             opts["steps"] = args.steps
     else:
-        given = [f for f, v in (("--save-samples", args.save_samples), ("--steps", args.steps),
-                                ("--engine", args.engine)) if v is not None]
+        given = [f"--{name.replace('_', '-')}" for name in ("n", "seconds", "batch_size", "seed", "steps", "engine",
+                                                            "save_samples") if getattr(args, name) is not None]
         if given:
             raise CLIError(f"{given[0]} applies when generating with --model, not to SAMPLES")
     if args.ar_filter is not None:
@@ -95,12 +95,12 @@ def _check_args(args) -> dict:
             raise CLIError(f"--ar-filter: LOW must be below HIGH, got {args.ar_filter!r}")
         opts["ar_filter"] = (low, high)
     opts["mis_pairs"] = None if args.mis_pairs == "all" else parse_number(args.mis_pairs, int, "mis-pairs", low=1)
-    for flag, path in (("--save-reference", args.save_reference),):
-        if path is not None:
-            if not path.endswith(".npz"):
-                raise CLIError(f"{flag} must name a .npz file, got {path}")
-            if os.path.exists(path) and not args.force:
-                raise CLIError(f"{path} exists; use -f to overwrite")
+    path = args.save_reference
+    if path is not None:
+        if not path.endswith(".npz"):
+            raise CLIError(f"--save-reference must name a .npz file, got {path}")
+        if os.path.exists(path) and not args.force:
+            raise CLIError(f"{path} exists; use -f to overwrite")
     return opts
 
 

@@ -86,7 +86,7 @@ class Classifier:
         if self.data_rate is not None and sample_rate > self.data_rate:
             from ..audio import resample
 
-            wavs = resample(wavs.detach().cpu(), int(sample_rate), self.data_rate)
+            wavs = resample(wavs.detach().cpu().float(), int(sample_rate), self.data_rate)
             sample_rate = self.data_rate
         wavs = fix_length(wavs, int(sample_rate))  # 1 s at the input rate: less to resample
         return log_mel(wavs, int(sample_rate)).to(self.device)

@@ -175,6 +175,6 @@ def log_mel(wavs, sample_rate: int, *, seconds: float = 1.0, pad_mode: str = "re
     if sample_rate != SAMPLE_RATE:
         from ..audio import resample
 
-        wavs = resample(wavs.detach().cpu(), int(sample_rate), SAMPLE_RATE).to(wavs.device)
+        wavs = resample(wavs.detach().cpu().float(), int(sample_rate), SAMPLE_RATE).to(wavs.device)
     wavs = fix_length(wavs, round(seconds * SAMPLE_RATE))
     return power_to_db(mel_spectrogram(wavs, pad_mode)).float().unsqueeze(1)

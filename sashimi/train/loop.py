@@ -30,7 +30,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..config import config_from_dict
-from .data import CropDataset, ResumableSampler, ShardSampler, batches_per_epoch, list_audio_files
+from .data import (CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, batches_per_epoch, decoded_bytes,
+                   list_audio_files)
 from .tasks import Task, get_task
 from .checkpoint import (check_training_checkpoint, get_rng_state, load_latest_checkpoint,
                                load_training_checkpoint, save_training_checkpoint, set_rng_state)
@@ -108,24 +109,41 @@ def _precision(cfg: TrainConfig, device: torch.device) -> str:
 
 
 # ---- data ------------------------------------------------------------------------------------------
-def _datasets(cfg: TrainConfig, task: Task, rt: Runtime):
+def _datasets(cfg: TrainConfig, task: Task, rt: Runtime, log: TrainLogger):
     rate = cfg.model_cfg.sample_rate
-    crop = cfg.seq_len + task.crop_extra
-    train_set = CropDataset(list_audio_files(cfg.train_csv), rate, crop, lead=task.lead, random_crop=True,
-                            seed=cfg.seed, downmix=cfg.downmix)
+    train_files = list_audio_files(cfg.train_csv)
+    valid_files = None
+    if cfg.valid_csv and cfg.validation_interval:
+        valid_files = list_audio_files(cfg.valid_csv)[: cfg.valid_max_files or None]
+    cache = cfg.cache_audio
+    if cache is None or cache:  # the size, from the headers, decides or is reported
+        size = decoded_bytes(train_files + (valid_files or []), rate)
+        if cache is None:
+            cache = size <= cfg.cache_max_gib * 2**30
+        log.write(f"data: {len(train_files):,d} training and {len(valid_files or []):,d} validation files, "
+                  f"{size / 2**20:,.0f} MiB decoded at {rate} Hz: "
+                  + ("held in memory" if cache else f"read from disk (more than cache_max_gib={cfg.cache_max_gib:g})"))
+
+    def dataset(files, training: bool):
+        common = dict(lead=task.lead, downmix=cfg.downmix, cache=cache)
+        if cfg.utterance_window:
+            return UtteranceDataset(files, rate, cfg.seq_len + task.crop_extra - task.lead,
+                                    fade=round(cfg.fade_ms * rate / 1000), random_place=training,
+                                    seed=cfg.seed, **common)
+        return CropDataset(files, rate, cfg.seq_len + task.crop_extra, random_crop=training, seed=cfg.seed, **common)
+
+    train_set = dataset(train_files, True)
     if batches_per_epoch(len(train_set), cfg.batch_size, rt.world) < 1:
         raise ConfigError(f"{cfg.train_csv}: {len(train_set)} training files are fewer than batch_size "
                           f"({cfg.batch_size}) x processes ({rt.world})")
-    valid_set = None
-    if cfg.valid_csv and cfg.validation_interval:
-        files = list_audio_files(cfg.valid_csv)
-        valid_set = CropDataset(files[: cfg.valid_max_files or None], rate, crop, lead=task.lead,
-                                random_crop=False, downmix=cfg.downmix)
+    valid_set = dataset(valid_files, False) if valid_files else None
     return train_set, valid_set
 
 
 def _loader(dataset, sampler, cfg: TrainConfig, task: Task, rt: Runtime, drop_last: bool) -> DataLoader:
-    workers = min(cfg.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    # Cached audio needs no decoding: worker processes would only take cores from the step.
+    wanted = cfg.num_workers if cfg.num_workers is not None else (0 if dataset.cached else 8)
+    workers = min(wanted, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=task.make_collate(cfg.model_cfg), drop_last=drop_last, pin_memory=rt.device.type == "cuda",
                       worker_init_fn=quiet_worker if workers else None,
@@ -178,7 +196,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
             log.write(f"note: model_cfg taken from {resume}, not from the command line")
             cfg = dataclasses.replace(cfg, model_cfg=saved)
             validate_config(cfg)
-    train_set, valid_set = _datasets(cfg, task, rt)  # fail on bad data before building anything
+    train_set, valid_set = _datasets(cfg, task, rt, log)  # fail on bad data before building anything
 
     _seed_rank(cfg.seed, 0)  # the same initialisation on every rank
     model = task.build_model(cfg.model_cfg).to(rt.device)

@@ -318,19 +318,37 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
             "model": model}
 
 
-def _guarded(loader, stop: StopFlag | None):
-    """Iterate the loader; once a signal arrived, end the epoch early (a worker error then too)."""
+def _guarded(loader, stop: StopFlag | None = None):
+    """Iterate the loader; once a signal arrived, end the epoch early (a worker error then too).
+
+    However the iteration ends (exhausted, ``break``, an error in the loader or in the loop body,
+    which closes this generator as it unwinds), the worker processes are stopped here and now."""
     it = iter(loader)
-    while stop is None or stop.signum is None:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except Exception:
-            if stop is None or stop.signum is None:
-                raise
-            return
-        yield batch
+    try:
+        while stop is None or stop.signum is None:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except Exception:
+                if stop is None or stop.signum is None:
+                    raise
+                return
+            yield batch
+    finally:
+        _stop_workers(it)
+
+
+def _stop_workers(it) -> None:
+    """Shut down a DataLoader iterator's worker processes (a no-op without workers).
+
+    Not left to garbage collection: an exception's traceback keeps the iterator alive (its frames
+    form a reference cycle), and at interpreter exit ``multiprocessing`` terminates and joins the
+    workers, which ignore SIGTERM (:func:`~sashimi.train.runtime.quiet_worker`): the process
+    would never exit."""
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def _should_stop(cfg: TrainConfig, stop: StopFlag, t_start: float, step: int, rt: Runtime) -> str | None:
@@ -351,7 +369,7 @@ def _validate(model: nn.Module, loader: DataLoader, task: Task, rt: Runtime, pre
     """Validation metric over all ranks' shards: (mean in natural units, reported value)."""
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=rt.device)
-    for i, batch in enumerate(loader):
+    for i, batch in enumerate(_guarded(loader)):
         with _autocast(precision, rt.device):
             total, count = task.metric(model, _to(batch, rt.device), i)
         sums += torch.stack([total.double(), count.double()])

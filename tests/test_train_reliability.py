@@ -85,3 +85,61 @@ def test_validation_worker_error_ends_the_process_and_keeps_checkpoints(wavs, tm
     assert proc.returncode == 2 and "nan.wav: contains NaN" in proc.stderr, proc.stderr
     assert _steps(tmp_path / "run") == [1]
     assert sashimi.load_model(os.path.join(tmp_path, "run", "ckpt_00000001.pt")).config.d_model == 8
+
+
+# ---- 2. a run never mixes with another run's checkpoints ---------------------------------------------
+def test_fresh_run_in_a_used_directory_is_refused(wavs, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(wavs, run, "max_steps=6", "checkpoint_interval=2", "keep_checkpoints=3"))
+    before = {p: open(p, "rb").read() for _, p in list_checkpoints(str(run))}
+    with pytest.raises(ConfigError, match=r"another run \(ckpt_00000002.pt, .*resume_checkpoint=last.*force=true"):
+        train(_cfg(wavs, run, "max_steps=4", "checkpoint_interval=2", "keep_checkpoints=3"))
+    assert {p: open(p, "rb").read() for _, p in list_checkpoints(str(run))} == before
+
+
+def test_forced_fresh_run_keeps_both_runs_checkpoints(wavs, tmp_path, capsys):
+    """The issue's case: the new run's steps 2 and 4 were pruned at once by the old run's step 6."""
+    run = tmp_path / "run"
+    train(_cfg(wavs, run, "max_steps=6", "checkpoint_interval=2", "keep_checkpoints=3"))
+    old = {os.path.basename(p): open(p, "rb").read() for _, p in list_checkpoints(str(run))}
+    out = train(_cfg(wavs, run, "max_steps=4", "checkpoint_interval=2", "keep_checkpoints=3", "force=true"))
+    assert f"moved 3 checkpoint(s) of another run" in capsys.readouterr().out
+    assert _steps(run) == [2, 4] and os.path.isfile(out["checkpoint"])
+    aside = run / "earlier_run_1"
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == old
+    again = train(_cfg(wavs, run, "max_steps=4", "resume_checkpoint=last"))  # 'last' is the new run
+    assert again["step"] == 4 and _steps(run) == [2, 4]
+
+
+def test_resume_before_later_checkpoints_is_refused(wavs, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(wavs, run, "max_steps=6", "checkpoint_interval=2"))
+    with pytest.raises(ConfigError, match=r"2 checkpoint\(s\) at or after step 2.*ckpt_00000004.pt, ckpt_00000006.pt"):
+        train(_cfg(wavs, run, "max_steps=8", f"resume_checkpoint={run / 'ckpt_00000002.pt'}"))
+    assert _steps(run) == [2, 4, 6]
+
+
+def test_pruning_deletes_only_the_runs_own_checkpoints(wavs, tmp_path):
+    first = train(_cfg(wavs, tmp_path / "a", "max_steps=4"))
+    other = tmp_path / "b"
+    train(_cfg(wavs, other, "max_steps=2"))  # another run's step-2 checkpoint in the target directory
+    out = train(_cfg(wavs, other, "max_steps=7", "checkpoint_interval=1", "keep_checkpoints=2",
+                     f"resume_checkpoint={first['checkpoint']}"))
+    assert _steps(other) == [2, 6, 7] and out["checkpoint"].endswith("ckpt_00000007.pt")
+    # resuming in its own directory, the run prunes its older checkpoints as before
+    train(_cfg(wavs, other, "max_steps=9", "checkpoint_interval=1", "keep_checkpoints=2", "resume_checkpoint=last"))
+    assert _steps(other) == [2, 8, 9]
+
+
+# ---- 8. resume_checkpoint=last says when it skips an unreadable checkpoint ------------------------------
+def test_resume_last_says_it_skipped_an_unreadable_checkpoint(wavs, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(_cfg(wavs, run, "max_steps=2"))
+    bad = run / "ckpt_00000005.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    capsys.readouterr()
+    out = train(_cfg(wavs, run, "max_steps=3", "resume_checkpoint=last"))
+    text = capsys.readouterr().out
+    assert f"skipped {bad}, which does not load" in text and "resumed from" in text and "ckpt_00000002.pt" in text
+    assert out["step"] == 3 and _steps(run) == [2, 3]
+    assert (run / "ckpt_00000005.pt.unreadable").read_bytes() == b"PK\x03\x04 truncated"  # kept, never deleted

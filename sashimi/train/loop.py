@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader
 from ..config import config_from_dict
 from .data import CropDataset, ResumableSampler, ShardSampler, batches_per_epoch, list_audio_files
 from .tasks import Task, get_task
-from .checkpoint import (check_training_checkpoint, get_rng_state, load_latest_checkpoint,
-                               load_training_checkpoint, save_training_checkpoint, set_rng_state)
+from .checkpoint import (check_training_checkpoint, claim_run_directory, get_rng_state, load_latest_checkpoint,
+                         load_training_checkpoint, save_training_checkpoint, set_rng_state)
 from .config import ConfigError, TrainConfig, config_to_dict, config_to_yaml, validate_config
 from .log import TrainLogger
 from .runtime import Runtime, StopFlag, quiet_worker, setup_runtime
@@ -154,22 +154,31 @@ def train(cfg: TrainConfig) -> dict:
             dist.destroy_process_group()
 
 
-def _resume(cfg: TrainConfig) -> tuple[str | None, dict | None]:
-    """The checkpoint to resume from, read once: ``(path, contents)`` or ``(None, None)``."""
+def _resume(cfg: TrainConfig, log: TrainLogger) -> tuple[str | None, dict | None, list[str]]:
+    """The checkpoint to resume from, read once: ``(path, contents, skipped)`` or ``(None, None, skipped)``;
+    ``skipped``: newer checkpoints that ``resume_checkpoint=last`` passed over because they do not load."""
     if cfg.resume_checkpoint == "last":
-        found = load_latest_checkpoint(cfg.checkpoint_path)
-        return (found[0], check_training_checkpoint(found[1], found[0])) if found else (None, None)
+        skipped = []
+        found = load_latest_checkpoint(cfg.checkpoint_path, skipped)
+        for path, reason in skipped:
+            log.write(f"warning: resume_checkpoint=last: skipped {path}, which does not load ({reason})")
+        skipped = [path for path, _ in skipped]
+        return (found[0], check_training_checkpoint(found[1], found[0]), skipped) if found else (None, None, skipped)
     if not cfg.resume_checkpoint:
-        return None, None
+        return None, None, []
     if not os.path.isfile(cfg.resume_checkpoint):
         raise FileNotFoundError(f"resume_checkpoint not found: {cfg.resume_checkpoint}")
-    return cfg.resume_checkpoint, load_training_checkpoint(cfg.resume_checkpoint)
+    return cfg.resume_checkpoint, load_training_checkpoint(cfg.resume_checkpoint), []
 
 
 def _train(cfg: TrainConfig, rt: Runtime) -> dict:
     task = get_task(cfg.model)
     log = TrainLogger(cfg, rt.rank, rt.device)
-    resume, ckpt = _resume(cfg)
+    resume, ckpt, unreadable = _resume(cfg, log)
+    own, notes = claim_run_directory(cfg.checkpoint_path, resume, int(ckpt["step"]) if ckpt else 0,
+                                     ckpt.get("run_checkpoints") if ckpt else None, cfg.force, unreadable, rt.rank)
+    for note in notes:
+        log.write(f"note: {note}")
     if ckpt is not None:
         if ckpt["kind"] != task.name:
             raise ConfigError(f"{resume} holds a '{ckpt['kind']}' model, but model={task.name}")
@@ -216,7 +225,8 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         log.write("note: no validation (valid_csv empty or validation_interval=0): the plateau schedule keeps the lr")
     log.start(model, config_to_yaml(cfg), precision, len(train_set), len(valid_set or []), rt.world)
     ctx = dict(cfg=cfg, task=task, rt=rt, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
-               scaler=scaler, precision=precision, log=log, state=state, train_set=train_set, valid_set=valid_set)
+               scaler=scaler, precision=precision, log=log, state=state, train_set=train_set, valid_set=valid_set,
+               own_checkpoints=own)
     try:
         return _loop(**ctx)
     finally:
@@ -239,7 +249,8 @@ def _to(batch, device):
     return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, log, state, train_set, valid_set):
+def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, log, state, train_set, valid_set,
+          own_checkpoints):
     sampler = ResumableSampler(len(train_set), rt.world, rt.rank, seed=cfg.seed)
     loader = _loader(train_set, sampler, cfg, task, rt, drop_last=True)
     valid_loader = None
@@ -262,7 +273,7 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
                      "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": rngs,
                      "valid_metric": None if last_valid is None else list(last_valid)}
             ckpt_path = save_training_checkpoint(cfg.checkpoint_path, state["step"], model, task.name, extra,
-                                                 keep=cfg.keep_checkpoints)
+                                                 keep=cfg.keep_checkpoints, written=own_checkpoints)
             log.write(f"saved checkpoint {ckpt_path}")
         last_saved = state["step"]
 

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from .ar import SashimiAR
 from .config import ARConfig, config_from_dict
+from .download import HashMismatchError, cached_download, is_url
 from .s4 import convert_kernel_lengths
 
 __all__ = ["load_model", "save_model", "load_checkpoint_file", "convert_rf5_state_dict", "load_published_state_dict",
@@ -57,32 +58,32 @@ def _kind_of(model: nn.Module) -> str:
 
 
 # ---- reading files ------------------------------------------------------------------------
-def _is_url(source: str) -> bool:
-    return bool(re.match(r"^(https?|file)://", source))
-
-
-def load_checkpoint_file(source: str | os.PathLike, progress: bool = True, check_hash: bool = False) -> dict:
+def load_checkpoint_file(source: str | os.PathLike, progress: bool = True, check_hash: bool = False,
+                         sha256: str | None = None) -> dict:
     """Read a checkpoint dict from a path or URL (http(s)://, file://), safely.
 
-    URLs are downloaded once into torch.hub's cache (``$TORCH_HOME/hub/checkpoints``). With
-    ``check_hash``, the file name must contain the first digits of its SHA-256
-    (``name-<hash>.pt``), as in ``torch.hub.load_state_dict_from_url``.
+    A URL is downloaded once into a cache entry of its own (see :mod:`sashimi.download`), checked
+    against ``sha256`` or, with ``check_hash``, against the SHA-256 prefix in its file name
+    (``name-<hash>.pt``, as in ``torch.hub.load_state_dict_from_url``).
 
     Raises:
         FileNotFoundError: the path does not exist.
-        CheckpointError: the file is truncated, not a checkpoint, or holds non-tensor objects.
+        DownloadError: the URL could not be downloaded (the message says why, and what to do offline).
+        CheckpointError: the file is truncated, not a checkpoint, holds non-tensor objects, or is
+            not the file the digest describes.
     """
     source = os.fspath(source)
+    if is_url(source):
+        try:
+            path = cached_download(source, sha256=sha256, check_hash=check_hash, progress=progress)
+        except HashMismatchError as e:
+            raise CheckpointError(str(e)) from e
+    else:
+        path = source
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {source}")
     try:
-        if _is_url(source):
-            ckpt = torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=progress,
-                                                      check_hash=check_hash, weights_only=True)
-        else:
-            if not os.path.isfile(source):
-                raise FileNotFoundError(f"checkpoint not found: {source}")
-            ckpt = torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad files; name the file in one message
         raise CheckpointError(f"{source} is not a readable checkpoint (truncated, corrupt, or not a PyTorch "
                               f"weights file): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
@@ -263,7 +264,7 @@ register_foreign_format("rf5-ar", _is_rf5_ar, _load_rf5_ar)
 
 # ---- entry point ------------------------------------------------------------------------------
 def load_model(source: str | os.PathLike | dict, map_location: str | torch.device | None = "cpu",
-               progress: bool = True, check_hash: bool = False) -> nn.Module:
+               progress: bool = True, check_hash: bool = False, sha256: str | None = None) -> nn.Module:
     """Build a model from a checkpoint in any supported format.
 
     Args:
@@ -272,13 +273,15 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
             DiffWave-unconditional) are recognised automatically.
         map_location: device for the model.
         progress: show a download progress bar for URLs.
-        check_hash: verify the hash in a URL's file name.
+        check_hash: verify the SHA-256 prefix in a URL's file name after downloading it.
+        sha256: the expected SHA-256 of a URL's file (hex digest or a prefix of >= 8 digits),
+            verified after downloading it.
 
     Returns:
         the model, in eval mode.
     """
     name = "<dict>" if isinstance(source, dict) else os.fspath(source)
-    ckpt = source if isinstance(source, dict) else load_checkpoint_file(source, progress, check_hash)
+    ckpt = source if isinstance(source, dict) else load_checkpoint_file(source, progress, check_hash, sha256)
     if ckpt.get("format") == FORMAT_NAME:
         if ckpt.get("version") not in _READABLE_VERSIONS:
             raise CheckpointError(f"{name}: checkpoint format version {ckpt.get('version')} is not supported "

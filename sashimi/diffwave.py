@@ -21,8 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Sashimi, WeightNormLinear
-from .checkpoint import (CheckpointError, _infer_state_config, build_uninitialized, convert_rf5_state_dict,
-                         load_published_state_dict, register_foreign_format, register_model_kind)
+from .checkpoint import (CheckpointError, _infer_state_config, build_uninitialized, check_state_dict,
+                         convert_rf5_state_dict, load_published_state_dict, register_foreign_format,
+                         register_model_kind)
 from .config import DiffWaveConfig, config_from_dict
 from .diffusion import NoiseSchedule, ddpm_sample, sampling_plan, training_loss
 
@@ -296,7 +297,7 @@ def load_rf5_diffwave(ckpt: dict, source: str = "<dict>", config: DiffWaveConfig
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{source}: not a published DiffWave+SaShiMi checkpoint (expected 'model_state_dict' "
                               f"with 'sashimi.init_conv...' keys and no 'cfg_yaml'; found {keys})")
-    state_dict = ckpt["model_state_dict"]
+    state_dict = check_state_dict(ckpt["model_state_dict"], source, "model_state_dict")
     if not isinstance(config, DiffWaveConfig):
         values = dataclasses.asdict(DiffWaveConfig())
         values.update(_infer_config_fields(state_dict))

@@ -211,6 +211,13 @@ def check_training_checkpoint(ckpt: dict, path: str) -> dict:
         raise CheckpointError(f"{path}: training checkpoint format version {ckpt.get('version')} cannot be "
                               f"resumed (this library writes version {FORMAT_VERSION}); to start a new run "
                               "from these weights, load them with sashimi.load_model")
+    types = {"kind": str, "config": dict, "state_dict": dict, "step": int, "epoch": int, "batch_in_epoch": int,
+             "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": list}
+    for key, tp in types.items():
+        optional = key in ("scheduler", "scaler")
+        if (key in ckpt or not optional) and not isinstance(ckpt.get(key), tp):
+            raise CheckpointError(f"{path}: key '{key}' of this training checkpoint must be a {tp.__name__}, "
+                                  f"got {type(ckpt.get(key)).__name__}")
     return ckpt
 
 

@@ -128,8 +128,61 @@ def model_kind(model) -> str:
     raise CLIError(f"--model holds a {type(model).__name__}, which cannot generate audio")
 
 
+def prepare_output_dir(out: str) -> list[str]:
+    """Create the output directory (and missing parents), or refuse it, before any expensive work.
+
+    Args:
+        out: the ``--out`` directory.
+
+    Returns:
+        the directories created, deepest first (:func:`remove_if_empty` undoes them on failure).
+
+    Raises:
+        CLIError: ``out`` or one of its parents is a file, or the directory cannot be created or
+            written to (tried with a temporary file, which is removed).
+    """
+    import tempfile
+
+    if not out:
+        raise CLIError("--out must be a directory path, got ''")
+    missing, parent = [], os.path.abspath(out)
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        where = "exists" if not missing else f"is under {parent}, which exists"
+        raise CLIError(f"--out {out} {where} and is not a directory")
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".sashimi-write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        remove_if_empty(missing)
+        raise CLIError(f"--out {out}: cannot write there ({e.strerror or e})") from e
+    return missing
+
+
+def remove_if_empty(dirs: list[str]) -> None:
+    """Remove the directories this command created (deepest first) if they are still empty."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
 # ---- the command ----------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    created = prepare_output_dir(args.out)  # before a model is loaded: fail in seconds, not after sampling
+    try:
+        return _generate(args)
+    except BaseException:
+        remove_if_empty(created)  # nothing is left behind when generation fails
+        raise
+
+
+def _generate(args: argparse.Namespace) -> int:
     n = parse_number(args.n, int, "n", low=1)
     seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
     batch = parse_number(args.batch_size, int, "batch-size", low=1) if args.batch_size is not None else min(n, 16)
@@ -138,8 +191,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--name must be a plain file name stem, got {args.name!r}")
     width = max(3, len(str(n - 1)))
     paths = [os.path.join(args.out, f"{args.name}_{i:0{width}d}.wav") for i in range(n)]
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise CLIError(f"--out {args.out} exists and is not a directory")
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not args.force:
         raise CLIError(f"{existing[0]} exists ({len(existing)} of {n} files); use -f to overwrite")

@@ -102,8 +102,10 @@ class SashimiAR(nn.Module):
         """Initial recurrent state for ``batch_size`` sequences."""
         return self.sashimi.default_state(batch_size, device=device if device is not None else self.device)
 
+    @torch.no_grad()
     def step(self, tokens: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
-        """Feed one token per sequence.
+        """Feed one token per sequence. Inference only: no autograd graph is recorded (see
+        :meth:`sashimi.s4.S4.step`), so a sampling loop runs in constant memory.
 
         Args:
             tokens: integer (B,) current tokens.

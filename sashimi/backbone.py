@@ -277,8 +277,9 @@ class Sashimi(nn.Module):
         """Initial recurrent state for a batch: an opaque list, one entry per layer."""
         return [layer.default_state(*batch_shape, device=device) for layer in self._all_layers()]
 
+    @torch.no_grad()
     def step(self, x: torch.Tensor, state: list, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, list]:
-        """One time step.
+        """One time step. Inference only: no autograd graph is recorded (see :meth:`S4.step`).
 
         Args:
             x: (B, d_model) input at this step.

@@ -495,8 +495,14 @@ class S4(nn.Module):
         return torch.zeros(*batch_shape, self.d_model, n, dtype=self.D.dtype if mode == "dense" else cdtype,
                            device=device if device is not None else self.D.device)
 
+    @torch.no_grad()
     def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step.
+
+        Step mode is for inference, so no autograd graph is recorded: the recurrence precomputed by
+        :meth:`setup_step` is a constant (no gradient reaches the state parameters through it),
+        and a graph would only grow with every step, since each state depends on the previous one
+        (gigabytes over a second of audio). Train in convolution mode (:meth:`forward`).
 
         Args:
             u: (B, H) input at this step.

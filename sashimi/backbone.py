@@ -290,6 +290,9 @@ class Sashimi(nn.Module):
             y (B, d_model) and the next state.
         """
         layers = self._all_layers()
+        if not isinstance(state, (list, tuple)):
+            raise TypeError(f"state must be the list returned by default_state() or by the previous step(), "
+                            f"got {type(state).__name__}")
         if len(state) != len(layers):
             raise ValueError(f"state has {len(state)} entries, expected {len(layers)} (use default_state())")
         new_state = list(state)

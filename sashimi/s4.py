@@ -529,6 +529,14 @@ class S4(nn.Module):
         return self._project(F.gelu(y)), state
 
 
+def check_float_params(dtype: torch.dtype, what: str) -> None:
+    """Refuse half-precision parameters: the S4 kernel and recurrence need float32 or float64
+    (complex half arithmetic is missing or too inaccurate). Mixed precision is torch.autocast's job."""
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{what} has {dtype} parameters, but S4 layers compute in float32 or float64: keep the "
+                        "model in float32 (model.float()) and use torch.autocast for mixed precision")
+
+
 def _channel_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Dropout of whole channels, tied over time: x (B, L, H)."""
     if not training or p == 0.0:

@@ -67,3 +67,27 @@ def test_out_is_created_before_loading_and_removed_if_generation_fails(tmp_path,
     monkeypatch.setattr(gen, "load_cli_model", load)
     code, lines = _run(capsys, "generate", "--model", ckpt, "--n", "1", "--out", str(out), "-q")
     assert code == 2 and seen == [True] and not (tmp_path / "a").exists()
+
+
+# ---- 8. one-line errors and notices --------------------------------------------------------------------
+@pytest.mark.parametrize("bad, message", [
+    (["--seed", str(2**64)], "--seed must be in [0, 18446744073709551615]"),
+    (["--seed", str(2**64 - 1), "--n", "2", "--batch-size", "1"], "--seed must be in [0, 18446744073709551614]"),
+    (["--temperature", "1e-45"], "--temperature must be in [0.0001, inf]"),
+    (["--temperature", "inf"], "--temperature must be finite"),
+])
+def test_out_of_range_seed_and_temperature(tmp_path, capsys, ckpt, bad, message):
+    code, lines = _run(capsys, "generate", "--model", ckpt, "--seconds", "0.01", "--out", str(tmp_path / "o"), "-q", *bad)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "o").exists()
+
+
+def test_stereo_prefix_is_averaged_and_says_so_once(tmp_path, capsys, ckpt):
+    t = np.arange(160) / 16000
+    left = 0.3 * np.sin(2 * np.pi * 440 * t)
+    sf.write(tmp_path / "stereo.wav", np.stack([left, -left], 1), 16000, subtype="PCM_16")  # averages to silence
+    code, lines = _run(capsys, "generate", "--model", ckpt, "--n", "2", "--batch-size", "1", "--seconds", "0.02",
+                       "--prefix", str(tmp_path / "stereo.wav"), "--out", str(tmp_path / "o"), "-q")
+    assert code == 0, lines
+    notes = [line for line in lines if "channels" in line]
+    assert len(notes) == 1 and "stereo.wav has 2 channels; their average (mono) is used" in notes[0], lines

@@ -186,7 +186,9 @@ def _generate(args: argparse.Namespace) -> int:
     n = parse_number(args.n, int, "n", low=1)
     seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
     batch = parse_number(args.batch_size, int, "batch-size", low=1) if args.batch_size is not None else min(n, 16)
-    seed = parse_number(args.seed, int, "seed", low=0) if args.seed is not None else None
+    # batch j uses seed + j, and torch's seeds end at 2**64 - 1
+    seed = parse_number(args.seed, int, "seed", low=0, high=2**64 - math.ceil(n / batch)) \
+        if args.seed is not None else None
     if not args.name or os.sep in args.name or (os.altsep and os.altsep in args.name):
         raise CLIError(f"--name must be a plain file name stem, got {args.name!r}")
     width = max(3, len(str(n - 1)))
@@ -233,17 +235,23 @@ def _ar_sampler(model, args, length: int, device):
 
     nucleus_p = parse_number(args.nucleus_p, float, "nucleus-p", low=0, high=1, low_open=True) \
         if args.nucleus_p is not None else 1.0
-    temperature = parse_number(args.temperature, float, "temperature", low=0, low_open=True) \
+    from sashimi.sampling import MIN_TEMPERATURE
+
+    temperature = parse_number(args.temperature, float, "temperature", low=MIN_TEMPERATURE) \
         if args.temperature is not None else 1.0
     top_k = parse_number(args.top_k, int, "top-k", low=1) if args.top_k is not None else None
     prefix = None
     if args.prefix is not None:
-        from sashimi.audio import AudioError, read_audio
+        from sashimi.audio import AudioError, audio_info, read_audio
 
         try:
+            channels = audio_info(args.prefix)[1]
             prefix, _ = read_audio(args.prefix, model.config.sample_rate, mono=True)
         except (AudioError, FileNotFoundError) as e:
             raise CLIError(f"--prefix: {e}") from e
+        if channels > 1:  # say so: out-of-phase channels average to silence
+            print(f"note: --prefix {args.prefix} has {channels} channels; their average (mono) is used",
+                  file=sys.stderr)
         if prefix.numel() > length:
             raise CLIError(f"--prefix is {prefix.numel() / model.config.sample_rate:.3g} s, longer than "
                            f"--seconds {args.seconds}")

@@ -143,3 +143,22 @@ def test_resume_last_says_it_skipped_an_unreadable_checkpoint(wavs, tmp_path, ca
     assert f"skipped {bad}, which does not load" in text and "resumed from" in text and "ckpt_00000002.pt" in text
     assert out["step"] == 3 and _steps(run) == [2, 3]
     assert (run / "ckpt_00000005.pt.unreadable").read_bytes() == b"PK\x03\x04 truncated"  # kept, never deleted
+
+
+# ---- 8. an honest progress bar; short runs validate ----------------------------------------------------
+def test_progress_bar_shows_a_running_loss():
+    """It showed the step-1 loss until the first summary line (step 100)."""
+    from sashimi.train.log import TrainLogger
+
+    cfg = build_config([*TINY, "progress=true", "stdout_interval=100"])
+    log = TrainLogger(cfg, 0, torch.device("cpu"))
+    log.POSTFIX_SECONDS = 0.0
+    log.start(sashimi.SashimiAR(cfg.model_cfg), "", "fp32", 6, 0, 1)
+    try:
+        log.train_step(1, torch.tensor(5.0), torch.tensor(1.0), 1e-3)
+        for step in range(2, 21):
+            log.train_step(step, torch.tensor(1.0 + step / 100), torch.tensor(1.0), 1e-3)
+        assert log.bar.postfix == f"loss={sum(1.0 + s / 100 for s in range(2, 21)) / 19:.3f}"
+    finally:
+        log.close()
+

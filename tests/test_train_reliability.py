@@ -162,3 +162,11 @@ def test_progress_bar_shows_a_running_loss():
     finally:
         log.close()
 
+
+def test_short_run_validates_at_its_end(wavs, tmp_path, capsys):
+    out = train(_cfg(wavs, tmp_path / "run", f"valid_csv={wavs}", "max_steps=3", "validation_interval=1000"))
+    assert out["valid"] is not None and np.isfinite(out["valid"])
+    assert "validation at step 3" in capsys.readouterr().out
+    ckpt = torch.load(out["checkpoint"], weights_only=True)
+    assert ckpt["valid_metric"][1] == out["valid"]
+    assert ckpt["scheduler"]["last_epoch"] == 0  # only regular validations drive the plateau schedule

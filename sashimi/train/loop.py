@@ -300,9 +300,13 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
                 stopped = _should_stop(cfg, stop, t_start, step, rt)
                 log.train_step(step, loss.detach(), gnorm.detach(), optimizer.param_groups[0]["lr"], final=bool(stopped))
 
-                if valid_loader is not None and step % cfg.validation_interval == 0:
+                on_interval = valid_loader is not None and step % cfg.validation_interval == 0
+                # A run also ends with a validation (short runs never reach the interval), but not
+                # when a signal stops it (save first); only the regular ones drive the schedule, so
+                # that a run stopped by max_minutes and resumed matches an uninterrupted one.
+                if valid_loader is not None and (on_interval or stopped in ("max_steps", "max_minutes")):
                     last_valid = _validate(model, valid_loader, task, rt, precision)
-                    if scheduler is not None:
+                    if scheduler is not None and on_interval:
                         scheduler.step(last_valid[0])
                     log.validation(step, last_valid, task, optimizer.param_groups[0]["lr"])
                     if rt.rank == 0 and task.sample is not None and cfg.audio_samples and log.writer is not None:

@@ -87,6 +87,24 @@ def test_validation_worker_error_ends_the_process_and_keeps_checkpoints(wavs, tm
     assert sashimi.load_model(os.path.join(tmp_path, "run", "ckpt_00000001.pt")).config.d_model == 8
 
 
+def test_persistent_workers_do_not_block_exit():
+    """Workers ignore SIGTERM (so that a job-wide SIGTERM stops the run cleanly); any the loop
+    leaves running, e.g. persistent ones, are stopped at exit instead of blocking it forever."""
+    code = """
+from torch.utils.data import DataLoader
+from sashimi.train.loop import _guarded
+from sashimi.train.runtime import quiet_worker
+loader = DataLoader(list(range(8)), batch_size=2, num_workers=2, persistent_workers=True, worker_init_fn=quiet_worker)
+for epoch in range(2):
+    assert [int(b[0]) for b in _guarded(loader)] == [0, 2, 4, 6]
+"""
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit: its DataLoader workers blocked the exit")
+    assert proc.returncode == 0, proc.stderr
+
 # ---- 2. a run never mixes with another run's checkpoints ---------------------------------------------
 def test_fresh_run_in_a_used_directory_is_refused(wavs, tmp_path):
     run = tmp_path / "run"

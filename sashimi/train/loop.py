@@ -36,7 +36,7 @@ from .checkpoint import (check_training_checkpoint, claim_run_directory, get_rng
                          load_training_checkpoint, save_training_checkpoint, set_rng_state)
 from .config import ConfigError, TrainConfig, config_to_dict, config_to_yaml, validate_config
 from .log import TrainLogger
-from .runtime import Runtime, StopFlag, quiet_worker, setup_runtime
+from .runtime import Runtime, StopFlag, quiet_worker, setup_runtime, stop_loader_workers, track_loader_workers
 
 __all__ = ["launch", "train", "make_optimizer"]
 
@@ -336,14 +336,18 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
 def _guarded(loader, stop: StopFlag | None = None):
     """Iterate the loader; once a signal arrived, end the epoch early (a worker error then too).
 
-    However the iteration ends (exhausted, ``break``, an error in the loader or in the loop body,
-    which closes this generator as it unwinds), the worker processes are stopped here and now."""
+    Unless the epoch ran to its end (when the loader stops non-persistent workers itself), the
+    worker processes are stopped here and now: after ``break``, or an error in the loader or in
+    the loop body (which closes this generator as it unwinds)."""
     it = iter(loader)
+    track_loader_workers(it)
+    exhausted = False
     try:
         while stop is None or stop.signum is None:
             try:
                 batch = next(it)
             except StopIteration:
+                exhausted = True
                 return
             except Exception:
                 if stop is None or stop.signum is None:
@@ -351,19 +355,8 @@ def _guarded(loader, stop: StopFlag | None = None):
                 return
             yield batch
     finally:
-        _stop_workers(it)
-
-
-def _stop_workers(it) -> None:
-    """Shut down a DataLoader iterator's worker processes (a no-op without workers).
-
-    Not left to garbage collection: an exception's traceback keeps the iterator alive (its frames
-    form a reference cycle), and at interpreter exit ``multiprocessing`` terminates and joins the
-    workers, which ignore SIGTERM (:func:`~sashimi.train.runtime.quiet_worker`): the process
-    would never exit."""
-    shutdown = getattr(it, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
+        if not exhausted:
+            stop_loader_workers(it)
 
 
 def _should_stop(cfg: TrainConfig, stop: StopFlag, t_start: float, step: int, rt: Runtime) -> str | None:

@@ -7,8 +7,8 @@ silently return the first file. Here each URL has its own folder,
 ``$TORCH_HOME/hub/checkpoints/sashimi/<first 16 hex digits of SHA-256(URL)>/<file name>``.
 
 A download is written to a temporary file and moved into place only once it is complete and
-its SHA-256 matches the expected digest (when one is known), so the cache never holds a partial
-or unverified file.
+its SHA-256 matches the expected digest (when one is given), so the cache never holds a partial
+file; with a digest, a cached file is checked again each time it is used.
 """
 from __future__ import annotations
 
@@ -84,6 +84,10 @@ def cached_download(url: str, *, sha256: str | None = None, check_hash: bool = F
     expected = _expected_digest(url, sha256, check_hash)
     path = cache_path(url)
     if os.path.isfile(path):
+        # an entry cached without a digest (or altered since) is checked too, but never deleted here
+        if expected is not None and not (got := sha256_file(path)).startswith(expected):
+            raise HashMismatchError(f"{url}: the cached file {path} has SHA-256 {got}, expected {expected}...; "
+                                    "delete it to download the file again")
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.download"

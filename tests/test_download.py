@@ -43,6 +43,13 @@ def test_sha256_is_checked_after_download(tmp_path):
     assert not os.path.exists(cache_path(url))  # a file that failed the check is not kept
     assert not os.listdir(os.path.dirname(cache_path(url)))
     assert load_model(url, progress=False, sha256=digest).config.d_model == 8
+    # a cached entry is checked too when a digest is given (here one cached without a digest)
+    other = _save(tmp_path / "other" / "model.pt", 8)
+    load_model(f"file://{other}", progress=False)
+    bad = "0" * 64 if not sha256_file(other).startswith("0") else "1" * 64
+    with pytest.raises(CheckpointError, match="the cached file .* delete it"):
+        load_model(f"file://{other}", progress=False, sha256=bad)
+    assert os.path.isfile(cache_path(f"file://{other}"))  # reported, not deleted
     with pytest.raises(ValueError, match="sha256 must be a hex SHA-256 digest"):
         load_model(url, progress=False, sha256="xyz")
 

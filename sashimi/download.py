@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import urllib.error
 import urllib.parse
 
 import torch
@@ -125,7 +126,8 @@ def _expected_digest(url: str, sha256: str | None, check_hash: bool) -> str | No
 
 
 def _download_failed(url: str, e: Exception) -> str:
-    reason = getattr(e, "reason", None) or e
+    # URLError wraps the cause (e.g. the DNS error) in .reason; HTTPError's str has the status code
+    reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
     text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(e).__name__
     name = os.path.basename(urllib.parse.urlparse(url).path) or "the file"
     return (f"could not download {url} ({text}). Offline, copy {name} onto this machine and load the local "

@@ -80,6 +80,13 @@ def test_network_failure_says_what_happened_and_what_to_do_offline(monkeypatch):
     text = str(info.value)
     assert text.startswith(f"could not download {url} ([Errno -2] Name or service not known)")
     assert "checkpoint='path/to/ckpt_01100000.pt'" in text and "not a readable checkpoint" not in text
+    def not_found(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", not_found)
+    with pytest.raises(DownloadError, match=r"\(HTTP Error 404: Not Found\)"):
+        load_model(url, progress=False)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     from sashimi.hub import sashimi_ar_sc09
 
     with pytest.raises(DownloadError, match="could not download https://github.com/RF5/simple-sashimi"):

@@ -69,7 +69,7 @@ def cached_download(url: str, *, sha256: str | None = None, check_hash: bool = F
     Args:
         url: an http(s):// or file:// URL.
         sha256: the expected SHA-256 of the file (64 hex digits, or a prefix of at least 8), checked
-            after download.
+            after download and each time the cached file is used.
         check_hash: check the SHA-256 prefix in the URL's file name (``name-<prefix>.pt``, as
             ``torch.hub.load_state_dict_from_url(check_hash=True)``).
         progress: show a progress bar while downloading.

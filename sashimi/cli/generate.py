@@ -12,6 +12,7 @@ Nothing is written unless generation succeeds.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import re
@@ -172,17 +173,25 @@ def remove_if_empty(dirs: list[str]) -> None:
             pass
 
 
+def with_output_dir(command):
+    """Decorate a command's ``run(args)``: prepare ``args.out`` first (before any model is loaded:
+    a bad path fails in seconds, not after sampling), and remove the directories it created if
+    the command fails while they are still empty (nothing is left behind)."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        created = prepare_output_dir(args.out)
+        try:
+            return command(args)
+        except BaseException:
+            remove_if_empty(created)
+            raise
+
+    return run
+
+
 # ---- the command ----------------------------------------------------------------------------
+@with_output_dir
 def run(args: argparse.Namespace) -> int:
-    created = prepare_output_dir(args.out)  # before a model is loaded: fail in seconds, not after sampling
-    try:
-        return _generate(args)
-    except BaseException:
-        remove_if_empty(created)  # nothing is left behind when generation fails
-        raise
-
-
-def _generate(args: argparse.Namespace) -> int:
     n = parse_number(args.n, int, "n", low=1)
     seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
     batch = parse_number(args.batch_size, int, "batch-size", low=1) if args.batch_size is not None else min(n, 16)

@@ -493,8 +493,14 @@ class S4(nn.Module):
         return torch.zeros(*batch_shape, self.d_model, n, dtype=self.D.dtype if mode == "dense" else cdtype,
                            device=device if device is not None else self.D.device)
 
+    @torch.no_grad()
     def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step.
+
+        Step mode is for inference, so no autograd graph is recorded: the recurrence precomputed by
+        :meth:`setup_step` is a constant (no gradient reaches the state parameters through it),
+        and a graph would only grow with every step, since each state depends on the previous one
+        (gigabytes over a second of audio). Train in convolution mode (:meth:`forward`).
 
         Args:
             u: (B, H) input at this step.
@@ -519,6 +525,14 @@ class S4(nn.Module):
         y = (s["C"] * state).sum(-1)
         y = (y.real if y.is_complex() else y) + u * self.D[0]
         return self._project(F.gelu(y)), state
+
+
+def check_float_params(dtype: torch.dtype, what: str) -> None:
+    """Refuse half-precision parameters: the S4 kernel and recurrence need float32 or float64
+    (complex half arithmetic is missing or too inaccurate). Mixed precision is torch.autocast's job."""
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{what} has {dtype} parameters, but S4 layers compute in float32 or float64: keep the "
+                        "model in float32 (model.float()) and use torch.autocast for mixed precision")
 
 
 def _channel_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -92,6 +92,8 @@ class TrainConfig:
     checkpoint_interval: int = _f(2500, "save a checkpoint every N steps")
     keep_checkpoints: int = _f(5, "keep the last K checkpoints (0: keep all)")
     resume_checkpoint: str = _f("", "checkpoint to resume from; 'last': the newest in checkpoint_path (if any)")
+    force: bool = _f(False, "start although checkpoint_path holds checkpoints of another run (or, when resuming, "
+                            "later ones): they are moved to checkpoint_path/earlier_run_N/, never deleted")
     validation_interval: int = _f(1000, "validate every N steps (0: never)")
     summary_interval: int = _f(25, "TensorBoard scalars every N steps")
     stdout_interval: int = _f(100, "print a summary line every N steps")

@@ -241,8 +241,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ar_sampler(model, args, length: int, device):
-    import torch
-
     nucleus_p = parse_number(args.nucleus_p, float, "nucleus-p", low=0, high=1, low_open=True) \
         if args.nucleus_p is not None else 1.0
     from sashimi.sampling import MIN_TEMPERATURE

@@ -32,12 +32,31 @@ from .pack import build_plan, s4_modes, unsupported_reason
 from .sampler import draw_uniforms, sample_with_uniforms
 
 __all__ = ["ENGINES", "get_engine", "generate_tokens", "teacher_forced_logits", "resolve_engine",
-           "unsupported_reason", "sample_with_uniforms"]
+           "unsupported_reason", "sample_with_uniforms", "set_num_threads", "get_num_threads"]
 
 ENGINES = ("auto", "fast", "eager")
 logger = logging.getLogger("sashimi")
 _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {"key", "plan", "engines"}
 _said: set[str] = set()
+_threads: int | None = None  # set_num_threads; None: follow torch.get_num_threads()
+
+
+def set_num_threads(threads: int | None) -> None:
+    """Most threads the C++ CPU step may use (None: follow ``torch.get_num_threads()``, the default).
+
+    The engine measures which layout of them is fastest as it runs (all threads on each step's
+    layers, the batch split between them, or one thread when the others are busy), so this is
+    an upper bound, not a promise. Every layout produces the same samples.
+    """
+    global _threads
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    _threads = threads
+
+
+def get_num_threads() -> int:
+    """The thread limit of the C++ CPU step (see :func:`set_num_threads`)."""
+    return _threads if _threads is not None else max(1, torch.get_num_threads())
 
 
 def _say_once(message: str, warn: bool = False) -> None:
@@ -89,14 +108,17 @@ def _entry(model) -> dict:
     return entry
 
 
-def get_engine(model, batch: int, kind: str | None = None):
+def get_engine(model, batch: int, kind: str | None = None, threads: int | None = None):
     """A ready engine for ``batch`` sequences of ``model`` (cached while the weights are unchanged).
 
     Args:
         model: a SashimiAR (see :func:`unsupported_reason`).
         batch: number of sequences.
         kind: None (the best for the model's device and dtype), 'cpp', 'cuda-graphs' or 'torch'.
+        threads: most threads of the 'cpp' engine (default: :func:`get_num_threads`).
     """
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     entry = _entry(model)
     device = model.head.weight.device
     dtype = model.head.weight.dtype
@@ -115,7 +137,8 @@ def get_engine(model, batch: int, kind: str | None = None):
                           "using the slower PyTorch fast path", warn=True)
                 kind = "torch"
     engines = entry["engines"]
-    engine = engines.get((kind, batch))
+    n_threads = (threads or get_num_threads()) if kind == "cpp" else 1
+    engine = engines.get((kind, batch, n_threads))
     if engine is None:
         if kind == "cpp":
             from . import cpu
@@ -125,7 +148,7 @@ def get_engine(model, batch: int, kind: str | None = None):
                 raise RuntimeError(f"the fast C++ CPU step is unavailable: {cpu.build_error}")
             if entry["packed"] is None:
                 entry["packed"] = cpu._pack(entry["plan"])
-            engine = cpu.CppEngine(entry["plan"], batch, lib, packed=entry["packed"])
+            engine = cpu.CppEngine(entry["plan"], batch, lib, packed=entry["packed"], threads=n_threads)
         elif kind in ("cuda-graphs", "torch"):
             from .torch_engine import TorchEngine
 
@@ -134,17 +157,19 @@ def get_engine(model, batch: int, kind: str | None = None):
             raise ValueError(f"unknown engine kind {kind!r}")
         while len(engines) >= 4:  # keep a few batch sizes
             engines.pop(next(iter(engines)))
-        engines[(kind, batch)] = engine
-        _say_once(f"sashimi: fast generation engine '{engine.name}' "
+        engines[(kind, batch, n_threads)] = engine
+        where = f", up to {n_threads} threads" if kind == "cpp" and n_threads > 1 else ""
+        _say_once(f"sashimi: fast generation engine '{engine.name}'{where} "
                   f"(S4 steps: {', '.join(f'{n} {m}' for m, n in s4_modes(entry['plan']).items())})")
     return engine
 
 
 @torch.no_grad()
-def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None,
+                          threads: int | None = None) -> torch.Tensor:
     """Logits (B, T, V) of the fast step fed ``tokens`` (B, T) from a fresh state (the first
     input is usually SILENCE_TOKEN): the counterpart of looping ``model.step``."""
-    engine = get_engine(model, tokens.size(0), kind)
+    engine = get_engine(model, tokens.size(0), kind, threads)
     engine.reset()
     return engine.feed(tokens, want_logits=True)
 
@@ -152,7 +177,7 @@ def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None) 
 @torch.no_grad()
 def generate_tokens(model, prefix: torch.Tensor, length: int, *, nucleus_p: float = 1.0, temperature: float = 1.0,
                     top_k: int | None = None, generator: torch.Generator | None = None, progress: bool = False,
-                    kind: str | None = None, chunk: int = 256) -> torch.Tensor:
+                    kind: str | None = None, chunk: int = 256, threads: int | None = None) -> torch.Tensor:
     """Tokens (B, length) continuing ``prefix`` (B, P), sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
@@ -161,7 +186,7 @@ def generate_tokens(model, prefix: torch.Tensor, length: int, *, nucleus_p: floa
     batch, P = prefix.shape
     if P >= length:
         return prefix[:, :length].clone()
-    engine = get_engine(model, batch, kind)
+    engine = get_engine(model, batch, kind, threads)
     engine.reset()
     engine.set_sampling(temperature, top_k, nucleus_p)
     device = model.head.weight.device

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one_line_errors(parser)
     parser.description, parser.formatter_class = plain(__doc__), argparse.RawDescriptionHelpFormatter
     add_model_arguments(parser)
-    parser.add_argument("--n", default="4", help="number of samples (default: 4)")
+    parser.add_argument("--n", default=None, help="number of samples (default: 4; 1 with --stream)")
     parser.add_argument("--seconds", default="1.0", help="length of each sample in seconds (default: 1.0)")
     parser.add_argument("--out", default="samples", help="output directory (default: samples)")
     parser.add_argument("--name", default="sample", help="file name stem: <name>_000.wav, ... (default: sample)")
@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ar.add_argument("--prefix", default=None, metavar="WAV", help="audio to continue (resampled to the model's rate)")
     ar.add_argument("--engine", default=None, choices=("auto", "fast", "eager"),
                     help="generation engine (default: auto = fast when possible)")
+    ar.add_argument("--stream", default=None, metavar="PATH",
+                    help="write one WAV file (the samples as its channels) while generating; - for stdout "
+                         "(e.g. | aplay)")
     dw = parser.add_argument_group("diffusion models")
     dw.add_argument("--steps", default=None, help="'fast' (6 steps), an integer, or all T steps (default)")
 
@@ -130,10 +133,14 @@ def model_kind(model) -> str:
 
 # ---- the command ----------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    n = parse_number(args.n, int, "n", low=1)
+    n = parse_number(args.n if args.n is not None else "1" if args.stream is not None else "4", int, "n", low=1)
     seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
     batch = parse_number(args.batch_size, int, "batch-size", low=1) if args.batch_size is not None else min(n, 16)
     seed = parse_number(args.seed, int, "seed", low=0) if args.seed is not None else None
+    if args.stream is not None:
+        from sashimi.cli.stream import run_stream
+
+        return run_stream(args, n, seconds, seed)
     if not args.name or os.sep in args.name or (os.altsep and os.altsep in args.name):
         raise CLIError(f"--name must be a plain file name stem, got {args.name!r}")
     width = max(3, len(str(n - 1)))
@@ -178,8 +185,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ar_sampler(model, args, length: int, device):
-    import torch
+    kw, prefix = ar_options(model, args, length, device)
 
+    def sample(count: int, seed):
+        if prefix is None:
+            return model.unconditional_generate(count, length=length, seed=seed, **kw)
+        return model.generate(prefix.expand(count, -1), length, seed=seed, **kw)
+
+    return sample
+
+
+def ar_options(model, args, length: int, device):
+    """(keyword arguments for the AR model's generation methods, prefix (1, P) or None)."""
     nucleus_p = parse_number(args.nucleus_p, float, "nucleus-p", low=0, high=1, low_open=True) \
         if args.nucleus_p is not None else 1.0
     temperature = parse_number(args.temperature, float, "temperature", low=0, low_open=True) \
@@ -199,13 +216,7 @@ def _ar_sampler(model, args, length: int, device):
         prefix = prefix.to(device)
     kw = dict(nucleus_p=nucleus_p, temperature=temperature, top_k=top_k, progress=not args.quiet,
               engine=args.engine or "auto")
-
-    def sample(count: int, seed):
-        if prefix is None:
-            return model.unconditional_generate(count, length=length, seed=seed, **kw)
-        return model.generate(prefix.expand(count, -1), length, seed=seed, **kw)
-
-    return sample
+    return kw, prefix
 
 
 def _diffwave_sampler(model, args, length: int):

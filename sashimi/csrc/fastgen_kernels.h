@@ -302,11 +302,13 @@ void linear_rows(const Linear& L, const float* x, int64_t ldx, float* y, int64_t
 // P and B of a tied dplr layer are per mode (pb: N x 4 floats Pr Pi Br Bi); an untied layer adds
 // them per mode and channel (4 x 16 more floats per mode). State per unit and row: N modes x
 // (re 16, im 16). alpha = c (2 s + kappa u) and beta = dt u per channel are computed once per row.
-// y accumulates 2 Re(C . x') (times 1/2: the caller doubles), s' = 2 Re(v . x').
+// Outputs: Re(C . x') (the caller doubles it) and s' = 2 Re(v . x'), the real and imaginary
+// products summed apart (two FMAs a mode instead of three operations).
 template <bool UNTIED>
 inline void s4_dplr_unit(float* __restrict x, const float* __restrict coef, const float* __restrict pb,
                          const f8 alpha[2], const f8 beta[2], f8 y[2], f8 s[2], int64_t N) {
   constexpr int K = UNTIED ? 10 : 6;
+  f8 yr[2] = {f8{}, f8{}}, yi[2] = {f8{}, f8{}}, sr[2] = {f8{}, f8{}}, si[2] = {f8{}, f8{}};
   for (int64_t n = 0; n < N; ++n, x += 32) {
     const float* c = coef + n * K * kUnit;
     for (int h = 0; h < 2; ++h) {
@@ -325,13 +327,20 @@ inline void s4_dplr_unit(float* __restrict x, const float* __restrict coef, cons
       const f8 ni = gr * ti + (gi * tr - b);
       store8(x + o, nr);
       store8(x + 16 + o, ni);
-      y[h] += load8(c + 32 + o) * nr - load8(c + 48 + o) * ni;
-      s[h] += load8(c + 64 + o) * nr - load8(c + 80 + o) * ni;
+      yr[h] += load8(c + 32 + o) * nr;
+      yi[h] += load8(c + 48 + o) * ni;
+      sr[h] += load8(c + 64 + o) * nr;
+      si[h] += load8(c + 80 + o) * ni;
     }
+  }
+  for (int h = 0; h < 2; ++h) {
+    y[h] = yr[h] - yi[h];
+    s[h] = sr[h] - si[h];
   }
 }
 
 inline void s4_diag_unit(float* __restrict x, const float* __restrict coef, const f8 u[2], f8 y[2], int64_t N) {
+  f8 yr[2] = {f8{}, f8{}}, yi[2] = {f8{}, f8{}};
   for (int64_t n = 0; n < N; ++n, x += 32) {
     const float* c = coef + n * 4 * kUnit;
     for (int h = 0; h < 2; ++h) {
@@ -342,9 +351,11 @@ inline void s4_diag_unit(float* __restrict x, const float* __restrict coef, cons
       const f8 ni = dr * b + di * a;
       store8(x + o, nr);
       store8(x + 16 + o, ni);
-      y[h] += load8(c + 32 + o) * nr - load8(c + 48 + o) * ni;
+      yr[h] += load8(c + 32 + o) * nr;
+      yi[h] += load8(c + 48 + o) * ni;
     }
   }
+  for (int h = 0; h < 2; ++h) y[h] = yr[h] - yi[h];
 }
 
 // ---- sampling --------------------------------------------------------------------------------
@@ -374,34 +385,55 @@ int64_t sample_row(SampleScratch& S, int64_t V, const float* logits, float tempe
     for (int64_t i = 0; i < V; ++i) z[i] = src[i] < kth ? -std::numeric_limits<float>::infinity() : src[i];
     src = z;
   }
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < V; ++i) m = std::max(m, src[i]);
-  if (!std::isfinite(m)) return -1;
-  for (int64_t i = 0; i < V; ++i)
-    if (std::isnan(src[i])) return -1;
+  // max, and whether any logit is NaN (NaN would pass the clamps of exp8 silently)
+  f8 mv = bc(-std::numeric_limits<float>::infinity());
+  i8v nan = i8v{};
   int64_t i = 0;
-  const f8 mv = bc(m);
-  for (; i + 8 <= V; i += 8) store8(z + i, exp8(load8(src + i) - mv));
-  for (; i < V; ++i) z[i] = std::exp(src[i] - m);
+  for (; i + 8 <= V; i += 8) {
+    const f8 v = load8(src + i);
+    nan |= v != v;
+    mv = sel(v > mv, v, mv);
+  }
+  float m = -std::numeric_limits<float>::infinity();
+  for (int j = 0; j < 8; ++j) m = std::max(m, mv[j]);
+  bool bad = false;
+  for (int j = 0; j < 8; ++j) bad |= nan[j] != 0;
+  for (; i < V; ++i) {
+    bad |= std::isnan(src[i]);
+    m = std::max(m, src[i]);
+  }
+  if (bad || !std::isfinite(m)) return -1;
+  // unnormalised probabilities and their total
+  const f8 mb = bc(m);
+  f8 acc = f8{};
+  for (i = 0; i + 8 <= V; i += 8) {
+    const f8 e = exp8(load8(src + i) - mb);
+    store8(z + i, e);
+    acc += e;
+  }
   double total = 0.0;
-  for (i = 0; i < V; ++i) total += z[i];
+  for (int j = 0; j < 8; ++j) total += acc[j];
+  for (; i < V; ++i) total += (z[i] = std::exp(src[i] - m));
   if (!std::isfinite(total) || !(total > 0.0)) return -1;
+  if (top_p >= 1.0f) {  // inverse CDF over the tokens in index order, 8 at a time
+    const double goal = static_cast<double>(u) * total;
+    double cum = 0.0;
+    for (i = 0; i + 8 <= V; i += 8) {
+      double block = 0.0;
+      for (int j = 0; j < 8; ++j) block += z[i + j];
+      if (cum + block > goal) break;
+      cum += block;
+    }
+    for (; i < V; ++i) {  // a token of zero probability is never drawn: cum must grow past goal
+      cum += z[i];
+      if (z[i] > 0.0f && cum > goal) return i;
+    }
+    for (i = V - 1; i >= 0; --i)  // rounding: the goal reached the total
+      if (z[i] > 0.0f) return i;
+    return -1;
+  }
   const float inv = static_cast<float>(1.0 / total);
   for (i = 0; i < V; ++i) z[i] *= inv;  // probabilities
-  if (top_p >= 1.0f) {  // no nucleus: the tokens in index order
-    const double target = static_cast<double>(u);
-    double cum = 0.0, kept = 0.0;
-    for (i = 0; i < V; ++i) kept += z[i];
-    const double goal = target * kept;
-    int64_t last = -1;
-    for (i = 0; i < V; ++i) {
-      if (z[i] <= 0.0f) continue;
-      cum += z[i];
-      last = i;
-      if (cum > goal) return i;
-    }
-    return last;  // rounding: the target reached the total
-  }
   int32_t* order = S.order.data();
   for (i = 0; i < V; ++i) order[i] = static_cast<int32_t>(i);
   // drop a token when the more likely ones before it already reach top_p

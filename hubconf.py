@@ -1,5 +1,8 @@
 """torch.hub entry points for SaShiMi.
 
+From a clone, ``torch.hub.load(".", name, source="local")``; from GitHub, ``"<owner>/sashimi"``
+below, ``<owner>`` being the account that hosts the repository.
+
     model = torch.hub.load("<owner>/sashimi", "sashimi_ar_sc09")
     wav = model.unconditional_generate(4, nucleus_p=1.0)   # (4, 16000), 1 s at 16 kHz
 

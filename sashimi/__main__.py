@@ -18,6 +18,8 @@ COMMANDS = {
     "train": ("sashimi.cli.train", "train a model (key=value config overrides)"),
     "split": ("sashimi.cli.split", "write train/valid/test CSV splits for a dataset"),
     "bench": ("sashimi.cli.bench", "benchmarks: 'bench generate', 'bench train'"),
+    "eval": ("sashimi.cli.eval", "score audio with a digit classifier: FID, IS, mIS, AM"),
+    "train-classifier": ("sashimi.cli.train_classifier", "train the digit classifier 'sashimi eval' uses"),
 }
 
 

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from .backbone import Sashimi
 from .config import ARConfig
 from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
-from .sampling import check_sampling_args, sample_logits
+from .s4 import check_float_params
+from .sampling import check_sampling_args, make_generator, sample_logits
 
 __all__ = ["SashimiAR"]
 
@@ -57,6 +58,9 @@ class SashimiAR(nn.Module):
             float (B, L, mu_levels): logits for the token following each position.
         """
         x = self._check_tokens(x, "x")
+        check_float_params(self.head.weight.dtype, type(self).__name__)
+        if x.size(0) == 0 or x.size(1) == 0:
+            raise ValueError(f"x must hold at least one sequence of at least one token, got shape {tuple(x.shape)}")
         if lengths is not None:
             _check_lengths(lengths, x.shape)
         return self.head(self.sashimi(self.mu_embedder(x)))
@@ -76,6 +80,8 @@ class SashimiAR(nn.Module):
         Returns:
             float (N,) nats per sample (divide by ln 2 for bits).
         """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         wavs = _check_audio(wavs, "wavs")
         if wavs.dim() == 1:
             wavs = wavs.unsqueeze(0)
@@ -98,14 +104,17 @@ class SashimiAR(nn.Module):
     # ---- recurrent mode -------------------------------------------------------------------
     def setup_rnn(self, mode: str = "diagonal") -> None:
         """Prepare step mode. Args: mode: 'dense' (reference), 'diagonal' or 'dplr'."""
+        check_float_params(self.head.weight.dtype, type(self).__name__)
         self.sashimi.setup_rnn(mode)
 
     def default_state(self, batch_size: int, device=None) -> list:
         """Initial recurrent state for ``batch_size`` sequences."""
         return self.sashimi.default_state(batch_size, device=device if device is not None else self.device)
 
+    @torch.no_grad()
     def step(self, tokens: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
-        """Feed one token per sequence.
+        """Feed one token per sequence. Inference only: no autograd graph is recorded (see
+        :meth:`sashimi.s4.S4.step`), so a sampling loop runs in constant memory.
 
         Args:
             tokens: integer (B,) current tokens.
@@ -240,12 +249,11 @@ class SashimiAR(nn.Module):
         check_sampling_args(temperature, top_k, nucleus_p)
         if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1)):
             raise ValueError(f"length must be None or an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+        generator = make_generator(seed, self.device)
+        check_float_params(self.head.weight.dtype, type(self).__name__)
         from . import fastgen
 
         use = fastgen.resolve_engine(self, engine, mode)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
         if use == "fast":
             return fastgen.stream_tokens(self, prefix, length, chunk, nucleus_p=nucleus_p, temperature=temperature,
                                          top_k=top_k, generator=generator, progress=progress)
@@ -305,8 +313,8 @@ def _check_audio(x, name: str) -> torch.Tensor:
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point torch.Tensor of audio, got "
                         f"{x.dtype if torch.is_tensor(x) else type(x).__name__}")
-    if x.dim() not in (1, 2) or x.size(-1) == 0:
-        raise ValueError(f"{name} must have shape (N, L) or (L,) with L > 0, got {tuple(x.shape)}")
+    if x.dim() not in (1, 2) or x.size(-1) == 0 or x.size(0) == 0:
+        raise ValueError(f"{name} must have shape (N, L) or (L,) with N, L > 0, got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf")
     peak = float(x.abs().max())

@@ -277,8 +277,9 @@ class Sashimi(nn.Module):
         """Initial recurrent state for a batch: an opaque list, one entry per layer."""
         return [layer.default_state(*batch_shape, device=device) for layer in self._all_layers()]
 
+    @torch.no_grad()
     def step(self, x: torch.Tensor, state: list, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, list]:
-        """One time step.
+        """One time step. Inference only: no autograd graph is recorded (see :meth:`S4.step`).
 
         Args:
             x: (B, d_model) input at this step.
@@ -289,6 +290,9 @@ class Sashimi(nn.Module):
             y (B, d_model) and the next state.
         """
         layers = self._all_layers()
+        if not isinstance(state, (list, tuple)):
+            raise TypeError(f"state must be the list returned by default_state() or by the previous step(), "
+                            f"got {type(state).__name__}")
         if len(state) != len(layers):
             raise ValueError(f"state has {len(state)} entries, expected {len(layers)} (use default_state())")
         new_state = list(state)

@@ -18,10 +18,11 @@ import torch.nn as nn
 
 from .ar import SashimiAR
 from .config import ARConfig, config_from_dict
+from .download import HashMismatchError, cached_download, is_url
 from .s4 import convert_kernel_lengths
 
 __all__ = ["load_model", "save_model", "load_checkpoint_file", "convert_rf5_state_dict", "load_published_state_dict",
-           "register_model_kind", "build_uninitialized", "CheckpointError"]
+           "register_model_kind", "build_uninitialized", "check_state_dict", "CheckpointError"]
 
 # Version 2: each tier's S4 ``C`` is length-corrected for that tier's own length. Version 1 files
 # corrected every layer for the full ``l_max`` (like the seed's) and are converted when loaded.
@@ -57,32 +58,32 @@ def _kind_of(model: nn.Module) -> str:
 
 
 # ---- reading files ------------------------------------------------------------------------
-def _is_url(source: str) -> bool:
-    return bool(re.match(r"^(https?|file)://", source))
-
-
-def load_checkpoint_file(source: str | os.PathLike, progress: bool = True, check_hash: bool = False) -> dict:
+def load_checkpoint_file(source: str | os.PathLike, progress: bool = True, check_hash: bool = False,
+                         sha256: str | None = None) -> dict:
     """Read a checkpoint dict from a path or URL (http(s)://, file://), safely.
 
-    URLs are downloaded once into torch.hub's cache (``$TORCH_HOME/hub/checkpoints``). With
-    ``check_hash``, the file name must contain the first digits of its SHA-256
-    (``name-<hash>.pt``), as in ``torch.hub.load_state_dict_from_url``.
+    A URL is downloaded once into a cache entry of its own (see :mod:`sashimi.download`), checked
+    against ``sha256`` or, with ``check_hash``, against the SHA-256 prefix in its file name
+    (``name-<hash>.pt``, as in ``torch.hub.load_state_dict_from_url``).
 
     Raises:
         FileNotFoundError: the path does not exist.
-        CheckpointError: the file is truncated, not a checkpoint, or holds non-tensor objects.
+        DownloadError: the URL could not be downloaded (the message says why, and what to do offline).
+        CheckpointError: the file is truncated, not a checkpoint, holds non-tensor objects, or is
+            not the file the digest describes.
     """
     source = os.fspath(source)
+    if is_url(source):
+        try:
+            path = cached_download(source, sha256=sha256, check_hash=check_hash, progress=progress)
+        except HashMismatchError as e:
+            raise CheckpointError(str(e)) from e
+    else:
+        path = source
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {source}")
     try:
-        if _is_url(source):
-            ckpt = torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=progress,
-                                                      check_hash=check_hash, weights_only=True)
-        else:
-            if not os.path.isfile(source):
-                raise FileNotFoundError(f"checkpoint not found: {source}")
-            ckpt = torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad files; name the file in one message
         raise CheckpointError(f"{source} is not a readable checkpoint (truncated, corrupt, or not a PyTorch "
                               f"weights file): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
@@ -146,18 +147,44 @@ def build_uninitialized(model_cls: type[nn.Module], config) -> nn.Module:
 
 def _build_native(ckpt: dict, source: str) -> nn.Module:
     kind = ckpt.get("kind")
-    if kind not in _MODEL_KINDS:
-        raise CheckpointError(f"{source}: unknown model kind {kind!r} (known: {sorted(_MODEL_KINDS)})")
+    if not isinstance(kind, str) or kind not in _MODEL_KINDS:
+        raise CheckpointError(f"{source}: unknown model kind {kind!r} under key 'kind' (known: {sorted(_MODEL_KINDS)})")
     model_cls, config_cls = _MODEL_KINDS[kind]
+    state_dict = check_state_dict(ckpt.get("state_dict"), source, "state_dict")
+    values = ckpt.get("config")
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{source}: key 'config' must be a mapping of model settings, got "
+                              f"{_describe(values)}")
     try:
-        config = config_from_dict(config_cls, dict(ckpt.get("config") or {}), where=f"{source}: config")
+        config = config_from_dict(config_cls, dict(values), where=f"{source}: config")
     except (TypeError, ValueError) as e:
         raise CheckpointError(str(e)) from e
     model = build_uninitialized(model_cls, config)
-    load_state_dict_strict(model, ckpt["state_dict"], source)
+    load_state_dict_strict(model, state_dict, source)
     if ckpt["version"] == 1:
         convert_kernel_lengths(model, config.l_max)
     return model
+
+
+def check_state_dict(state_dict: Any, source: str, key: str) -> dict:
+    """``state_dict`` (the checkpoint's entry ``key``) if it maps names to tensors, else a
+    :class:`CheckpointError` naming the file and the key."""
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{source}: key '{key}' must be a dict of tensors (the weights), got "
+                              f"{_describe(state_dict)}")
+    bad = [k for k, v in state_dict.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise CheckpointError(f"{source}: key '{key}' must map names to tensors; {len(bad)} entries do not, "
+                              f"e.g. {bad[:3]}")
+    return state_dict
+
+
+def _describe(value: Any) -> str:
+    """'nothing' for a missing entry, else the type and a short repr."""
+    if value is None:
+        return "nothing (missing)"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
@@ -240,12 +267,18 @@ def _load_rf5_ar(ckpt: dict, source: str) -> SashimiAR:
         cfg = yaml.safe_load(ckpt["cfg_yaml"]) or {}
     except yaml.YAMLError as e:
         raise CheckpointError(f"{source}: cfg_yaml is not valid YAML: {e}") from e
-    model_cfg = dict(cfg.get("model_cfg") or {})
-    if not model_cfg:
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{source}: key 'cfg_yaml' must hold a YAML mapping (the training config), got "
+                              f"{_describe(cfg)}")
+    if not cfg.get("model_cfg"):
         raise CheckpointError(f"{source}: cfg_yaml has no model_cfg section")
+    if not isinstance(cfg["model_cfg"], dict):
+        raise CheckpointError(f"{source}: cfg_yaml key 'model_cfg' must be a mapping of model settings, got "
+                              f"{_describe(cfg['model_cfg'])}")
+    model_cfg = dict(cfg["model_cfg"])
     if model_cfg.get("diffwave"):
         raise CheckpointError(f"{source}: model_cfg describes a DiffWave model, not an autoregressive one")
-    state_dict = ckpt["model_state_dict"]
+    state_dict = check_state_dict(ckpt["model_state_dict"], source, "model_state_dict")
     model_cfg.update(_infer_state_config(state_dict))
     if "sample_rate" in cfg:
         model_cfg["sample_rate"] = cfg["sample_rate"]
@@ -263,7 +296,7 @@ register_foreign_format("rf5-ar", _is_rf5_ar, _load_rf5_ar)
 
 # ---- entry point ------------------------------------------------------------------------------
 def load_model(source: str | os.PathLike | dict, map_location: str | torch.device | None = "cpu",
-               progress: bool = True, check_hash: bool = False) -> nn.Module:
+               progress: bool = True, check_hash: bool = False, sha256: str | None = None) -> nn.Module:
     """Build a model from a checkpoint in any supported format.
 
     Args:
@@ -272,13 +305,15 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
             DiffWave-unconditional) are recognised automatically.
         map_location: device for the model.
         progress: show a download progress bar for URLs.
-        check_hash: verify the hash in a URL's file name.
+        check_hash: verify the SHA-256 prefix in a URL's file name after downloading it.
+        sha256: the expected SHA-256 of a URL's file (hex digest or a prefix of >= 8 digits),
+            verified after downloading it.
 
     Returns:
         the model, in eval mode.
     """
     name = "<dict>" if isinstance(source, dict) else os.fspath(source)
-    ckpt = source if isinstance(source, dict) else load_checkpoint_file(source, progress, check_hash)
+    ckpt = source if isinstance(source, dict) else load_checkpoint_file(source, progress, check_hash, sha256)
     if ckpt.get("format") == FORMAT_NAME:
         if ckpt.get("version") not in _READABLE_VERSIONS:
             raise CheckpointError(f"{name}: checkpoint format version {ckpt.get('version')} is not supported "
@@ -290,6 +325,6 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
                 model = load(ckpt, name)
                 break
         else:
-            raise CheckpointError(f"{name}: unrecognised checkpoint layout (top-level keys: {sorted(ckpt)[:8]}); "
+            raise CheckpointError(f"{name}: unrecognised checkpoint layout (top-level keys: {sorted(map(str, ckpt))[:8]}); "
                                   "expected a sashimi checkpoint or a published simple-sashimi / DiffWave file")
     return model.to(map_location).eval()

@@ -50,7 +50,7 @@ class ARConfig:
     sample_rate: int = 16000
 
     def __post_init__(self):
-        self.pool = [int(p) for p in self.pool]
+        self.pool = _int_list(self, "pool")
         if self.bidirectional:
             raise ValueError("ARConfig.bidirectional must be False: an autoregressive model is causal")
         _check_positive(self, "mu_levels", "d_model", "n_layers", "expand", "d_state", "l_max", "sample_rate")
@@ -108,7 +108,7 @@ class DiffWaveConfig:
     beta_end: float = 0.02
 
     def __post_init__(self):
-        self.pool = [int(p) for p in self.pool]
+        self.pool = _int_list(self, "pool")
         _check_positive(self, "d_model", "n_layers", "expand", "d_state", "l_max", "sample_rate",
                         "d_step_hidden", "T")
         if any(p < 1 for p in self.pool):
@@ -120,6 +120,16 @@ class DiffWaveConfig:
         if not 0.0 < self.beta_start <= self.beta_end < 1.0:
             raise ValueError("DiffWaveConfig needs 0 < beta_start <= beta_end < 1, got "
                              f"beta_start={self.beta_start}, beta_end={self.beta_end}")
+
+
+def _int_list(cfg, name: str) -> list[int]:
+    value = getattr(cfg, name)
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"{type(cfg).__name__}.{name} must be a list of integers, got {value!r}") from None
 
 
 def _check_positive(cfg, *names):
@@ -141,4 +151,7 @@ def config_from_dict(cls, values: dict[str, Any], *, where: str = "config"):
     unknown = sorted(set(values) - names - _IGNORED_SEED_KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    return cls(**{k: v for k, v in values.items() if k in names})
+    try:
+        return cls(**{k: v for k, v in values.items() if k in names})
+    except (TypeError, ValueError) as e:  # say where the bad value came from
+        raise type(e)(f"{where}: {e}") from e

@@ -21,10 +21,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Sashimi, WeightNormLinear
-from .checkpoint import (CheckpointError, _infer_state_config, build_uninitialized, convert_rf5_state_dict,
-                         load_published_state_dict, register_foreign_format, register_model_kind)
+from .checkpoint import (CheckpointError, _infer_state_config, build_uninitialized, check_state_dict,
+                         convert_rf5_state_dict, load_published_state_dict, register_foreign_format,
+                         register_model_kind)
 from .config import DiffWaveConfig, config_from_dict
 from .diffusion import NoiseSchedule, ddpm_sample, sampling_plan, training_loss
+from .s4 import check_float_params
+from .sampling import make_generator
 
 __all__ = ["SashimiDiffWave", "step_embedding", "convert_rf5_diffwave_state_dict", "load_rf5_diffwave"]
 
@@ -108,6 +111,7 @@ class SashimiDiffWave(nn.Module):
         Returns:
             float (B, L) predicted noise (or (B, 1, L) for a (B, 1, L) input).
         """
+        check_float_params(self.final_proj.weight.dtype, type(self).__name__)
         squeeze = torch.is_tensor(x) and x.dim() == 3 and x.size(1) == 1
         x = self._check_audio(x[:, 0] if squeeze else x, "x")
         steps = self._check_steps(diffusion_steps, x.size(0))
@@ -177,11 +181,7 @@ class SashimiDiffWave(nn.Module):
 
     # ---- helpers ------------------------------------------------------------------------
     def _generator(self, seed):
-        if seed is None:
-            return None
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-        return torch.Generator(device=self.device).manual_seed(seed)
+        return make_generator(seed, self.device)
 
     def _check_length(self, length, name: str) -> None:
         pool = self.sashimi.total_pool
@@ -296,7 +296,7 @@ def load_rf5_diffwave(ckpt: dict, source: str = "<dict>", config: DiffWaveConfig
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{source}: not a published DiffWave+SaShiMi checkpoint (expected 'model_state_dict' "
                               f"with 'sashimi.init_conv...' keys and no 'cfg_yaml'; found {keys})")
-    state_dict = ckpt["model_state_dict"]
+    state_dict = check_state_dict(ckpt["model_state_dict"], source, "model_state_dict")
     if not isinstance(config, DiffWaveConfig):
         values = dataclasses.asdict(DiffWaveConfig())
         values.update(_infer_config_fields(state_dict))

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ops.cauchy import cauchy
+from .ops.fftconv import ssm_conv_gelu
 
 __all__ = ["S4", "SSMKernel", "hippo_legs_nplr", "fft_nodes", "convert_kernel_lengths"]
 
@@ -191,7 +192,7 @@ class SSMKernel(nn.Module):
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
 
     def _compute(self, length: int) -> torch.Tensor:
-        n_fft = length + length % 2  # taps actually computed (even, for the real FFT)
+        n_fft = length  # taps actually computed (irfft takes odd lengths too)
         C = _complex(self.C)  # (c, H, N)
         if n_fft != self.l_max:
             # the eigenbasis conversion's gradients are inaccurate (see _converted_c)
@@ -415,15 +416,12 @@ class S4(nn.Module):
             if u.dtype in (torch.float16, torch.bfloat16):
                 u = u.float()
             k = self.kernel(L)  # (c, H, L)
-            u_t = u.transpose(-1, -2)  # (B, H, L)
             if self.bidirectional:
                 # Causal kernel k0 on lags 0..L-1, anti-causal k1 on lags -1..-L (circularly at 2L - m).
-                k = F.pad(k[0:1], (0, L)) + F.pad(k[1:2].flip(-1), (L, 0))  # (1, H, 2L)
-            k_f = torch.fft.rfft(k, n=2 * L)
-            u_f = torch.fft.rfft(u_t, n=2 * L)
-            y = torch.fft.irfft(u_f.unsqueeze(-3) * k_f, n=2 * L)[..., :L]  # (B, 1, H, L)
-            y = y.squeeze(-3) + u_t * self.D[0, :, None]  # indexing keeps the gradient of D contiguous (DDP)
-        y = F.gelu(y.transpose(-1, -2))
+                k = F.pad(k[0], (0, L)) + F.pad(k[1].flip(-1), (L, 0))  # (H, 2L)
+            else:
+                k = k[0]
+            y = ssm_conv_gelu(u, k, self.D[0])  # indexing keeps the gradient of D contiguous (DDP)
         y = _channel_dropout(y, self.dropout, self.training)
         return self._project(y)
 
@@ -495,8 +493,14 @@ class S4(nn.Module):
         return torch.zeros(*batch_shape, self.d_model, n, dtype=self.D.dtype if mode == "dense" else cdtype,
                            device=device if device is not None else self.D.device)
 
+    @torch.no_grad()
     def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step.
+
+        Step mode is for inference, so no autograd graph is recorded: the recurrence precomputed by
+        :meth:`setup_step` is a constant (no gradient reaches the state parameters through it),
+        and a graph would only grow with every step, since each state depends on the previous one
+        (gigabytes over a second of audio). Train in convolution mode (:meth:`forward`).
 
         Args:
             u: (B, H) input at this step.
@@ -521,6 +525,14 @@ class S4(nn.Module):
         y = (s["C"] * state).sum(-1)
         y = (y.real if y.is_complex() else y) + u * self.D[0]
         return self._project(F.gelu(y)), state
+
+
+def check_float_params(dtype: torch.dtype, what: str) -> None:
+    """Refuse half-precision parameters: the S4 kernel and recurrence need float32 or float64
+    (complex half arithmetic is missing or too inaccurate). Mixed precision is torch.autocast's job."""
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{what} has {dtype} parameters, but S4 layers compute in float32 or float64: keep the "
+                        "model in float32 (model.float()) and use torch.autocast for mixed precision")
 
 
 def _channel_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

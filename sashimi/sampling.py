@@ -1,17 +1,26 @@
 """Batched sampling from logits: temperature, top-k and nucleus (top-p), all on device."""
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
-__all__ = ["sample_logits", "filtered_probs", "check_sampling_args"]
+__all__ = ["sample_logits", "filtered_probs", "check_sampling_args", "make_generator", "MIN_TEMPERATURE"]
+
+#: The lowest temperature accepted. Below it, logits / temperature overflows float32 for ordinary
+#: logits (1e-45 turns every logit into inf), and the distribution is already the argmax: greedy
+#: decoding is ``top_k=1``.
+MIN_TEMPERATURE = 1e-4
 
 
 def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, nucleus_p: float = 1.0) -> None:
     """Raise ValueError if the sampling settings are out of range."""
     if not isinstance(nucleus_p, (int, float)) or not 0.0 < nucleus_p <= 1.0:
         raise ValueError(f"nucleus_p must be in (0, 1], got {nucleus_p!r}")
-    if not isinstance(temperature, (int, float)) or not temperature > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if not isinstance(temperature, (int, float)) or not MIN_TEMPERATURE <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature!r} "
+                         "(for greedy decoding use top_k=1)")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
 
@@ -57,3 +66,19 @@ def filtered_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | 
         drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) >= nucleus_p
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p.masked_fill(drop, 0.0))
     return probs
+
+
+def make_generator(seed, device) -> torch.Generator | None:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (None: no generator, torch's global RNG).
+
+    Raises:
+        TypeError: ``seed`` is not an integer.
+        ValueError: ``seed`` is outside [0, 2**64 - 1], the range of torch's seeds.
+    """
+    if seed is None:
+        return None
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed}")
+    return torch.Generator(device=device).manual_seed(int(seed))

@@ -1,4 +1,5 @@
 """Command line: `sashimi generate` and `sashimi nll` (run in-process through sashimi.__main__.main)."""
+import json
 import copy
 import math
 
@@ -178,3 +179,27 @@ def test_bench_generate_runs(tmp_path, capsys, ckpt):
     assert "speedup" in out and "samples/s" in out
     rows = json.loads((tmp_path / "bench.json").read_text())["results"]
     assert [r["batch"] for r in rows] == [1, 2] and all(r["fast_samples_per_s"] > 0 for r in rows)
+
+
+def test_bench_train_side_by_side(tmp_path, capsys):
+    """`sashimi bench train --baseline DIR`: both versions run in fresh processes, the table shows the
+    ratio and the first-step loss difference (0 here: the baseline is this very checkout)."""
+    from sashimi.cli.baseline import this_side
+
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "train", "--preset", "fsdd", "--model-cfg", "d_model=8", "--model-cfg", "n_layers=1",
+               "--model-cfg", "l_max=256", "--seq-len", "256", "--batch-sizes", "1", "--steps", "1", "--warmup", "0",
+               "--baseline", this_side().root, "--rounds", "1", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "faster" in text and "first-step loss diff 0.0e+00" in text
+    row = json.loads(out.read_text())["rows"][0]
+    assert [len(side["runs"]) for side in row["sides"]] == [1, 1]
+    assert row["first_loss_diff"] == 0.0
+
+
+def test_bench_train_bad_baseline(tmp_path, capsys):
+    assert main(["bench", "train", "--baseline", str(tmp_path)]) == 2  # a directory without a sashimi package
+    assert "holds no sashimi package" in capsys.readouterr().err
+    assert main(["bench", "train", "--model-cfg", "d_modle=8"]) == 2
+    assert "ARConfig field" in capsys.readouterr().err

@@ -9,8 +9,8 @@ import torch
 
 from sashimi.__main__ import main
 from sashimi.audio import AudioError, write_wav
-from sashimi.train.data import (ARCollate, CropDataset, ResumableSampler, ShardSampler, WaveCollate, list_audio_files,
-                          read_csv_paths)
+from sashimi.train.data import (ARCollate, CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, WaveCollate,
+                                decoded_bytes, list_audio_files, read_csv_paths)
 from sashimi.mulaw import SILENCE_TOKEN, mulaw_encode
 from sashimi.train.split import detect_layout, fsdd_split, speech_commands_split, write_split
 
@@ -98,6 +98,67 @@ def test_random_crops_depend_on_seed_epoch_index(tmp_path):
     assert torch.equal(a0, ds[0][0])
     ds.set_epoch(1)
     assert not (torch.equal(a0, ds[0][0]) and torch.equal(b0, ds[1][0]))
+
+
+# ---- utterance windows and the in-memory cache ----------------------------------------------------
+def test_utterance_windows_place_the_whole_word_in_silence(tmp_path):
+    word = _wav(tmp_path / "w.wav", 300)
+    ds = UtteranceDataset([word], 8000, 1000, lead=1, fade=0, seed=3)
+    original = torch.from_numpy(sf.read(word, dtype="float32")[0])
+    offsets = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        w, valid = ds[0]
+        assert w.shape == (1001,) and valid == 1001  # the silence counts as data
+        nz = torch.nonzero(w).flatten()
+        start = int(nz[0])
+        torch.testing.assert_close(w[start:start + 300], original)  # whole, unchanged
+        assert not w[:start].any() and not w[start + 300:].any()
+        offsets.add(start)
+        assert torch.equal(ds[0][0], w)  # a pure function of (seed, epoch, index)
+    assert len(offsets) > 1  # the word moves from epoch to epoch
+    centred = UtteranceDataset([word], 8000, 1000, random_place=False)[0][0]
+    assert int(torch.nonzero(centred)[0]) == 350
+
+
+def test_utterance_fades_and_long_files(tmp_path):
+    word = _wav(tmp_path / "w.wav", 300)
+    w = UtteranceDataset([word], 8000, 300, fade=40, random_place=False)[0][0]
+    raw = torch.from_numpy(sf.read(word, dtype="float32")[0])
+    torch.testing.assert_close(w[40:-40], raw[40:-40])
+    assert (w[:40].abs() < raw[:40].abs() + 1e-7).all() and w[0].abs() < 0.01 * raw.abs().max()
+    long = _wav(tmp_path / "long.wav", 2000)
+    ds = UtteranceDataset([long], 8000, 500, lead=1, seed=1)
+    w, valid = ds[0]
+    assert w.shape == (501,) and valid == 501 and w[0] == 0  # a random 500-sample crop after the lead
+
+
+def test_cache_serves_the_same_items(tmp_path):
+    files = [_wav(tmp_path / f"{i}.wav", 100 + 50 * i, seed=i) for i in range(3)]
+    for cls, args in ((CropDataset, (16000, 120)), (UtteranceDataset, (16000, 600))):
+        plain, cached = cls(files, *args, lead=1, seed=4), cls(files, *args, lead=1, seed=4, cache=True)
+        assert cached.cached and not plain.cached
+        for epoch in (0, 1):
+            plain.set_epoch(epoch), cached.set_epoch(epoch)
+            for i in range(3):
+                a, b = plain[i], cached[i]
+                assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    assert decoded_bytes(files, 16000) == 4 * sum(2 * (100 + 50 * i) for i in range(3))
+
+
+def test_loader_workers_follow_the_cache(tmp_path):
+    from sashimi.train.config import build_config
+    from sashimi.train.loop import _loader
+    from sashimi.train.runtime import Runtime
+    from sashimi.train.tasks import get_task
+
+    files = [_wav(tmp_path / f"{i}.wav", 100) for i in range(2)]
+    cfg = build_config(["model_cfg.d_model=8", "model_cfg.n_layers=1", "seq_len=64", "batch_size=1"])
+    task, rt = get_task("ar"), Runtime()
+    sampler = ResumableSampler(2)
+    assert _loader(CropDataset(files, 16000, 65, cache=True), sampler, cfg, task, rt, True).num_workers == 0
+    uncached = _loader(CropDataset(files, 16000, 65), sampler, cfg, task, rt, True).num_workers
+    assert uncached == min(8, len(os.sched_getaffinity(0)))
 
 
 def test_resumable_sampler_skips_and_shards():

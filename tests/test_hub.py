@@ -25,3 +25,22 @@ def test_ar_checkpoint_url_file_scheme(fixtures_dir, tmp_path, monkeypatch):
     model = torch.hub.load(REPO, "sashimi_ar_sc09", source="local", device="cpu", checkpoint=url, progress=False)
     assert model.config.d_model == 16
     assert list((tmp_path / "hub" / "checkpoints").iterdir())  # cached like any download
+
+
+def test_readme_one_liner_runs_from_a_clone(fixtures_dir, tmp_path, monkeypatch):
+    """The README leads with a form that runs in a clone as written (the published file is served
+    here from a file:// URL) and says what the '<owner>' placeholder of the GitHub form stands for."""
+    import re
+
+    import sashimi.hub
+
+    readme = (Path(REPO) / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Generate speech in one line\n.*?```python\n(.*?)```", readme, re.S).group(1)
+    load = next(line for line in block.splitlines() if line.startswith("model = "))
+    assert "<owner>" not in block and "`<owner>` stands for the GitHub account" in readme
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(sashimi.hub, "AR_SC09_URL", (fixtures_dir / "rf5_ar_small.ckpt.pt").resolve().as_uri())
+    monkeypatch.chdir(REPO)
+    scope = {"torch": torch}
+    exec(load, scope)
+    assert scope["model"].config.d_model == 16 and not scope["model"].training

@@ -1,42 +1,62 @@
-"""``sashimi bench``: benchmarks, one sub-command each (``train``; ``generate`` to come).
+"""``sashimi bench``: benchmarks, one sub-command each (``train``, ``generate``).
 
-``sashimi bench train`` times one training step (forward, backward, AdamW step) of the SC09
-autoregressive model on random tokens, for each batch size and Cauchy backend, and reports
-the peak memory. Each (backend, batch size) runs in a fresh Python process, so that the peak
-RSS (CPU) or peak allocated CUDA memory belongs to that configuration alone.
+``sashimi bench train`` times training steps (forward, backward, AdamW step) of an
+autoregressive model on random tokens (preset ``sc09``: the published SC09 model; ``fsdd``: the
+8 kHz FSDD model), for each batch size and Cauchy backend, and reports the peak memory. Each
+run is a fresh Python process, so that the peak RSS (CPU) or peak allocated CUDA memory belongs
+to that configuration alone. ``--baseline PATH_OR_REV`` times another version of the library
+too (a checkout directory or a git revision), alternating fresh processes with this one, and
+prints the speed ratio and the difference of their first-step losses (same seed, same data:
+it shows whether both compute the same function).
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import contextlib
 import json
 import os
-import subprocess
+import statistics
 import sys
-import time
 
 from sashimi.cli import CLIError
 
-_RESULT_TAG = "SASHIMI_BENCH_RESULT "
-_ENV_VAR = "SASHIMI_CAUCHY_BACKEND"  # read by sashimi.ops.cauchy in the worker
 _BACKEND_NAMES = ("auto", "cuda", "keops", "torch")
 
 
 # ---- command line ------------------------------------------------------------------------
+# Model presets of ``bench train``: the published SC09 model, and the FSDD model of the
+# training-throughput issue (8 kHz, kernels defined for the 6,000-sample crops it trains on).
+PRESETS = {
+    "sc09": {"model_cfg": {}, "batch_sizes": "1,8", "seq_len": 16000},
+    "fsdd": {"model_cfg": {"d_model": 64, "n_layers": 4, "pool": [4, 4], "l_max": 6000, "sample_rate": 8000},
+             "batch_sizes": "8", "seq_len": 6000},
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
-    train = sub.add_parser("train", help="time and peak memory of one SC09 training step",
-                           description=__doc__.split("\n\n")[1])
-    train.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default: 1,8)")
-    train.add_argument("--seq-len", type=int, default=16000, help="samples per sequence (default: 16000)")
-    train.add_argument("--steps", type=int, default=3, help="timed steps per configuration (default: 3)")
+    train = sub.add_parser("train", help="time and peak memory of training steps (SC09 or FSDD model)",
+                           description=__doc__.split("\n\n")[1],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--preset", default="sc09", choices=sorted(PRESETS),
+                       help="model and default sizes: sc09 (the published model; batch 1,8 x 16000) or fsdd "
+                            "(d_model 64, 4 layers per tier, pool 4,4, l_max 6000; batch 8 x 6000)")
+    train.add_argument("--batch-sizes", default=None, help="comma-separated batch sizes (default: the preset's)")
+    train.add_argument("--seq-len", type=int, default=None, help="samples per sequence (default: the preset's)")
+    train.add_argument("--model-cfg", action="append", default=[], metavar="KEY=VALUE",
+                       help="override an ARConfig field of the preset, e.g. --model-cfg l_max=16000 (repeatable)")
+    train.add_argument("--steps", type=int, default=3, help="timed steps per run (default: 3)")
     train.add_argument("--warmup", type=int, default=1, help="untimed steps before them (default: 1)")
     train.add_argument("--backends", default=None,
-                       help="comma-separated Cauchy backends among auto, cuda, keops, torch "
-                            "(default: every one that may run on the device)")
+                       help="comma-separated Cauchy backends among " + ", ".join(_BACKEND_NAMES)
+                            + " (default: 'auto', the library's own choice)")
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    train.add_argument("--timeout", type=float, default=3600, help="seconds allowed per configuration")
+    train.add_argument("--baseline", default=None, metavar="PATH_OR_REV",
+                       help="also time another version (a checkout directory or a git revision), alternating "
+                            "fresh processes with this one, and print the ratio")
+    train.add_argument("--rounds", type=int, default=3, help="alternations with --baseline (default: 3)")
+    train.add_argument("--timeout", type=float, default=3600, help="seconds allowed per run")
     train.add_argument("--json", default=None, metavar="PATH", help="also write the results to PATH as JSON")
     train.set_defaults(bench_run=run_train)
     from sashimi.cli import bench_generate
@@ -71,133 +91,108 @@ def _device(name: str) -> str:
     return str(device)
 
 
-def _default_backends(device: str) -> list[str]:
-    names = ["torch"]
-    if importlib.util.find_spec("pykeops") is not None:
-        names.insert(0, "keops")
-    if device.startswith("cuda"):
-        names.insert(0, "cuda")
-    return names
+def _model_cfg(preset: dict, overrides: list[str]) -> dict:
+    """The preset's ARConfig fields with ``KEY=VALUE`` overrides (values parsed as YAML scalars/lists)."""
+    import dataclasses
+
+    import yaml
+
+    from sashimi.config import ARConfig
+
+    cfg = dict(preset["model_cfg"])
+    names = {f.name for f in dataclasses.fields(ARConfig)}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in names:
+            raise CLIError(f"--model-cfg expects KEY=VALUE with KEY an ARConfig field ({', '.join(sorted(names))}), "
+                           f"got {item!r}")
+        try:
+            cfg[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise CLIError(f"--model-cfg {item!r}: cannot parse the value") from None
+    try:
+        ARConfig(**cfg)
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"--model-cfg: {e}") from None
+    return cfg
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from sashimi.cli import baseline as bl
     from sashimi.cli.bench_generate import _batch_sizes
     from sashimi.config import ARConfig
 
-    batch_sizes = _batch_sizes(args.batch_sizes)
-    l_max = ARConfig().l_max
-    if not 1 <= args.seq_len <= l_max:
-        raise CLIError(f"--seq-len must be in [1, {l_max}] (the model's l_max), got {args.seq_len}")
-    if args.steps < 1 or args.warmup < 0:
-        raise CLIError("--steps must be >= 1 and --warmup >= 0")
+    preset = PRESETS[args.preset]
+    model_cfg = _model_cfg(preset, args.model_cfg)
+    batch_sizes = _batch_sizes(args.batch_sizes or preset["batch_sizes"])
+    seq_len = args.seq_len or preset["seq_len"]
+    l_max = ARConfig(**model_cfg).l_max
+    if not 1 <= seq_len <= l_max:
+        raise CLIError(f"--seq-len must be in [1, {l_max}] (the model's l_max), got {seq_len}")
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        raise CLIError("--steps and --rounds must be >= 1 and --warmup >= 0")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be positive, got {args.threads}")
     device = _device(args.device)
-    backends = (_default_backends(device) if args.backends is None
-                else [b.strip() for b in args.backends.split(",") if b.strip()])
+    backends = ["auto"] if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()]
     bad = [b for b in backends if b not in _BACKEND_NAMES]
     if bad or not backends:
         raise CLIError(f"--backends: unknown backend(s) {bad}; choose from {', '.join(_BACKEND_NAMES)}")
+    jobs = [{"model_cfg": model_cfg, "backend": backend, "batch": batch, "seq_len": seq_len, "steps": args.steps,
+             "warmup": args.warmup, "device": device, "threads": args.threads}
+            for backend in backends for batch in batch_sizes]
+    with contextlib.ExitStack() as stack:
+        sides = [bl.this_side()]
+        if args.baseline is not None:
+            sides.append(stack.enter_context(bl.baseline_side(args.baseline)))
+        rounds = args.rounds if len(sides) > 1 else 1
+        print(f"sashimi bench train: preset {args.preset} {model_cfg}, seq_len={seq_len}, device={device}, "
+              f"{args.warmup} warm-up + {args.steps} timed steps per run, one fresh process per run"
+              + (f"; {rounds} alternating rounds of {' / '.join(s.label for s in sides)}" if len(sides) > 1 else ""),
+              file=sys.stderr)
+        rows = []
+        for job in jobs:
+            def one(side, job=job):
+                print(f"  {side.label}: backend={job['backend']} batch={job['batch']} ...", file=sys.stderr, flush=True)
+                return bl.run_worker(side, [_WORKER, json.dumps(job)], args.timeout)
 
-    print(f"sashimi bench train: SC09 model, seq_len={args.seq_len}, device={device}, "
-          f"{args.warmup} warm-up + {args.steps} timed steps, one process per row", file=sys.stderr)
-    results = []
-    for backend in backends:
-        for batch in batch_sizes:
-            cfg = {"backend": backend, "batch": batch, "seq_len": args.seq_len, "steps": args.steps,
-                   "warmup": args.warmup, "device": device, "threads": args.threads}
-            print(f"  running backend={backend} batch={batch} ...", file=sys.stderr, flush=True)
-            results.append(_run_worker(cfg, args.timeout))
-    _print_table(results, device)
+            per_side = bl.alternate(sides, one, rounds)
+            rows.append({"job": job, "sides": [{"label": s.label, "runs": runs} for s, runs in zip(sides, per_side)]})
+    _print_table(rows, device)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    return 0 if all(r["status"] == "ok" for r in results) else 1
+            json.dump({"preset": args.preset, "device": device, "rows": rows}, f, indent=2)
+    return 0 if all(r.get("status") == "ok" for row in rows for side in row["sides"] for r in side["runs"]) else 1
 
 
-def _run_worker(cfg: dict, timeout: float) -> dict:
-    env = dict(os.environ, **{_ENV_VAR: cfg["backend"]})
-    pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "sashimi.cli.bench", "--worker", json.dumps(cfg)]
-    try:  # the worker's progress (stderr) goes straight to ours
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(cfg, status=f"timed out after {timeout:g} s")
-    for line in proc.stdout.splitlines():
-        if line.startswith(_RESULT_TAG):
-            return json.loads(line[len(_RESULT_TAG):])
-    return dict(cfg, status=f"failed (exit {proc.returncode}; killed for memory?), see its output above")
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workers", "train_step.py")
 
 
-def _print_table(results: list[dict], device: str) -> None:
+def _print_table(rows: list[dict], device: str) -> None:
+    from sashimi.cli.baseline import ratio
+
     mem_head = "peak CUDA GiB" if device.startswith("cuda") else "peak RSS GiB"
-    head = ["backend", "batch", "seq_len", "step s (mean)", "step s (min)", "first step s", mem_head, "status"]
-    rows = []
-    for r in results:
-        ok = r["status"] == "ok"
-        mem = r.get("peak_cuda_gib") if device.startswith("cuda") else r.get("peak_rss_gib")
-        rows.append([r.get("backend_used", r["backend"]), str(r["batch"]), str(r["seq_len"]),
-                     f"{r['step_s']:.2f}" if ok else "-", f"{r['step_min_s']:.2f}" if ok else "-",
-                     f"{r['first_step_s']:.2f}" if ok else "-", f"{mem:.2f}" if ok else "-", r["status"]])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    for row in [head, ["-" * w for w in widths], *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-
-
-# ---- worker (a fresh process per configuration) -----------------------------------------
-def _peak_rss_gib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
-def _worker(cfg: dict) -> dict:
-    import torch
-    import torch.nn.functional as F
-
-    from sashimi import SashimiAR
-    from sashimi.ops import cauchy_backend
-
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
-    device = torch.device(cfg["device"])
-    torch.manual_seed(0)
-    backend_used = cauchy_backend(device)  # raises if the requested backend cannot run here
-    model = SashimiAR().to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    tokens = torch.randint(0, model.config.mu_levels, (cfg["batch"], cfg["seq_len"] + 1), device=device)
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(cfg["warmup"] + cfg["steps"]):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        logits = model(x)  # (B, L, 256)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-        print(f"    step {len(times)}: {times[-1]:.2f} s, loss {loss.item():.3f}", file=sys.stderr, flush=True)
-    timed = times[cfg["warmup"]:]
-    return dict(cfg, status="ok", backend_used=backend_used, step_s=sum(timed) / len(timed), step_min_s=min(timed),
-                first_step_s=times[0], loss=loss.item(), threads_used=torch.get_num_threads(),
-                peak_rss_gib=_peak_rss_gib(),
-                peak_cuda_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
-
-
-def _worker_main(argv: list[str]) -> int:
-    cfg = json.loads(argv[1])
-    try:
-        result = _worker(cfg)
-    except Exception as e:  # reported as this configuration's status, the others still run
-        result = dict(cfg, status=f"error: {type(e).__name__}: {e}")
-    print(_RESULT_TAG + json.dumps(result), flush=True)
-    return 0
-
-
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--worker":
-    sys.exit(_worker_main(sys.argv[1:]))
+    head = ["version", "backend", "batch", "seq_len", "step s (median)", "step s (min)", mem_head, "loads", "status"]
+    table = []
+    for row in rows:
+        medians = []
+        for side in row["sides"]:
+            ok = [r for r in side["runs"] if r.get("status") == "ok"]
+            times = [t for r in ok for t in r["step_times"]]
+            mem = max((r.get("peak_cuda_gib") if device.startswith("cuda") else r.get("peak_rss_gib")) or 0 for r in ok) if ok else 0
+            status = "ok" if len(ok) == len(side["runs"]) else next(r["status"] for r in side["runs"] if r.get("status") != "ok")
+            medians.append(times)
+            job = row["job"]
+            table.append([side["label"], ok[0]["backend_used"] if ok else job["backend"], str(job["batch"]),
+                          str(job["seq_len"]), f"{statistics.median(times):.3f}" if times else "-",
+                          f"{min(times):.3f}" if times else "-", f"{mem:.2f}" if ok else "-",
+                          ",".join(str(r.get("load_average")) for r in side["runs"]), status])
+        if len(medians) == 2 and all(medians):
+            row["speedup"] = ratio(medians[1], medians[0])
+            first = [side["runs"][0].get("losses", [None])[0] for side in row["sides"]]
+            row["first_loss_diff"] = abs(first[0] - first[1]) if None not in first else None
+            table.append(["  -> current is", f"{row['speedup']:.2f}x faster", "", "", "", "", "", "",
+                          f"first-step loss diff {row['first_loss_diff']:.1e}" if row["first_loss_diff"] is not None else ""])
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
+    for r in [head, ["-" * w for w in widths], *table]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())

@@ -12,6 +12,7 @@ Nothing is written unless generation succeeds.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import re
@@ -131,22 +132,87 @@ def model_kind(model) -> str:
     raise CLIError(f"--model holds a {type(model).__name__}, which cannot generate audio")
 
 
+def prepare_output_dir(out: str) -> list[str]:
+    """Create the output directory (and missing parents), or refuse it, before any expensive work.
+
+    Args:
+        out: the ``--out`` directory.
+
+    Returns:
+        the directories created, deepest first (:func:`remove_if_empty` undoes them on failure).
+
+    Raises:
+        CLIError: ``out`` or one of its parents is a file, or the directory cannot be created or
+            written to (tried with a temporary file, which is removed).
+    """
+    import tempfile
+
+    if not out:
+        raise CLIError("--out must be a directory path, got ''")
+    missing, parent = [], os.path.abspath(out)
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        where = "exists" if not missing else f"is under {parent}, which exists"
+        raise CLIError(f"--out {out} {where} and is not a directory")
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".sashimi-write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        remove_if_empty(missing)
+        raise CLIError(f"--out {out}: cannot write there ({e.strerror or e})") from e
+    return missing
+
+
+def remove_if_empty(dirs: list[str]) -> None:
+    """Remove the directories this command created (deepest first) if they are still empty."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def with_output_dir(command):
+    """Decorate a command's ``run(args)``: prepare ``args.out`` first (before any model is loaded:
+    a bad path fails in seconds, not after sampling), and remove the directories it created if
+    the command fails while they are still empty (nothing is left behind)."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        created = prepare_output_dir(args.out)
+        try:
+            return command(args)
+        except BaseException:
+            remove_if_empty(created)
+            raise
+
+    return run
+
+
 # ---- the command ----------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    n = parse_number(args.n if args.n is not None else "1" if args.stream is not None else "4", int, "n", low=1)
-    seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
-    batch = parse_number(args.batch_size, int, "batch-size", low=1) if args.batch_size is not None else min(n, 16)
-    seed = parse_number(args.seed, int, "seed", low=0) if args.seed is not None else None
-    if args.stream is not None:
+    if args.stream is not None:  # one file written while generating (sashimi/cli/stream.py): no --out
         from sashimi.cli.stream import run_stream
 
-        return run_stream(args, n, seconds, seed)
+        return run_stream(args)
+    return _run_to_files(args)
+
+
+@with_output_dir
+def _run_to_files(args: argparse.Namespace) -> int:
+    n = parse_number(args.n if args.n is not None else "4", int, "n", low=1)
+    seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
+    batch = parse_number(args.batch_size, int, "batch-size", low=1) if args.batch_size is not None else min(n, 16)
+    # batch j uses seed + j, and torch's seeds end at 2**64 - 1
+    seed = parse_number(args.seed, int, "seed", low=0, high=2**64 - math.ceil(n / batch)) \
+        if args.seed is not None else None
     if not args.name or os.sep in args.name or (os.altsep and os.altsep in args.name):
         raise CLIError(f"--name must be a plain file name stem, got {args.name!r}")
     width = max(3, len(str(n - 1)))
     paths = [os.path.join(args.out, f"{args.name}_{i:0{width}d}.wav") for i in range(n)]
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise CLIError(f"--out {args.out} exists and is not a directory")
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not args.force:
         raise CLIError(f"{existing[0]} exists ({len(existing)} of {n} files); use -f to overwrite")
@@ -199,17 +265,23 @@ def ar_options(model, args, length: int, device):
     """(keyword arguments for the AR model's generation methods, prefix (1, P) or None)."""
     nucleus_p = parse_number(args.nucleus_p, float, "nucleus-p", low=0, high=1, low_open=True) \
         if args.nucleus_p is not None else 1.0
-    temperature = parse_number(args.temperature, float, "temperature", low=0, low_open=True) \
+    from sashimi.sampling import MIN_TEMPERATURE
+
+    temperature = parse_number(args.temperature, float, "temperature", low=MIN_TEMPERATURE) \
         if args.temperature is not None else 1.0
     top_k = parse_number(args.top_k, int, "top-k", low=1) if args.top_k is not None else None
     prefix = None
     if args.prefix is not None:
-        from sashimi.audio import AudioError, read_audio
+        from sashimi.audio import AudioError, audio_info, read_audio
 
         try:
+            channels = audio_info(args.prefix)[1]
             prefix, _ = read_audio(args.prefix, model.config.sample_rate, mono=True)
         except (AudioError, FileNotFoundError) as e:
             raise CLIError(f"--prefix: {e}") from e
+        if channels > 1:  # say so: out-of-phase channels average to silence
+            print(f"note: --prefix {args.prefix} has {channels} channels; their average (mono) is used",
+                  file=sys.stderr)
         if prefix.numel() > length:
             raise CLIError(f"--prefix is {prefix.numel() / model.config.sample_rate:.3g} s, longer than "
                            f"--seconds {args.seconds}")

@@ -67,11 +67,15 @@ class WavStreamWriter:
         self.written += x.shape[1]
 
 
-def run_stream(args, n: int, seconds: float, seed: int | None) -> int:
-    """`sashimi generate` with ``--stream``: validate, then generate and write chunk by chunk."""
+def run_stream(args) -> int:
+    """`sashimi generate` with ``--stream``: validate (before loading the model), then generate
+    and write chunk by chunk."""
     from sashimi.cli.generate import (_show_engine_messages, ar_options, load_cli_model, model_kind,
                                       parse_number, resolve_device)
 
+    n = parse_number(args.n if args.n is not None else "1", int, "n", low=1)
+    seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
+    seed = parse_number(args.seed, int, "seed", low=0, high=2**64 - 1) if args.seed is not None else None
     target = args.stream
     if args.batch_size is not None and parse_number(args.batch_size, int, "batch-size", low=1) < n:
         raise CLIError("--stream generates all --n samples at once (as the channels of one file); "

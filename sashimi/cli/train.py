@@ -33,5 +33,15 @@ def run(args: argparse.Namespace) -> int:
         launch(cfg)
     # ConfigError, AudioError and CheckpointError are ValueErrors, as is e.g. an empty CSV
     except (FileNotFoundError, FileExistsError, ValueError) as e:
-        raise CLIError(str(e)) from e
+        raise CLIError(_message(e)) from e
     return 0
+
+
+def _message(e: Exception) -> str:
+    """The error's own message; for an error re-raised from a DataLoader worker (whose message is
+    the worker's whole traceback), its last line without the exception type."""
+    text = str(e).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = (last.split(": ", 1)[1] if ": " in last else last) + " (in a DataLoader worker)"
+    return text

@@ -2,21 +2,23 @@
 
     r[..., l] = sum_n  v[..., n] / (z[l] - w[..., n])  +  conj(v[..., n]) / (z[l] - conj(w[..., n]))
 
-``cauchy`` dispatches to one of three interchangeable backends, all differentiable in
+``cauchy`` dispatches to one of four interchangeable backends, all differentiable in
 ``v``, ``w`` (and ``z``), all with the signature of the plain reference ``cauchy_ref``:
 
+- ``'cpu'``: a fused C++ kernel (sashimi/csrc/cauchy_cpu.cpp), compiled on first use like the
+  fast generation step; CPU tensors only. Its reciprocals never leave the registers.
 - ``'cuda'``: the compiled extension ``sashimi._cauchy_cuda`` (csrc/cauchy/), CUDA tensors only.
 - ``'keops'``: pykeops (optional dependency), after a one-time probe on the device.
 - ``'torch'``: pure PyTorch, chunked so that neither pass materialises the (..., N, L) tensor.
 
-``'auto'`` (the default; or set ``SASHIMI_CAUCHY_BACKEND``) picks, for CUDA tensors, the
-extension, else keops, else torch; for CPU tensors always torch: measured on a 2-core CPU at
-the size of SC09's outer tier (v (2, 2, 64, 32), w (64, 32), L = 8001 nodes, complex64),
-keops took 0.13 s forward and 0.26 s forward+backward against 0.05 s and 0.14 s for the
-torch path, which shares each Cauchy block between the rows of ``v`` through a matrix
-product. (On GPUs the order extension > keops > torch is the expected one, not a measured
-one.) Fallbacks are automatic and said once (``warnings`` for a CUDA tensor that misses the
-faster backends, ``logging`` else).
+``'auto'`` (the default; or set ``SASHIMI_CAUCHY_BACKEND``) picks, for CPU tensors, ``cpu`` when
+it builds and passes its probe, else ``torch``; for CUDA tensors the extension, else keops,
+else torch. Measured on a 2-core AMD EPYC at the size of an FSDD model's outer tier (v (2, 2, 64,
+32), w (64, 32), L = 4001 nodes, complex64, one thread), forward + backward: cpu 26 ms, torch
+123 ms; keops was slower than torch on CPU (0.26 s against 0.14 s at SC09's 8001 nodes). (On
+GPUs the order extension > keops > torch is the expected one, not a measured one.) Fallbacks
+are automatic and said once (``warnings``, naming what was skipped and why; ``logging`` for the
+choice itself).
 
 All backends work on canonical shapes: ``v`` (G, M, N), ``z`` (L,), ``w`` (G, N), where G
 collects the leading dimensions along which ``w`` varies and M the others (see
@@ -33,9 +35,10 @@ import torch
 
 from ._cauchy_torch import DEFAULT_BLOCK_ELEMENTS, CauchyTorch
 
-__all__ = ["BACKENDS", "cauchy", "cauchy_backend", "cauchy_cuda", "cauchy_keops", "cauchy_ref", "cauchy_torch"]
+__all__ = ["BACKENDS", "cauchy", "cauchy_backend", "cauchy_cpu", "cauchy_cuda", "cauchy_keops", "cauchy_ref",
+           "cauchy_torch"]
 
-BACKENDS = ("auto", "cuda", "keops", "torch")
+BACKENDS = ("auto", "cpu", "cuda", "keops", "torch")
 ENV_VAR = "SASHIMI_CAUCHY_BACKEND"
 logger = logging.getLogger(__name__)
 
@@ -154,7 +157,24 @@ def cauchy_cuda(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tens
     return unflatten(cauchy_cuda_canonical(v3, z, w2))
 
 
-_IMPLS = {"cuda": cauchy_cuda, "keops": cauchy_keops, "torch": cauchy_torch}
+def cauchy_cpu(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Same as :func:`cauchy_ref`, through the fused C++ kernel (CPU tensors only; built on
+    first use, RuntimeError if it cannot be). A gradient for ``z``, which S4 never needs, comes
+    from the PyTorch backend."""
+    from ._cauchy_cpu import build_error, cauchy_cpu_canonical, load_library
+
+    v, z, w = _check(v, z, w)
+    if z.device.type != "cpu":
+        raise ValueError(f"cauchy_cpu: the tensors must be on the CPU, got {z.device}")
+    if z.requires_grad and torch.is_grad_enabled():
+        return cauchy_torch(v, z, w)
+    if load_library() is None:
+        raise RuntimeError(f"cauchy_cpu: the C++ kernel is unavailable: {build_error}")
+    v3, w2, unflatten = _canonical(v, w)
+    return unflatten(cauchy_cpu_canonical(v3, z, w2))
+
+
+_IMPLS = {"cpu": cauchy_cpu, "cuda": cauchy_cuda, "keops": cauchy_keops, "torch": cauchy_torch}
 
 
 # ---- probes and dispatch -----------------------------------------------------------------
@@ -183,8 +203,14 @@ def _probe_problem():
 def _run_probe(backend: str, device: torch.device) -> str | None:
     if backend == "cuda" and device.type != "cuda":
         return f"it needs CUDA tensors, got {device.type}"
+    if backend == "cpu" and device.type != "cpu":
+        return f"it needs CPU tensors, got {device.type}"
     try:
-        if backend == "cuda":
+        if backend == "cpu":
+            from ._cauchy_cpu import build_error, load_library
+            if load_library() is None:
+                return f"the C++ kernel cannot be built: {build_error}"
+        elif backend == "cuda":
             from ._cauchy_cuda import load_extension
             load_extension()
         elif backend == "keops":
@@ -229,8 +255,8 @@ def _resolve(backend: str | None, device: torch.device) -> str:
             raise RuntimeError(f"Cauchy backend {requested!r} is not usable on {device}: {reason}")
         return requested
     name, skipped = "torch", []
-    if device.type == "cuda":
-        for name in ("cuda", "keops", "torch"):
+    if device.type in ("cuda", "cpu"):
+        for name in (("cuda", "keops") if device.type == "cuda" else ("cpu",)) + ("torch",):
             reason = None if name == "torch" else _probe(name, device)
             if reason is None:
                 break
@@ -253,7 +279,7 @@ def cauchy_backend(device: torch.device | str | None = None, backend: str | None
         backend: as for :func:`cauchy` (None: ``SASHIMI_CAUCHY_BACKEND``, default 'auto').
 
     Returns:
-        'cuda', 'keops' or 'torch'. Raises RuntimeError when an explicitly requested
+        'cpu', 'cuda', 'keops' or 'torch'. Raises RuntimeError when an explicitly requested
         backend is not usable there.
     """
     device = torch.device(device) if device is not None else torch.empty(0).device
@@ -267,7 +293,7 @@ def cauchy(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, backend: str | Non
         v: complex (..., N).
         z: complex (L,).
         w: complex (..., N), broadcastable with ``v``.
-        backend: 'auto', 'cuda', 'keops', 'torch', or None to read ``SASHIMI_CAUCHY_BACKEND``
+        backend: 'auto', 'cpu', 'cuda', 'keops', 'torch', or None to read ``SASHIMI_CAUCHY_BACKEND``
             (default 'auto'). An explicitly requested backend that cannot run raises RuntimeError.
 
     Returns:

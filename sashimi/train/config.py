@@ -59,7 +59,14 @@ class TrainConfig:
     sample_rate: typing.Optional[int] = _f(None, "audio rate; overrides model_cfg.sample_rate (files are resampled to it)")
     seq_len: int = _f(16000, "training crop length in samples (<= model_cfg.l_max)")
     downmix: bool = _f(False, "average multi-channel files to mono (else they are refused)")
-    num_workers: int = _f(8, "DataLoader worker processes (capped at the CPU count)")
+    utterance_window: bool = _f(False, "place each whole file at a random position in a seq_len window of silence that "
+                                        "counts in the loss (short utterances: FSDD, SC09); longer files are cropped")
+    fade_ms: float = _f(5.0, "with utterance_window: fade each word in and out over this many milliseconds")
+    cache_audio: typing.Optional[bool] = _f(None, "hold the decoded audio in memory: true, false or none (default: "
+                                                  "when it takes at most cache_max_gib)")
+    cache_max_gib: float = _f(2.0, "size limit of cache_audio=none, in GiB of float32 samples")
+    num_workers: typing.Optional[int] = _f(None, "DataLoader worker processes (capped at the CPU count); none: 0 when "
+                                                 "the audio is cached (nothing to decode), else 8")
     valid_max_files: int = _f(0, "validate on the first N validation files only (0: all)")
     # optimisation
     batch_size: int = _f(8, "batch size per process")
@@ -85,6 +92,8 @@ class TrainConfig:
     checkpoint_interval: int = _f(2500, "save a checkpoint every N steps")
     keep_checkpoints: int = _f(5, "keep the last K checkpoints (0: keep all)")
     resume_checkpoint: str = _f("", "checkpoint to resume from; 'last': the newest in checkpoint_path (if any)")
+    force: bool = _f(False, "start although checkpoint_path holds checkpoints of another run (or, when resuming, "
+                            "later ones): they are moved to checkpoint_path/earlier_run_N/, never deleted")
     validation_interval: int = _f(1000, "validate every N steps (0: never)")
     summary_interval: int = _f(25, "TensorBoard scalars every N steps")
     stdout_interval: int = _f(100, "print a summary line every N steps")
@@ -302,11 +311,13 @@ def validate_config(cfg: TrainConfig) -> None:
     for key in ("batch_size", "seq_len", "max_steps", "checkpoint_interval", "summary_interval", "stdout_interval"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {getattr(cfg, key)}")
-    for key in ("num_workers", "valid_max_files", "validation_interval", "keep_checkpoints", "audio_samples",
+    if cfg.num_workers is not None and cfg.num_workers < 0:
+        raise ConfigError(f"config key 'num_workers' must be >= 0 or none, got {cfg.num_workers}")
+    for key in ("valid_max_files", "validation_interval", "keep_checkpoints", "audio_samples",
                 "plateau_patience"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {getattr(cfg, key)}")
-    for key in ("start_lr", "weight_decay", "grad_clip", "max_minutes", "plateau_min_lr"):
+    for key in ("start_lr", "weight_decay", "grad_clip", "max_minutes", "plateau_min_lr", "fade_ms", "cache_max_gib"):
         v = getattr(cfg, key)
         if not (math.isfinite(v) and v >= 0) or (key == "start_lr" and v == 0):
             raise ConfigError(f"config key '{key}' must be a finite number {'> 0' if key == 'start_lr' else '>= 0'}, got {v}")

@@ -1,4 +1,4 @@
-"""Training data: file lists, cropped waveform datasets, mu-law collation and resumable sampling.
+"""Training data: file lists, waveform datasets (crops, utterance windows), mu-law collation, resumable sampling.
 
 A data source is a CSV file with a ``path`` column (the format ``split_data.py`` writes; relative
 paths are taken from the working directory, else from the CSV's folder) or a directory, scanned
@@ -7,8 +7,8 @@ recursively for audio files (so an FSDD checkout or its ``recordings/`` folder w
 Every random choice is a pure function of (seed, epoch, position), never of a global RNG, so a
 run resumed from a checkpoint sees exactly the batches the uninterrupted run would have seen:
 :class:`ResumableSampler` shuffles with ``seed + epoch`` (via ``DistributedSampler``) and can
-skip the batches already consumed; :class:`CropDataset` draws each crop offset from
-``(seed, epoch, index)``.
+skip the batches already consumed; :class:`CropDataset` draws each crop offset, and
+:class:`UtteranceDataset` each word's place in its window, from ``(seed, epoch, index)``.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 from ..audio import AUDIO_EXTENSIONS, AudioError, audio_info, read_audio
 from ..mulaw import mulaw_encode
 
-__all__ = ["list_audio_files", "read_csv_paths", "CropDataset", "ResumableSampler", "ShardSampler",
-           "ARCollate", "WaveCollate"]
+__all__ = ["list_audio_files", "read_csv_paths", "AudioFiles", "CropDataset", "UtteranceDataset", "decoded_bytes",
+           "ResumableSampler", "ShardSampler", "ARCollate", "WaveCollate"]
 
 
 # ---- file lists -------------------------------------------------------------------------------
@@ -91,8 +91,75 @@ def list_audio_files(source: str | os.PathLike, check: bool = True) -> list[str]
     return files
 
 
-# ---- dataset ------------------------------------------------------------------------------------
-class CropDataset(Dataset):
+# ---- datasets -----------------------------------------------------------------------------------
+class AudioFiles(Dataset):
+    """Base of the waveform datasets: a list of files read at one sample rate, optionally held in memory.
+
+    Args:
+        files: audio file paths.
+        sample_rate: rate every file is resampled to.
+        seed: seed of the random choices of subclasses (with the epoch and index).
+        downmix: average multi-channel files (else they are refused).
+        probe: read every file's header now, so that a bad file fails before training starts.
+        cache: decode (and resample) every file once, now, and serve them from memory: no decoding
+            in the training loop, so no worker processes are needed. A bad file fails here too.
+    """
+
+    def __init__(self, files: Sequence[str], sample_rate: int, *, seed: int = 0, downmix: bool = False,
+                 probe: bool = True, cache: bool = False):
+        if not files:
+            raise ValueError(f"{type(self).__name__}: no files")
+        self.files, self.sample_rate = list(files), int(sample_rate)
+        self.seed, self.downmix = int(seed), downmix
+        self.epoch = 0
+        self._cache: list[torch.Tensor] | None = None
+        if probe:
+            self.probe()
+        if cache:
+            self._cache = [read_audio(path, self.sample_rate, mono=self.downmix)[0] for path in self.files]
+
+    @property
+    def cached(self) -> bool:
+        """Whether the decoded waveforms are held in memory."""
+        return self._cache is not None
+
+    def probe(self) -> None:
+        """Check every file's header: readable audio, mono (unless down-mixing), not empty."""
+        for path in self.files:
+            _, channels, frames = audio_info(path)
+            if channels != 1 and not self.downmix:
+                raise AudioError(f"{path}: has {channels} channels; only mono audio is accepted "
+                                 "(set downmix=true to average the channels)")
+            if frames == 0:
+                raise AudioError(f"{path}: contains no samples")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose random choices ``__getitem__`` makes (call before making an iterator)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def waveform(self, index: int) -> torch.Tensor:
+        """File ``index`` as float32 (L,) at :attr:`sample_rate` (from memory when cached)."""
+        if self._cache is not None:
+            return self._cache[index]
+        return read_audio(self.files[index], self.sample_rate, mono=self.downmix)[0]
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+
+def decoded_bytes(files: Sequence[str], sample_rate: int) -> int:
+    """Bytes the files take decoded to float32 mono at ``sample_rate`` (from their headers)."""
+    total = 0
+    for path in files:
+        rate, _, frames = audio_info(path)
+        total += math.ceil(frames * sample_rate / rate) * 4
+    return total
+
+
+class CropDataset(AudioFiles):
     """Waveforms cropped (or zero-padded) to a fixed length.
 
     Each waveform is prefixed with ``lead`` zero samples, then a window of ``crop`` samples is
@@ -108,53 +175,89 @@ class CropDataset(Dataset):
         crop: window length in samples.
         lead: zero samples put before each waveform.
         random_crop: random windows (training) or the first one (validation, evaluation).
-        seed: seed of the crop offsets.
-        downmix: average multi-channel files (else they are refused).
-        probe: read every file's header now, so that a bad file fails before training starts.
+        seed, downmix, probe, cache: see :class:`AudioFiles`.
 
     Items:
         (wave float32 (crop,), valid int): the window and its number of real samples (>= 1).
     """
 
     def __init__(self, files: Sequence[str], sample_rate: int, crop: int, *, lead: int = 0,
-                 random_crop: bool = True, seed: int = 0, downmix: bool = False, probe: bool = True):
-        if not files:
-            raise ValueError("CropDataset: no files")
+                 random_crop: bool = True, seed: int = 0, downmix: bool = False, probe: bool = True,
+                 cache: bool = False):
         if crop < 1 or lead < 0:
             raise ValueError(f"CropDataset: crop must be >= 1 and lead >= 0, got crop={crop}, lead={lead}")
-        self.files, self.sample_rate, self.crop, self.lead = list(files), int(sample_rate), int(crop), int(lead)
-        self.random_crop, self.seed, self.downmix = random_crop, int(seed), downmix
-        self.epoch = 0
-        if probe:
-            self.probe()
-
-    def probe(self) -> None:
-        """Check every file's header: readable audio, mono (unless down-mixing), not empty."""
-        for path in self.files:
-            _, channels, frames = audio_info(path)
-            if channels != 1 and not self.downmix:
-                raise AudioError(f"{path}: has {channels} channels; only mono audio is accepted "
-                                 "(set downmix=true to average the channels)")
-            if frames == 0:
-                raise AudioError(f"{path}: contains no samples")
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose crops ``__getitem__`` returns (call before making an iterator)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.files)
+        self.crop, self.lead, self.random_crop = int(crop), int(lead), random_crop
+        super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        wav, _ = read_audio(self.files[index], self.sample_rate, mono=self.downmix)
-        wav = F.pad(wav, (self.lead, 0))
+        wav = F.pad(self.waveform(index), (self.lead, 0))
         start = 0
         if self.random_crop and wav.numel() > self.crop:
-            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-            start = int(rng.integers(0, wav.numel() - self.crop + 1))
+            start = int(self._rng(index).integers(0, wav.numel() - self.crop + 1))
         window = wav[start:start + self.crop]
         valid = window.numel()
         return F.pad(window, (0, self.crop - valid)), valid
+
+
+class UtteranceDataset(AudioFiles):
+    """Each file whole, at a random position inside a window of silence that counts as data.
+
+    For short utterances trimmed tight (FSDD digits): the model learns silence, a word, silence,
+    so that it also generates that. Every sample of the window is real (``valid`` = the window
+    length), the silence included. The word's first and last ``fade`` samples are faded in and out
+    (raised cosine) so that cutting it out of its recording leaves no click at its edges. A file
+    longer than the window is cropped at a random offset instead.
+
+    Args:
+        files: audio file paths.
+        sample_rate: rate every file is resampled to.
+        window: window length in samples (after the ``lead``).
+        lead: zero samples put before the window (AR: 1, so the input starts from silence).
+        fade: samples of fade at each edge of the word.
+        random_place: place the word at a random offset drawn from ``(seed, epoch, index)``
+            (training); else in the middle (validation, evaluation).
+        seed, downmix, probe, cache: see :class:`AudioFiles`.
+
+    Items:
+        (wave float32 (lead + window,), valid int = lead + window).
+    """
+
+    def __init__(self, files: Sequence[str], sample_rate: int, window: int, *, lead: int = 0, fade: int = 0,
+                 random_place: bool = True, seed: int = 0, downmix: bool = False, probe: bool = True,
+                 cache: bool = False):
+        if window < 1 or lead < 0 or fade < 0:
+            raise ValueError(f"UtteranceDataset: window must be >= 1, lead and fade >= 0, "
+                             f"got window={window}, lead={lead}, fade={fade}")
+        self.window, self.lead, self.fade, self.random_place = int(window), int(lead), int(fade), random_place
+        super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        wav = self.waveform(index)
+        rng = self._rng(index)
+        if wav.numel() > self.window:
+            start = int(rng.integers(0, wav.numel() - self.window + 1)) if self.random_place else \
+                (wav.numel() - self.window) // 2
+            word, offset = wav[start:start + self.window], 0
+        else:
+            word = wav
+            room = self.window - wav.numel()
+            offset = int(rng.integers(0, room + 1)) if self.random_place else room // 2
+        word = _fade_edges(word, self.fade)
+        out = torch.zeros(self.lead + self.window)
+        out[self.lead + offset: self.lead + offset + word.numel()] = word
+        return out, out.numel()
+
+
+def _fade_edges(wav: torch.Tensor, fade: int) -> torch.Tensor:
+    """Raised-cosine fade over the first and last ``fade`` samples (at most half the length each)."""
+    n = min(fade, wav.numel() // 2)
+    if n < 1:
+        return wav
+    ramp = 0.5 - 0.5 * torch.cos(torch.arange(1, n + 1, dtype=wav.dtype) * (math.pi / (n + 1)))
+    out = wav.clone()
+    out[:n] *= ramp
+    out[-n:] *= ramp.flip(0)
+    return out
 
 
 # ---- sampling ---------------------------------------------------------------------------------

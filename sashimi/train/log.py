@@ -30,16 +30,22 @@ def peak_memory_gb(device: torch.device) -> float:
 class TrainLogger:
     """All of a run's output; a no-op on ranks other than 0.
 
+    The progress bar shows a running loss: the mean since the last summary line, refreshed at
+    most every ``POSTFIX_SECONDS`` (each refresh reads the loss back from the device).
+
     Args:
         cfg: the TrainConfig (intervals, checkpoint_path, progress, tensorboard).
         rank: this process's rank.
         device: for peak-memory readings.
     """
 
+    POSTFIX_SECONDS = 0.5
+
     def __init__(self, cfg, rank: int, device: torch.device):
         self.cfg, self.enabled, self.device = cfg, rank == 0, device
         self.bar, self.writer, self.smooth_loss, self.last_loss = None, None, None, None
         self._loss_sum, self._n, self._t = None, 0, time.monotonic()
+        self._postfix_t = -float("inf")
 
     def write(self, msg: str) -> None:
         if not self.enabled:
@@ -84,6 +90,9 @@ class TrainLogger:
             self.bar.update(1)
         self._loss_sum = loss.float() if self._loss_sum is None else self._loss_sum + loss.float()
         self._n += 1
+        if self.bar is not None and (final or time.monotonic() - self._postfix_t >= self.POSTFIX_SECONDS):
+            self.bar.set_postfix(loss=f"{float(self._loss_sum) / self._n:.3f}", refresh=False)
+            self._postfix_t = time.monotonic()
         summary = step % self.cfg.summary_interval == 0 and self.writer is not None
         stdout = step % self.cfg.stdout_interval == 0
         if not (summary or stdout or step == 1 or final):
@@ -100,8 +109,6 @@ class TrainLogger:
             sec = (time.monotonic() - self._t) / self._n
             self.write(f"step {step:,d} | loss {value:.4f} (mean {mean:.4f}) | {sec:.3f} s/batch | "
                        f"lr {lr:.3g} | grad norm {float(grad_norm):.3g} | peak mem {peak_memory_gb(self.device):.2f} GB")
-            if self.bar is not None:
-                self.bar.set_postfix(loss=f"{value:.3f}", refresh=False)
             self._loss_sum, self._n, self._t = None, 0, time.monotonic()
 
     def validation(self, step: int, result: tuple[float, float], task, lr: float) -> None:

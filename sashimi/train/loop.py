@@ -30,13 +30,14 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..config import config_from_dict
-from .data import CropDataset, ResumableSampler, ShardSampler, batches_per_epoch, list_audio_files
+from .data import (CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, batches_per_epoch, decoded_bytes,
+                   list_audio_files)
 from .tasks import Task, get_task
-from .checkpoint import (check_training_checkpoint, get_rng_state, load_latest_checkpoint,
-                               load_training_checkpoint, save_training_checkpoint, set_rng_state)
+from .checkpoint import (check_training_checkpoint, claim_run_directory, get_rng_state, load_latest_checkpoint,
+                         load_training_checkpoint, save_training_checkpoint, set_rng_state)
 from .config import ConfigError, TrainConfig, config_to_dict, config_to_yaml, validate_config
 from .log import TrainLogger
-from .runtime import Runtime, StopFlag, quiet_worker, setup_runtime
+from .runtime import Runtime, StopFlag, quiet_worker, setup_runtime, stop_loader_workers, track_loader_workers
 
 __all__ = ["launch", "train", "make_optimizer"]
 
@@ -108,24 +109,41 @@ def _precision(cfg: TrainConfig, device: torch.device) -> str:
 
 
 # ---- data ------------------------------------------------------------------------------------------
-def _datasets(cfg: TrainConfig, task: Task, rt: Runtime):
+def _datasets(cfg: TrainConfig, task: Task, rt: Runtime, log: TrainLogger):
     rate = cfg.model_cfg.sample_rate
-    crop = cfg.seq_len + task.crop_extra
-    train_set = CropDataset(list_audio_files(cfg.train_csv), rate, crop, lead=task.lead, random_crop=True,
-                            seed=cfg.seed, downmix=cfg.downmix)
+    train_files = list_audio_files(cfg.train_csv)
+    valid_files = None
+    if cfg.valid_csv and cfg.validation_interval:
+        valid_files = list_audio_files(cfg.valid_csv)[: cfg.valid_max_files or None]
+    cache = cfg.cache_audio
+    if cache is None or cache:  # the size, from the headers, decides or is reported
+        size = decoded_bytes(train_files + (valid_files or []), rate)
+        if cache is None:
+            cache = size <= cfg.cache_max_gib * 2**30
+        log.write(f"data: {len(train_files):,d} training and {len(valid_files or []):,d} validation files, "
+                  f"{size / 2**20:,.0f} MiB decoded at {rate} Hz: "
+                  + ("held in memory" if cache else f"read from disk (more than cache_max_gib={cfg.cache_max_gib:g})"))
+
+    def dataset(files, training: bool):
+        common = dict(lead=task.lead, downmix=cfg.downmix, cache=cache)
+        if cfg.utterance_window:
+            return UtteranceDataset(files, rate, cfg.seq_len + task.crop_extra - task.lead,
+                                    fade=round(cfg.fade_ms * rate / 1000), random_place=training,
+                                    seed=cfg.seed, **common)
+        return CropDataset(files, rate, cfg.seq_len + task.crop_extra, random_crop=training, seed=cfg.seed, **common)
+
+    train_set = dataset(train_files, True)
     if batches_per_epoch(len(train_set), cfg.batch_size, rt.world) < 1:
         raise ConfigError(f"{cfg.train_csv}: {len(train_set)} training files are fewer than batch_size "
                           f"({cfg.batch_size}) x processes ({rt.world})")
-    valid_set = None
-    if cfg.valid_csv and cfg.validation_interval:
-        files = list_audio_files(cfg.valid_csv)
-        valid_set = CropDataset(files[: cfg.valid_max_files or None], rate, crop, lead=task.lead,
-                                random_crop=False, downmix=cfg.downmix)
+    valid_set = dataset(valid_files, False) if valid_files else None
     return train_set, valid_set
 
 
 def _loader(dataset, sampler, cfg: TrainConfig, task: Task, rt: Runtime, drop_last: bool) -> DataLoader:
-    workers = min(cfg.num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    # Cached audio needs no decoding: worker processes would only take cores from the step.
+    wanted = cfg.num_workers if cfg.num_workers is not None else (0 if dataset.cached else 8)
+    workers = min(wanted, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=task.make_collate(cfg.model_cfg), drop_last=drop_last, pin_memory=rt.device.type == "cuda",
                       worker_init_fn=quiet_worker if workers else None,
@@ -154,22 +172,31 @@ def train(cfg: TrainConfig) -> dict:
             dist.destroy_process_group()
 
 
-def _resume(cfg: TrainConfig) -> tuple[str | None, dict | None]:
-    """The checkpoint to resume from, read once: ``(path, contents)`` or ``(None, None)``."""
+def _resume(cfg: TrainConfig, log: TrainLogger) -> tuple[str | None, dict | None, list[str]]:
+    """The checkpoint to resume from, read once: ``(path, contents, skipped)`` or ``(None, None, skipped)``;
+    ``skipped``: newer checkpoints that ``resume_checkpoint=last`` passed over because they do not load."""
     if cfg.resume_checkpoint == "last":
-        found = load_latest_checkpoint(cfg.checkpoint_path)
-        return (found[0], check_training_checkpoint(found[1], found[0])) if found else (None, None)
+        skipped = []
+        found = load_latest_checkpoint(cfg.checkpoint_path, skipped)
+        for path, reason in skipped:
+            log.write(f"warning: resume_checkpoint=last: skipped {path}, which does not load ({reason})")
+        skipped = [path for path, _ in skipped]
+        return (found[0], check_training_checkpoint(found[1], found[0]), skipped) if found else (None, None, skipped)
     if not cfg.resume_checkpoint:
-        return None, None
+        return None, None, []
     if not os.path.isfile(cfg.resume_checkpoint):
         raise FileNotFoundError(f"resume_checkpoint not found: {cfg.resume_checkpoint}")
-    return cfg.resume_checkpoint, load_training_checkpoint(cfg.resume_checkpoint)
+    return cfg.resume_checkpoint, load_training_checkpoint(cfg.resume_checkpoint), []
 
 
 def _train(cfg: TrainConfig, rt: Runtime) -> dict:
     task = get_task(cfg.model)
     log = TrainLogger(cfg, rt.rank, rt.device)
-    resume, ckpt = _resume(cfg)
+    resume, ckpt, unreadable = _resume(cfg, log)
+    own, notes = claim_run_directory(cfg.checkpoint_path, resume, int(ckpt["step"]) if ckpt else 0,
+                                     ckpt.get("run_checkpoints") if ckpt else None, cfg.force, unreadable, rt.rank)
+    for note in notes:
+        log.write(f"note: {note}")
     if ckpt is not None:
         if ckpt["kind"] != task.name:
             raise ConfigError(f"{resume} holds a '{ckpt['kind']}' model, but model={task.name}")
@@ -178,7 +205,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
             log.write(f"note: model_cfg taken from {resume}, not from the command line")
             cfg = dataclasses.replace(cfg, model_cfg=saved)
             validate_config(cfg)
-    train_set, valid_set = _datasets(cfg, task, rt)  # fail on bad data before building anything
+    train_set, valid_set = _datasets(cfg, task, rt, log)  # fail on bad data before building anything
 
     _seed_rank(cfg.seed, 0)  # the same initialisation on every rank
     model = task.build_model(cfg.model_cfg).to(rt.device)
@@ -216,7 +243,8 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         log.write("note: no validation (valid_csv empty or validation_interval=0): the plateau schedule keeps the lr")
     log.start(model, config_to_yaml(cfg), precision, len(train_set), len(valid_set or []), rt.world)
     ctx = dict(cfg=cfg, task=task, rt=rt, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
-               scaler=scaler, precision=precision, log=log, state=state, train_set=train_set, valid_set=valid_set)
+               scaler=scaler, precision=precision, log=log, state=state, train_set=train_set, valid_set=valid_set,
+               own_checkpoints=own)
     try:
         return _loop(**ctx)
     finally:
@@ -239,7 +267,8 @@ def _to(batch, device):
     return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, log, state, train_set, valid_set):
+def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, log, state, train_set, valid_set,
+          own_checkpoints):
     sampler = ResumableSampler(len(train_set), rt.world, rt.rank, seed=cfg.seed)
     loader = _loader(train_set, sampler, cfg, task, rt, drop_last=True)
     valid_loader = None
@@ -262,7 +291,7 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
                      "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": rngs,
                      "valid_metric": None if last_valid is None else list(last_valid)}
             ckpt_path = save_training_checkpoint(cfg.checkpoint_path, state["step"], model, task.name, extra,
-                                                 keep=cfg.keep_checkpoints)
+                                                 keep=cfg.keep_checkpoints, written=own_checkpoints)
             log.write(f"saved checkpoint {ckpt_path}")
         last_saved = state["step"]
 
@@ -289,9 +318,13 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
                 stopped = _should_stop(cfg, stop, t_start, step, rt)
                 log.train_step(step, loss.detach(), gnorm.detach(), optimizer.param_groups[0]["lr"], final=bool(stopped))
 
-                if valid_loader is not None and step % cfg.validation_interval == 0:
+                on_interval = valid_loader is not None and step % cfg.validation_interval == 0
+                # A run also ends with a validation (short runs never reach the interval), but not
+                # when a signal stops it (save first); only the regular ones drive the schedule, so
+                # that a run stopped by max_minutes and resumed matches an uninterrupted one.
+                if valid_loader is not None and (on_interval or stopped in ("max_steps", "max_minutes")):
                     last_valid = _validate(model, valid_loader, task, rt, precision)
-                    if scheduler is not None:
+                    if scheduler is not None and on_interval:
                         scheduler.step(last_valid[0])
                     log.validation(step, last_valid, task, optimizer.param_groups[0]["lr"])
                     if rt.rank == 0 and task.sample is not None and cfg.audio_samples and log.writer is not None:
@@ -318,19 +351,30 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
             "model": model}
 
 
-def _guarded(loader, stop: StopFlag | None):
-    """Iterate the loader; once a signal arrived, end the epoch early (a worker error then too)."""
+def _guarded(loader, stop: StopFlag | None = None):
+    """Iterate the loader; once a signal arrived, end the epoch early (a worker error then too).
+
+    Unless the epoch ran to its end (when the loader stops non-persistent workers itself), the
+    worker processes are stopped here and now: after ``break``, or an error in the loader or in
+    the loop body (which closes this generator as it unwinds)."""
     it = iter(loader)
-    while stop is None or stop.signum is None:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except Exception:
-            if stop is None or stop.signum is None:
-                raise
-            return
-        yield batch
+    track_loader_workers(it)
+    exhausted = False
+    try:
+        while stop is None or stop.signum is None:
+            try:
+                batch = next(it)
+            except StopIteration:
+                exhausted = True
+                return
+            except Exception:
+                if stop is None or stop.signum is None:
+                    raise
+                return
+            yield batch
+    finally:
+        if not exhausted:
+            stop_loader_workers(it)
 
 
 def _should_stop(cfg: TrainConfig, stop: StopFlag, t_start: float, step: int, rt: Runtime) -> str | None:
@@ -351,7 +395,7 @@ def _validate(model: nn.Module, loader: DataLoader, task: Task, rt: Runtime, pre
     """Validation metric over all ranks' shards: (mean in natural units, reported value)."""
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=rt.device)
-    for i, batch in enumerate(loader):
+    for i, batch in enumerate(_guarded(loader)):
         with _autocast(precision, rt.device):
             total, count = task.metric(model, _to(batch, rt.device), i)
         sums += torch.stack([total.double(), count.double()])

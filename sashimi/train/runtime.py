@@ -1,17 +1,22 @@
 """Process-level plumbing for training: devices, the DDP process group, and clean stopping."""
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util  # noqa: F401  (registers its exit handler before ours)
 import os
 import signal
 import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.utils.data  # noqa: F401  (registers its exit handler before ours)
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["Runtime", "select_device", "setup_runtime", "StopFlag", "quiet_worker"]
+__all__ = ["Runtime", "select_device", "setup_runtime", "StopFlag", "quiet_worker", "stop_loader_workers",
+           "track_loader_workers"]
 
 
 @dataclass
@@ -83,6 +88,44 @@ class StopFlag:
 
 
 def quiet_worker(_: int) -> None:
-    # DataLoader workers leave Ctrl-C / SIGTERM to the main process, which stops cleanly.
+    """DataLoader ``worker_init_fn``: workers leave Ctrl-C / SIGTERM to the main process, which
+    stops cleanly (a worker killed by a job-wide SIGTERM would make the DataLoader raise in the
+    main process at an arbitrary point, before it could save).
+
+    The price: ``multiprocessing`` cannot end such a worker at interpreter exit (it sends SIGTERM,
+    then waits for it forever). So the training loop stops its workers on every exit path
+    (:func:`stop_loader_workers`), and any still running at exit (persistent workers, or a path
+    that missed them) are stopped then (:func:`track_loader_workers`).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def stop_loader_workers(it) -> None:
+    """Shut down a DataLoader iterator's worker processes now (a no-op without workers).
+
+    Not left to garbage collection: an exception's traceback keeps the iterator alive (its frames
+    form a reference cycle) until after ``multiprocessing``'s exit handler has hung on them."""
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+_tracked = weakref.WeakSet()
+
+
+def track_loader_workers(it) -> None:
+    """Stop the workers of DataLoader iterator ``it`` at interpreter exit if they still run."""
+    if hasattr(it, "_shutdown_workers"):
+        _tracked.add(it)
+
+
+def _stop_tracked_workers() -> None:
+    for it in list(_tracked):
+        stop_loader_workers(it)
+
+
+# Exit handlers run last registered, first run: this one was registered after multiprocessing's
+# (which would wait for the workers forever) and torch's (after which shutting down is a no-op),
+# both imported above, so it runs before them.
+atexit.register(_stop_tracked_workers)

@@ -1,0 +1,345 @@
+"""``sashimi eval``: score audio with a digit classifier: FID, IS, mIS, AM, and a digit histogram.
+
+    sashimi eval samples/ --reference data/fsdd-train.csv
+    sashimi eval --model runs/fsdd/ckpt_00010000.pt --n 512 --reference data/fsdd-train.csv --ar-filter
+    sashimi eval samples/ --reference sc09/train --classifier resnext_sc09_state_dict.pt --json
+
+SAMPLES and --reference are folders (searched recursively for audio files) or CSV files with a
+'path' column (as 'sashimi split' writes). Instead of SAMPLES, --model NAME generates --n
+samples first (a pretrained name, checkpoint path or URL). The table has one row for the
+samples and one for the reference set scored against itself (the ceiling: its FID is 0 by
+definition; score a held-out real set as SAMPLES for the paper's "real data" row).
+
+Each clip is scored on its first second. --ar-filter keeps the samples between the 40th and
+95th percentiles of their own log-likelihood under --model (the paper's protocol for
+autoregressive models). --save-reference FILE.npz caches what the reference contributes
+(class probabilities, feature mean and covariance); pass that file as --reference later.
+With --json, a metric that is infinite (e.g. mIS when probabilities are exactly 0) is null.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+from sashimi.cli import CLIError
+from sashimi.cli.generate import load_cli_model, model_kind, one_line_errors, parse_number, plain, resolve_device
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    one_line_errors(parser)
+    parser.description, parser.formatter_class = plain(__doc__), argparse.RawDescriptionHelpFormatter
+    parser.add_argument("samples", nargs="?", metavar="SAMPLES", help="folder or CSV of audio files to score")
+    parser.add_argument("--reference", required=True, metavar="REF",
+                        help="real audio: a folder, a CSV with a 'path' column, or a .npz from --save-reference")
+    parser.add_argument("--classifier", default="fsdd",
+                        help="'fsdd' (bundled), a classifier file, or the paper's ResNeXt state dict (default: fsdd)")
+    gen = parser.add_argument_group("generating the samples")
+    gen.add_argument("--model", default=None,
+                     help="generate the samples with this model (name, checkpoint or URL); with SAMPLES, the "
+                          "model whose likelihood --ar-filter uses")
+    gen.add_argument("--n", default=None, help="samples to generate (default: 512)")
+    gen.add_argument("--seconds", default=None, help="length of each sample (default: 1.0)")
+    gen.add_argument("--batch-size", default=None, help="samples generated at once (default: 16)")
+    gen.add_argument("--seed", default=None, help="generation seed; batch j uses seed + j (default: 0)")
+    gen.add_argument("--steps", default=None, help="diffusion models: 'fast', an integer, or all steps (default)")
+    gen.add_argument("--engine", default=None, choices=("auto", "fast", "eager"),
+                     help="autoregressive models: generation engine (default: auto)")
+    gen.add_argument("--save-samples", default=None, metavar="DIR", help="also write the generated samples here")
+    gen.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    sc = parser.add_argument_group("scoring")
+    sc.add_argument("--ar-filter", nargs="?", const="40,95", default=None, metavar="LOW,HIGH",
+                    help="keep samples between these percentiles of their log-likelihood under --model "
+                         "(default when given: 40,95)")
+    sc.add_argument("--is-variant", default="standard", choices=("standard", "sashimi-repo"),
+                    help="'sashimi-repo': the IS the paper's authors computed (see sashimi.eval.inception_score)")
+    sc.add_argument("--mis-pairs", default="10000", help="random pairs for mIS, or 'all' (default: 10000)")
+    sc.add_argument("--save-reference", default=None, metavar="FILE.npz", help="cache the reference's statistics")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+# ---- validation: everything cheap, before any audio is read or generated --------------------------
+def _check_args(args) -> dict:
+    if args.samples is None and args.model is None:
+        raise CLIError("give SAMPLES (a folder or CSV of audio files) or --model to generate them")
+    if args.samples is not None and args.model is not None and args.ar_filter is None:
+        raise CLIError("--model with SAMPLES is only used by --ar-filter; give one or the other")
+    if args.ar_filter is not None and args.model is None:
+        raise CLIError("--ar-filter needs --model: the autoregressive model whose likelihood ranks the samples")
+    opts = {"generate": args.samples is None, "engine": args.engine}
+    if opts["generate"]:
+        opts["n"] = parse_number(args.n or "512", int, "n", low=2)
+        opts["seconds"] = parse_number(args.seconds or "1.0", float, "seconds", low=0, low_open=True)
+        opts["batch"] = parse_number(args.batch_size or "16", int, "batch-size", low=1)
+        opts["seed"] = parse_number(args.seed or "0", int, "seed", low=0)
+        if args.steps is not None and args.steps != "fast":
+            opts["steps"] = parse_number(args.steps, int, "steps", low=1)
+        else:
+            opts["steps"] = args.steps
+    else:
+        given = [f"--{name.replace('_', '-')}" for name in ("n", "seconds", "batch_size", "seed", "steps", "engine",
+                                                            "save_samples") if getattr(args, name) is not None]
+        if given:
+            raise CLIError(f"{given[0]} applies when generating with --model, not to SAMPLES")
+    if args.ar_filter is not None:
+        parts = args.ar_filter.split(",")
+        if len(parts) != 2:
+            raise CLIError(f"--ar-filter must be LOW,HIGH percentiles, e.g. 40,95, got {args.ar_filter!r}")
+        low, high = (parse_number(p, float, "ar-filter", low=0, high=100) for p in parts)
+        if low >= high:
+            raise CLIError(f"--ar-filter: LOW must be below HIGH, got {args.ar_filter!r}")
+        opts["ar_filter"] = (low, high)
+    opts["mis_pairs"] = None if args.mis_pairs == "all" else parse_number(args.mis_pairs, int, "mis-pairs", low=1)
+    path = args.save_reference
+    if path is not None:
+        if not path.endswith(".npz"):
+            raise CLIError(f"--save-reference must name a .npz file, got {path}")
+        if os.path.exists(path) and not args.force:
+            raise CLIError(f"{path} exists; use -f to overwrite")
+    return opts
+
+
+def _sample_paths(args, n: int) -> list[str]:
+    if args.save_samples is None:
+        return []
+    if os.path.exists(args.save_samples) and not os.path.isdir(args.save_samples):
+        raise CLIError(f"--save-samples {args.save_samples} exists and is not a directory")
+    width = max(3, len(str(n - 1)))
+    paths = [os.path.join(args.save_samples, f"sample_{i:0{width}d}.wav") for i in range(n)]
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing and not args.force:
+        raise CLIError(f"{existing[0]} exists ({len(existing)} of {n} files); use -f to overwrite")
+    return paths
+
+
+def _list(source: str, flag: str) -> list[str]:
+    from sashimi.train.data import list_audio_files
+
+    try:
+        files = list_audio_files(source)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(f"{flag}: {e}") from e
+    if len(files) < 2:
+        raise CLIError(f"{flag}: {source} holds {len(files)} audio file; FID needs at least 2")
+    return files
+
+
+# ---- audio -> classifier outputs ---------------------------------------------------------------------
+def _classify_files(classifier, files: list[str], what: str, quiet: bool):
+    """Read files (each at its own rate) and classify them on their first second, in file order."""
+    import torch
+
+    from sashimi.audio import AudioError, read_audio
+
+    by_rate: dict[int, list[tuple[int, torch.Tensor]]] = {}
+    it = files if quiet else _tqdm(files, f"reading {what}", "file")
+    for i, path in enumerate(it):
+        try:
+            wav, rate = read_audio(path, mono=True)
+        except (AudioError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from e
+        by_rate.setdefault(rate, []).append((i, wav[:rate]))
+    probs = [None] * len(files)
+    feats = [None] * len(files)
+    for rate, items in by_rate.items():
+        wavs = torch.zeros(len(items), rate)
+        for j, (_, w) in enumerate(items):
+            wavs[j, :w.numel()] = w
+        p, f = classifier.predict(wavs, rate, progress=not quiet)
+        for j, (i, _) in enumerate(items):
+            probs[i], feats[i] = p[j], f[j]
+    return torch.stack(probs), torch.stack(feats)
+
+
+def _tqdm(it, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+def _generate(model, kind: str, opts: dict, quiet: bool):
+    import torch
+
+    rate = int(model.config.sample_rate)
+    length = max(1, round(opts["seconds"] * rate))
+    out = []
+    for j, first in enumerate(range(0, opts["n"], opts["batch"])):
+        count = min(opts["batch"], opts["n"] - first)
+        kw = dict(length=length, seed=opts["seed"] + j, progress=not quiet)
+        if kind == "diffwave":
+            kw["steps"] = opts["steps"]
+        else:
+            kw["engine"] = opts["engine"] or "auto"
+        try:
+            out.append(model.unconditional_generate(count, **kw).float().cpu())
+        except ValueError as e:
+            raise CLIError(f"--model: {str(e).strip().splitlines()[0]}") from e
+    return torch.cat(out), rate
+
+
+def _log_likelihoods(model, wavs, lengths, quiet: bool) -> list[float]:
+    """Minus the mean NLL (nats per sample) of each waveform under an AR model.
+
+    Args:
+        wavs: (N, L) waveforms at the model's rate, zero-padded past ``lengths``.
+        lengths: (N,) int64 valid lengths.
+    """
+    import torch
+
+    from sashimi.cli.nll import nats_per_sample
+
+    wavs = wavs.clamp(-1, 1)
+    batch = 16
+    if wavs.size(1) <= model.config.l_max:  # one convolution pass per batch
+        starts = range(0, wavs.size(0), batch)
+        it = starts if quiet else _tqdm(starts, "likelihoods", "batch")
+        nll = [model.nll(wavs[s:s + batch].to(model.device), lengths[s:s + batch]).cpu() for s in it]
+        return (-torch.cat(nll)).tolist()
+    it = range(wavs.size(0)) if quiet else _tqdm(range(wavs.size(0)), "likelihoods", "sample")
+    with torch.no_grad():  # longer than the model's kernels: the recurrent engine, clip by clip
+        return [-nats_per_sample(model, wavs[i, :int(lengths[i])]) for i in it]
+
+
+# ---- the command ---------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    opts = _check_args(args)
+    sample_files = None if opts["generate"] else _list(args.samples, "SAMPLES")
+    ref_is_cache = args.reference.endswith(".npz")
+    if ref_is_cache and args.save_reference:
+        raise CLIError("--reference is already a .npz cache; --save-reference needs audio files")
+    ref_files = None if ref_is_cache else _list(args.reference, "--reference")
+    if ref_is_cache and not os.path.isfile(args.reference):
+        raise CLIError(f"--reference: no such file: {args.reference}")
+    save_paths = _sample_paths(args, opts["n"]) if opts["generate"] else []
+
+    from sashimi.eval import load_classifier
+    from sashimi.eval.score import Reference, likelihood_filter, score_set
+
+    try:
+        classifier = load_classifier(args.classifier)
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(f"--classifier: {e}") from e
+    clf_id = _classifier_id(args.classifier)
+    model = kind = None
+    if args.model is not None:
+        device = resolve_device(args.device)
+        model = load_cli_model(args.model, device)
+        kind = model_kind(model)
+        if "ar_filter" in opts and kind != "ar":
+            raise CLIError(f"--ar-filter needs an autoregressive model; {args.model} is a diffusion model")
+        if kind == "ar" and opts.get("steps") is not None:
+            raise CLIError(f"--steps applies to diffusion models only; {args.model} is autoregressive")
+        if kind == "diffwave" and args.engine is not None:
+            raise CLIError(f"--engine applies to autoregressive models only; {args.model} is a diffusion model")
+        classifier.to(device)
+
+    start = time.perf_counter()
+    if ref_is_cache:
+        try:
+            reference = Reference.load(args.reference, clf_id)
+        except ValueError as e:
+            raise CLIError(f"--reference: {e}") from e
+        ref_source = f"{args.reference} (cached)"
+    else:
+        reference = Reference.from_outputs(*_classify_files(classifier, ref_files, "reference", args.quiet), clf_id)
+        ref_source = args.reference
+        if args.save_reference:
+            reference.save(args.save_reference)
+
+    if opts["generate"]:
+        wavs, rate = _generate(model, kind, opts, args.quiet)
+        if save_paths:
+            _write_wavs(save_paths, wavs, rate)
+        probs, feats = classifier.predict(wavs, rate, progress=not args.quiet)
+        source = f"{args.model}, {opts['n']} samples"
+    else:
+        probs, feats = _classify_files(classifier, sample_files, "samples", args.quiet)
+        source = args.samples
+    n_total = probs.shape[0]
+    if "ar_filter" in opts:
+        import torch
+
+        if opts["generate"]:
+            lengths = torch.full((wavs.size(0),), wavs.size(1), dtype=torch.long)
+        else:
+            from sashimi.audio import read_audio
+
+            rate = int(model.config.sample_rate)
+            wavs, lengths = _stack([read_audio(p, rate, mono=True)[0] for p in sample_files])
+        keep = likelihood_filter(_log_likelihoods(model, wavs, lengths, args.quiet), *opts["ar_filter"])
+        if keep.sum() < 2:
+            raise CLIError(f"--ar-filter keeps {int(keep.sum())} of {n_total} samples; FID needs at least 2")
+        probs, feats = probs[keep], feats[keep]
+        low, high = opts["ar_filter"]
+        source += f"; kept {int(keep.sum())} between likelihood percentiles {low:g}-{high:g}"
+
+    kw = dict(is_variant=args.is_variant, mis_pairs=opts["mis_pairs"])
+    rows = {"samples": dict(source=source, **score_set(probs, feats, reference, **kw)),
+            "reference": dict(source=ref_source, **score_set(reference.probs, None, reference, **kw))}
+    result = dict(classifier=clf_id, classes=list(classifier.classes), is_variant=args.is_variant,
+                  mis_pairs=opts["mis_pairs"], seconds=round(time.perf_counter() - start, 1), **rows)
+    print(json.dumps(_finite_or_null(result), indent=2) if args.json else _table(result))
+    return 0
+
+
+def _finite_or_null(x):
+    """JSON has no infinity (e.g. an infinite mIS): such numbers become null."""
+    if isinstance(x, dict):
+        return {k: _finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _classifier_id(spec: str) -> str:
+    """The classifier's name plus the start of its file's hash (what --reference caches are keyed on)."""
+    from sashimi.eval.classifier import BUNDLED, sha256_file
+
+    if spec in BUNDLED:
+        return f"{spec}:{BUNDLED[spec][1][:12]}"
+    return f"{os.path.basename(spec)}:{sha256_file(spec)[:12]}"
+
+
+def _write_wavs(paths: list[str], wavs, rate: int) -> None:
+    from sashimi.audio import write_wav
+
+    os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
+    for path, wav in zip(paths, wavs):
+        write_wav(path + ".part", wav, rate)
+        os.replace(path + ".part", path)  # never a half-written file under the final name
+
+
+def _stack(wavs):
+    """Waveforms of any lengths -> (N, max L) zero-padded, and their lengths (N,)."""
+    import torch
+
+    out = torch.zeros(len(wavs), max(w.numel() for w in wavs))
+    for i, w in enumerate(wavs):
+        out[i, :w.numel()] = w
+    return out, torch.tensor([w.numel() for w in wavs])
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.3f}" if abs(x) < 1000 else f"{x:.4g}"
+
+
+def _table(r: dict) -> str:
+    lines = [f"classifier {r['classifier']}; IS: {r['is_variant']}; mIS: "
+             f"{'all pairs' if r['mis_pairs'] is None else str(r['mis_pairs']) + ' pairs'}; {r['seconds']} s"]
+    head = f"{'set':<10} {'n':>6} {'FID':>9} {'IS':>8} {'mIS':>9} {'AM':>7}   source"
+    lines += ["", head, "-" * len(head)]
+    for name in ("samples", "reference"):
+        row = r[name]
+        lines.append(f"{name:<10} {row['n']:>6} {_fmt(row['fid']):>9} {_fmt(row['is']):>8} {_fmt(row['mis']):>9} "
+                     f"{_fmt(row['am']):>7}   {row['source']}" + ("  (itself: the ceiling)" if name == "reference"
+                                                                     else ""))
+    width = max(5, *(len(c) for c in r["classes"]))
+    lines += ["", f"{'argmax':<10} " + " ".join(f"{c:>{width}}" for c in r["classes"])]
+    for name in ("samples", "reference"):
+        lines.append(f"{name:<10} " + " ".join(f"{k:>{width}}" for k in r[name]["histogram"]))
+    return "\n".join(lines)

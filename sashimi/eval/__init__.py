@@ -1,0 +1,20 @@
+"""Sample quality: the SaShiMi paper's classifier-based metrics, a log-mel front end and digit
+classifiers (one trained on FSDD bundled; the paper's SC09 ResNeXt loadable from its weights).
+
+    from sashimi.eval import load_classifier, inception_score, frechet_distance
+    clf = load_classifier("fsdd")
+    probs, feats = clf.predict(wavs, 8000)               # (N, 10), (N, D)
+    ref_probs, ref_feats = clf.predict(real_wavs, 8000)
+    inception_score(probs), frechet_distance(feats, ref_feats)
+
+``sashimi eval`` scores folders of WAV files (or a model's samples) from the command line.
+"""
+from .classifier import Classifier, bundled_classifiers, load_classifier, save_classifier
+from .frontend import log_mel
+from .metrics import (GaussianStats, am_score, frechet_distance, gaussian_stats, inception_score,
+                      modified_inception_score)
+from .models import DigitCNN, ResNeXt
+
+__all__ = ["Classifier", "DigitCNN", "GaussianStats", "ResNeXt", "am_score", "bundled_classifiers",
+           "frechet_distance", "gaussian_stats", "inception_score", "load_classifier", "log_mel",
+           "modified_inception_score", "save_classifier"]

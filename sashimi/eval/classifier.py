@@ -1,0 +1,272 @@
+"""Digit classifiers for scoring audio: loading, saving and ``predict``.
+
+    from sashimi.eval import load_classifier
+    clf = load_classifier("fsdd")                      # bundled, trained on FSDD, offline
+    probs, features = clf.predict(wavs, 8000)          # (N, 10), (N, 128)
+
+A classifier file is a dict read with ``torch.load(..., weights_only=True)``::
+
+    {"format": "sashimi-classifier", "version": 1, "arch": "digit_cnn" | "resnext",
+     "arch_config": {...}, "classes": [...], "data_rate": 8000, "state_dict": {...}, "meta": {...}}
+
+A bare state dict of the paper's ResNeXt (the authors' parameter names, with or without
+DataParallel's ``module.`` prefix) loads too, as the SC09 classifier.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .frontend import check_wavs, fix_length, log_mel
+from .models import ARCHITECTURES, ResNeXt
+
+__all__ = ["Classifier", "load_classifier", "save_classifier", "bundled_classifiers", "SC09_CLASSES",
+           "FORMAT_NAME"]
+
+FORMAT_NAME = "sashimi-classifier"
+FORMAT_VERSION = 1
+SC09_CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+#: bundled classifiers: name -> (file in sashimi/eval/weights/, its SHA-256)
+BUNDLED: dict[str, tuple[str, str]] = {
+    # DigitCNN (24, 48, 96), 163k parameters, trained on FSDD (CC BY-SA 4.0) takes 10-49, selected on takes 5-9;
+    # test (takes 0-4) accuracy 100% clean and with random gain and shift (see sashimi/eval/weights/README.md)
+    "fsdd": ("fsdd_digits-ca56bedc.pt", "ca56bedc55100938af0152b2d8b06540c03def869141fa769722f05506582425"),
+}
+
+
+def bundled_classifiers() -> list[str]:
+    """Names accepted by :func:`load_classifier` besides file paths."""
+    return sorted(BUNDLED)
+
+
+class Classifier:
+    """A trained classifier with its front end: waveforms in, class probabilities and features out.
+
+    Args:
+        model: a module with ``forward_features(images) -> (logits, features)``
+            (see :mod:`sashimi.eval.models`).
+        classes: class names, in output order.
+        data_rate: sample rate (Hz) of the data it was trained on, or None. Audio at a higher
+            rate is first resampled to it, so that e.g. a classifier trained on 8 kHz FSDD
+            sees 16 kHz audio band-limited the way it saw its training data.
+        name: a short name for reports.
+        meta: free-form metadata (dataset, license, accuracy, ...).
+    """
+
+    def __init__(self, model: nn.Module, classes, data_rate: int | None = None, name: str = "",
+                 meta: dict | None = None):
+        self.model = model.eval()
+        self.classes = tuple(classes)
+        self.data_rate = int(data_rate) if data_rate else None
+        self.name = name
+        self.meta = dict(meta or {})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.model.feature_dim)
+
+    def to(self, device) -> "Classifier":
+        self.model.to(device)
+        return self
+
+    def images(self, wavs, sample_rate: int) -> torch.Tensor:
+        """The model's input: (N, L) waveforms -> (N, 1, 32, 32) dB images (float32, on its device)."""
+        wavs = check_wavs(wavs, sample_rate)
+        if self.data_rate is not None and sample_rate > self.data_rate:
+            from ..audio import resample
+
+            wavs = resample(wavs.detach().cpu().float(), int(sample_rate), self.data_rate)
+            sample_rate = self.data_rate
+        wavs = fix_length(wavs, int(sample_rate))  # 1 s at the input rate: less to resample
+        return log_mel(wavs, int(sample_rate)).to(self.device)
+
+    @torch.no_grad()
+    def predict(self, wavs, sample_rate: int, *, batch_size: int = 256,
+                progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classify waveforms.
+
+        Each clip is scored on its first second (zero-padded if shorter), resampled to 16 kHz.
+
+        Args:
+            wavs: (N, L) float waveforms (tensor or numpy), typically in [-1, 1]; any gain.
+            sample_rate: their rate in Hz (8 kHz and 16 kHz are both fine).
+            batch_size: clips per forward pass.
+            progress: show a progress bar.
+
+        Returns:
+            probs: float64 (N, C), rows summing to 1 (softmax in float64, so that no
+                probability underflows to 0 and the KL-based metrics stay finite).
+            features: float64 (N, D), the pooled penultimate layer (for FID).
+
+        Raises:
+            TypeError, ValueError: bad ``wavs`` (wrong shape or dtype, NaN or inf) or ``sample_rate``.
+        """
+        wavs = check_wavs(wavs, sample_rate)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.model.eval()
+        starts = range(0, wavs.size(0), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="classifying", unit="batch", dynamic_ncols=True)
+        probs, feats = [], []
+        for s in starts:
+            logits, features = self.model.forward_features(self.images(wavs[s:s + batch_size], sample_rate))
+            probs.append(torch.softmax(logits.double(), dim=-1).cpu())
+            feats.append(features.double().cpu())
+        return torch.cat(probs), torch.cat(feats)
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        return (f"Classifier(name={self.name!r}, arch={type(self.model).__name__}, classes={len(self.classes)}, "
+                f"data_rate={self.data_rate}, features={self.feature_dim}, params={n:,})")
+
+
+# ---- files ----------------------------------------------------------------------------------
+def save_classifier(classifier: Classifier, path: str | os.PathLike, arch_config: dict) -> str:
+    """Write a classifier file (atomically). Returns its SHA-256.
+
+    Args:
+        classifier: the classifier (its model's class must be in ``ARCHITECTURES``).
+        path: destination; overwritten if it exists (callers decide whether that is allowed).
+        arch_config: the keyword arguments that rebuild the model.
+    """
+    arch = next((k for k, cls in ARCHITECTURES.items() if type(classifier.model) is cls), None)
+    if arch is None:
+        raise ValueError(f"cannot save a {type(classifier.model).__name__}: not one of {sorted(ARCHITECTURES)}")
+    blob = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "arch": arch, "arch_config": dict(arch_config),
+            "classes": list(classifier.classes), "data_rate": classifier.data_rate,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in classifier.model.state_dict().items()},
+            "meta": _plain(classifier.meta)}
+    path = os.fspath(path)
+    tmp = path + ".part"
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return sha256_file(path)
+
+
+def _plain(x):
+    """Metadata as plain Python values, which ``torch.load(weights_only=True)`` reads back."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if x is None or type(x) in (bool, int, float, str):
+        return x
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x)
+    return str(x)  # e.g. torch.__version__, a str subclass the safe unpickler refuses
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) -> Classifier:
+    """Load a classifier: a bundled one by name, or a file.
+
+    Args:
+        name_or_path: ``"fsdd"`` (bundled: digits trained on FSDD by this project; checked
+            against its SHA-256), a classifier file written by :func:`save_classifier` (e.g. by
+            ``sashimi train-classifier``), or a state-dict file of the SaShiMi paper's SC09
+            ResNeXt with the authors' parameter names.
+        device: where to put it (default: CPU).
+
+    Returns:
+        a :class:`Classifier` in eval mode.
+
+    Raises:
+        ValueError: an unknown name, a file that is neither format, a hash mismatch, or
+            weights that do not fit the architecture.
+        FileNotFoundError: no such file.
+    """
+    key = os.fspath(name_or_path)
+    if key in BUNDLED:
+        file_name, digest = BUNDLED[key]
+        path = WEIGHTS_DIR / file_name
+        if not path.is_file():
+            raise FileNotFoundError(f"bundled classifier {key!r} is missing its weights file {path} "
+                                    "(a broken install? reinstall sashimi)")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise ValueError(f"bundled classifier {key!r}: {path} has SHA-256 {actual}, expected {digest}")
+        name = key
+    else:
+        path = Path(key)
+        if not path.exists():
+            names = ", ".join(repr(n) for n in bundled_classifiers()) or "none"
+            raise FileNotFoundError(f"classifier {key!r}: not a bundled name ({names}) and no such file")
+        if not path.is_file():
+            raise ValueError(f"classifier {key!r} is not a file")
+        name = path.name
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    classifier = _from_blob(blob, name, str(path))
+    return classifier.to(device) if device is not None else classifier
+
+
+def _from_blob(blob, name: str, where: str) -> Classifier:
+    if not isinstance(blob, dict):
+        raise ValueError(f"{where}: not a classifier file (holds a {type(blob).__name__})")
+    if blob.get("format") == FORMAT_NAME:
+        if blob.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{where}: classifier format version {blob.get('version')}, this sashimi reads "
+                             f"{FORMAT_VERSION}")
+        arch = blob.get("arch")
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"{where}: unknown architecture {arch!r} (known: {sorted(ARCHITECTURES)})")
+        model = ARCHITECTURES[arch](**blob.get("arch_config", {}))
+        _load_strict(model, blob["state_dict"], where)
+        return Classifier(model, blob["classes"], blob.get("data_rate"), name, blob.get("meta"))
+    state = _strip_prefix(blob, "module.")
+    if "conv_1_3x3.weight" in state and "stage_1.stage_1_bottleneck_0.conv_conv.weight" in state \
+            and "classifier.weight" in state:
+        try:
+            config = ResNeXt.config_from_state_dict(state)
+        except (KeyError, AttributeError, ValueError, IndexError, ZeroDivisionError) as e:
+            raise ValueError(f"{where}: a ResNeXt state dict of an unexpected shape ({e})") from e
+        model = ResNeXt(**config)
+        _load_strict(model, state, where)
+        n = config["n_classes"]
+        classes = SC09_CLASSES if n == 10 else tuple(str(i) for i in range(n))
+        return Classifier(model, classes, 16000, name, {"arch": f"ResNeXt {config}", "dataset": "sc09"})
+    raise ValueError(f"{where}: neither a sashimi classifier file nor a ResNeXt state dict "
+                     f"(keys: {list(blob)[:4]}...)")
+
+
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _load_strict(model: nn.Module, state: dict, where: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
+             if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{len(x)} {what}, e.g. {x[:3]}" for x, what in
+                 ((missing, "missing"), (unexpected, "unexpected"), (wrong, "of the wrong shape")) if x]
+        raise ValueError(f"{where}: the weights do not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state)

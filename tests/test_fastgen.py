@@ -15,7 +15,7 @@ from sashimi.fastgen.torch_engine import TorchEngine, step_depth
 from sashimi.s4 import S4
 
 STEPS = 4000
-TOL = 1e-4
+TOL = 1e-5
 HAS_CPP = cpu.load_library() is not None
 KINDS = [pytest.param("cpp", marks=pytest.mark.skipif(not HAS_CPP, reason=f"no C++ build: {cpu.build_error}")),
          "torch"]

@@ -83,8 +83,9 @@ struct Team {
   std::unique_ptr<Slot[]> arrive;  // per thread: (job << 32) | barriers passed in this job
   std::unique_ptr<Slot[]> go;      // per worker: the job it should run next
   std::unique_ptr<Slot[]> done;    // per worker: the last job it finished
-  std::mutex m;
-  std::condition_variable cv;
+  // Held by pointer: a forked child drops its parent's (possibly held) ones for fresh ones.
+  std::unique_ptr<std::mutex> m{new std::mutex};
+  std::unique_ptr<std::condition_variable> cv{new std::condition_variable};
   std::atomic<int> sleepers{0};
   std::atomic<bool> stop{false};
   std::atomic<bool> worker_failed{false};
@@ -117,8 +118,8 @@ struct Team {
     }
     stop.store(true);
     {
-      std::lock_guard<std::mutex> lk(m);
-      cv.notify_all();
+      std::lock_guard<std::mutex> lk(*m);
+      cv->notify_all();
     }
     for (auto& w : workers) w.join();
     workers.clear();
@@ -129,9 +130,14 @@ struct Team {
   bool ensure(Engine& E) {
     if (T == 1 || failed) return T == 1 ? true : false;
     if (!workers.empty() && pid == current_pid()) return true;
-    if (!workers.empty()) {
-      for (auto& w : workers) w.detach();  // inherited through fork(): gone
+    if (!workers.empty()) {  // inherited through fork(): the threads are gone, their locks may be held
+      for (auto& w : workers) w.detach();
       workers.clear();
+      m.release();  // leaked on purpose: destroying a mutex another (vanished) thread holds is undefined
+      cv.release();
+      m.reset(new std::mutex);
+      cv.reset(new std::condition_variable);
+      sleepers.store(0);
     }
     pid = current_pid();
     try {
@@ -161,9 +167,9 @@ struct Team {
         std::this_thread::yield();
       }
       if (!got) {
-        std::unique_lock<std::mutex> lk(m);
+        std::unique_lock<std::mutex> lk(*m);
         sleepers.fetch_add(1);
-        cv.wait(lk, ready);
+        cv->wait(lk, ready);
         sleepers.fetch_sub(1);
       }
       if (stop.load()) return;
@@ -184,8 +190,8 @@ struct Team {
     for (int i = 0; i < n; ++i) arrive[i].v.store(job_id << 32, std::memory_order_relaxed);
     for (int i = 1; i < n; ++i) go[i].v.store(job_id, std::memory_order_seq_cst);
     if (n > 1 && sleepers.load(std::memory_order_seq_cst) > 0) {
-      std::lock_guard<std::mutex> lk(m);
-      cv.notify_all();
+      std::lock_guard<std::mutex> lk(*m);
+      cv->notify_all();
     }
     run_thread_job(E, 0);
     for (int i = 1; i < n; ++i) spin_wait([&] { return done[i].v.load(std::memory_order_acquire) == job_id; });

@@ -29,6 +29,7 @@ UNIT = 16  # kUnit in fastgen_kernels.h: channels per unit, output columns per w
 S4_FORMS = {"diagonal": 0, "dplr": 1, "dplr_untied": 2}
 WEIGHT_TYPES = {"float32": 0, "bfloat16": 1, "float16": 2}  # storage of the linear layers' weights (WType)
 FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-ffp-contract=fast", "-pthread"]
+ARCH_FLAGS = (["-march=native"], [])  # tried in turn: some compilers / CPUs reject -march=native
 PROFILE_NAMES = ("s4", "linear", "norm", "activations", "pooling", "sampling", "sync")
 
 _lock = threading.Lock()
@@ -83,7 +84,7 @@ def _load(profile: bool) -> ctypes.CDLL:
     source = b"".join(p.read_bytes() for p in [SOURCE, *HEADERS])
     extra = ["-DSG_PROFILE"] if profile else []
     errors = []
-    for arch in (["-march=native"], []):  # some compilers / CPUs reject -march=native
+    for arch in ARCH_FLAGS:
         flags = FLAGS + arch + extra
         key = hashlib.sha256(b"\0".join([source, cxx.encode(), " ".join(flags).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]

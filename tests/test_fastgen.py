@@ -77,7 +77,10 @@ def test_other_step_forms_equal_dense(ar_small, speech, case, kind):
     assert set(pack.s4_modes(plan)) == {"diagonal" if case == "diagonal" else "dplr"}
     tokens = speech[:1, :600]
     fast = fastgen.teacher_forced_logits(model, tokens, kind=kind)
-    assert float((fast - dense_logits(model, tokens)).abs().max()) <= TOL
+    # The eigenbasis is taken when its estimated relative error is <= 1e-5 (s4._DIAGONAL_MAX_ERROR):
+    # its logits may differ by a little more than the dplr step's, in every engine alike.
+    tol = 3 * TOL if case == "diagonal" else TOL
+    assert float((fast - dense_logits(model, tokens)).abs().max()) <= tol
 
 
 def test_true_C_matches_discrete_system(ar_small):

@@ -267,11 +267,13 @@ void linear_rows_t(const Linear& L, const float* x, int64_t ldx, float* y, int64
       for (; p < p1; ++p) linear_tile<WT, EPI, 1, G>(L, x, ldx, y, ldy, p, col(p));
     return;
   }
-  // Matrix-matrix: blocks of 3 rows x 2 panels (12 accumulators), all rows per panel pair.
+  // Matrix-matrix: blocks of 3 rows x 2 panels (12 accumulators), all rows per panel pair; the
+  // last 4 rows as 2 + 2 (a lone row has too few accumulators to hide the FMA latency).
   for (; p + 2 <= p1; p += 2) {
     int64_t r = 0;
-    for (; r + 3 <= rows; r += 3) linear_tile<WT, EPI, 3, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p));
-    if (rows - r == 2) linear_tile<WT, EPI, 2, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p));
+    for (; rows - r >= 3 && rows - r != 4; r += 3)
+      linear_tile<WT, EPI, 3, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p));
+    for (; rows - r >= 2; r += 2) linear_tile<WT, EPI, 2, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p));
     if (rows - r == 1) linear_tile<WT, EPI, 1, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p));
   }
   if (G == 1 && p < p1) {

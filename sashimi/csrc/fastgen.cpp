@@ -8,8 +8,8 @@
 // in sashimi/fastgen/pack.py). The plain PyTorch version of the same step is
 // sashimi/fastgen/torch_engine.py; the tests compare both with the reference 'dense' eager step.
 //
-// Files: fastgen_kernels.h (vector maths, layer norm, linear layers, S4 units, sampler),
-// fastgen_team.h (threads, barrier, layout controller), fastgen_model.h (the network and one step
+// Files: fastgen_kernels.h (vector maths, layer norm, linear layers, S4 units), fastgen_sample.h
+// (the sampler), fastgen_team.h (threads, barrier, layout controller), fastgen_model.h (the network and one step
 // of it per thread), this file (construction from the spec, and the C interface).
 //
 // Layouts (row-major): channels come in units of 16 (dimensions padded with zeros to a multiple of
@@ -19,8 +19,9 @@
 // Threads split a step by rows and by units / panels (fastgen_team.h); every split computes the
 // same bits.
 //
-// Errors: every entry point catches C++ exceptions (the interpreter must never abort) and returns
-// an error code, with the message in sg_error() and its kind in sg_error_kind() (2: out of memory).
+// Errors: every entry point that does more than read a field catches C++ exceptions (the interpreter
+// must never abort) and returns an error code, with the message in sg_error() and its kind in
+// sg_error_kind() (2: out of memory); worker threads catch theirs too (fastgen_team.h).
 
 #include <algorithm>
 #include <chrono>
@@ -281,17 +282,21 @@ SG_EXPORT int sg_set_layout(void* e, int64_t R, int64_t C) {
 // Per layout: R, C, smoothed ns per step (0: not timed yet), steps run; returns the number of
 // layouts (writes at most n of them). *current: the index of the layout that runs next.
 SG_EXPORT int sg_layouts(void* e, double* out, int n, int* current) {
-  Engine& E = *static_cast<Engine*>(e);
-  const int m = static_cast<int>(E.ctrl.layouts.size());
-  for (int i = 0; i < m && i < n; ++i) {
-    const Layout& l = E.ctrl.layouts[i];
-    out[4 * i] = l.R;
-    out[4 * i + 1] = l.C;
-    out[4 * i + 2] = l.ns;
-    out[4 * i + 3] = static_cast<double>(l.steps);
-  }
-  if (current) *current = E.ctrl.layout();
-  return m;
+  int m = 0;
+  const int rc = guarded([&] {
+    Engine& E = *static_cast<Engine*>(e);
+    m = static_cast<int>(E.ctrl.layouts.size());
+    for (int i = 0; i < m && i < n; ++i) {
+      const Layout& l = E.ctrl.layouts[i];
+      out[4 * i] = l.R;
+      out[4 * i + 1] = l.C;
+      out[4 * i + 2] = l.ns;
+      out[4 * i + 3] = static_cast<double>(l.steps);
+    }
+    if (current) *current = E.ctrl.layout();
+    return 0;
+  });
+  return rc ? rc : m;
 }
 
 // Teacher-forced steps over tokens (B, T) with row stride ld; logits_out (B, T, V) or null.
@@ -374,16 +379,22 @@ SG_EXPORT int sg_sample(const float* logits, int64_t rows, int64_t V, const floa
 
 // Largest |state| over every S4 layer (a health check for long runs); NaN if any is NaN.
 SG_EXPORT double sg_state_max_abs(void* e) {
-  Engine& E = *static_cast<Engine*>(e);
   double m = 0.0;
-  for (Tier& T : E.tiers)
-    for (Block& blk : T.blocks)
-      if (blk.is_s4)
-        for (const Buf* v : {&blk.s4.x, &blk.s4.s})
-          for (float x : *v) {
-            if (std::isnan(x)) return std::nan("");
-            m = std::max(m, static_cast<double>(std::fabs(x)));
-          }
+  guarded([&] {
+    Engine& E = *static_cast<Engine*>(e);
+    for (Tier& T : E.tiers)
+      for (Block& blk : T.blocks)
+        if (blk.is_s4)
+          for (const Buf* v : {&blk.s4.x, &blk.s4.s})
+            for (float x : *v) {
+              if (std::isnan(x)) {
+                m = std::nan("");
+                return 0;
+              }
+              m = std::max(m, static_cast<double>(std::fabs(x)));
+            }
+    return 0;
+  });
   return m;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "fastgen_kernels.h"
+#include "fastgen_sample.h"
 #include "fastgen_team.h"
 
 namespace {

@@ -23,7 +23,7 @@ import torch
 __all__ = ["load_library", "CppEngine", "build_error", "sample", "SOURCE", "WEIGHT_TYPES"]
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "fastgen.cpp"
-HEADERS = [SOURCE.with_name(f"fastgen_{name}.h") for name in ("kernels", "team", "model")]
+HEADERS = [SOURCE.with_name(f"fastgen_{name}.h") for name in ("kernels", "sample", "team", "model")]
 MAGIC, VERSION = 0x53415348, 2
 UNIT = 16  # kUnit in fastgen_kernels.h: channels per unit, output columns per weight panel
 S4_FORMS = {"diagonal": 0, "dplr": 1, "dplr_untied": 2}
@@ -367,7 +367,10 @@ class CppEngine:
         ``current`` (the one the next steps use)."""
         buf = (ctypes.c_double * 256)()
         current = ctypes.c_int(0)
-        n = min(self.lib.sg_layouts(self._ptr, buf, 64, ctypes.byref(current)), 64)
+        n = self.lib.sg_layouts(self._ptr, buf, 64, ctypes.byref(current))
+        if n < 0:
+            _raise(self.lib, "fast CPU step")
+        n = min(n, 64)
         return [{"rows": int(buf[4 * i]), "threads": int(buf[4 * i + 1]),
                  "us_per_step": buf[4 * i + 2] / 1e3 if buf[4 * i + 2] else None, "steps": int(buf[4 * i + 3]),
                  "current": i == current.value} for i in range(n)]

@@ -160,3 +160,23 @@ def test_generate_stream_to_stdout_is_progressive(fixtures_dir):
     assert head[:4] == b"RIFF" and head[8:16] == b"WAVEfmt "
     assert struct.unpack("<I", head[40:44])[0] == 600 * 16000 * 2  # exact size, known up front
     assert len(head) == 44 + 2 * 3200
+
+
+def test_generate_fast_engine_options(tmp_path, capsys, fixtures_dir, monkeypatch):
+    """--weights and --threads reach the fast engine (it says which it runs); the settings are
+    the CLI process's, reset here for the tests that follow."""
+    from sashimi import fastgen
+
+    monkeypatch.setattr(fastgen, "_said", set())
+    ckpt = str(fixtures_dir / "rf5_ar_small.ckpt.pt")
+    try:
+        code, _, err = run_cli(capsys, "generate", "--model", ckpt, "--seconds", "0.01", "--n", "1", "--weights",
+                               "float16", "--threads", "3", "--out", str(tmp_path / "o"))
+        assert code == 0, err
+        assert "up to 3 threads; float16 weights" in err
+        assert (fastgen.get_weight_storage(), fastgen.get_num_threads()) == ("float16", 3)
+        code, _, err = run_cli(capsys, "generate", "--model", ckpt, "--threads", "0", "--out", str(tmp_path / "p"))
+        assert code == 2 and "--threads" in err
+    finally:
+        fastgen.set_weight_storage("float32")
+        fastgen.set_num_threads(None)

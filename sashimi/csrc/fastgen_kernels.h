@@ -1,10 +1,10 @@
 // Kernels of the fused CPU step (included by fastgen.cpp, one translation unit): 8-lane vector
 // maths, layer norm, blocked linear layers and the S4 recurrences of one 16-channel unit (the
-// sampler is in fastgen_sample.h). Written with GCC/Clang vector extensions (8 floats = one AVX register; lowered to
-// narrower registers elsewhere), so each element's arithmetic is fixed by the source: the same
-// element gives the same bits whichever thread, tile shape or batch row computes it. That is what
-// makes results independent of the thread configuration (tested), which the adaptive thread
-// count needs: a seed must reproduce the same samples whatever the machine load was.
+// sampler is in fastgen_sample.h). Written with GCC/Clang vector extensions (8 floats = one AVX
+// register; lowered to narrower registers elsewhere), so each element's arithmetic is fixed by
+// the source: the same element gives the same bits whichever thread, tile shape or batch row
+// computes it. That makes results independent of the thread layout (tested), which the adaptive
+// layout needs: a seed must give the same samples whatever the machine's load was.
 #pragma once
 
 namespace {
@@ -136,14 +136,14 @@ void layer_norm(const float* x, const float* w, const float* b, float* out, int6
 // ---- linear layers -------------------------------------------------------------------------
 // Weights as panels (ceil(out / 16), in, 16) of W^T: each panel holds 16 output columns, stored
 // contiguously over the inputs, so a panel is one stream read once per step whatever the batch
-// (rows are looped inside), with the 16-column blocks of 1..6 rows accumulating in registers.
+// (rows are looped inside), with the 16-column blocks of 1..3 rows accumulating in registers.
 // Storage: float32; float16 (IEEE half: 11 bits of mantissa); or bfloat16 (the high half of a
 // float32: 8 bits of mantissa), each panel row of 16 then stored interleaved (c0, c8, c1, c9, ...,
 // c7, c15) so that it widens in two operations. Products and sums are float32 in every case.
 enum WType { W_F32 = 0, W_BF16 = 1, W_F16 = 2 };
 
 struct Linear {
-  const void* w = nullptr;   // panels, float or uint16 (bf16)
+  const void* w = nullptr;   // panels: float, or uint16 (float16 / bfloat16)
   const float* b = nullptr;  // (panels * 16,) zero-padded
   int64_t in = 0, panels = 0;
   int wtype = W_F32;
@@ -214,10 +214,6 @@ inline void linear_tile(const Linear& L, const float* __restrict x, int64_t ldx,
     f8 xi[R];
     for (int r = 0; r < R; ++r) xi[r] = bc(x[r * ldx + i]);
     for (int q = 0; q < NP; ++q) {
-#ifdef SG_PREFETCH
-      if (WT == W_F32 || (i & 1) == 0)
-        __builtin_prefetch(static_cast<const char*>(L.w) + (base + q * stride + (i + SG_PREFETCH) * kUnit) * (WT == W_F32 ? 4 : 2));
-#endif
       f8 w0, w1;
       load_w<WT>(L.w, base + q * stride + i * kUnit, w0, w1);
       for (int r = 0; r < R; ++r) {

@@ -199,7 +199,7 @@ inline void load_w(const void* base, int64_t idx, f8& a, f8& b) {
 // (for E_GLU: the channel of the value panel; NP even, panels alternate value / gate).
 template <int WT, Epi EPI, int R, int NP>
 inline void linear_tile(const Linear& L, const float* __restrict x, int64_t ldx, float* __restrict y, int64_t ldy,
-                        int64_t p, int64_t out_col) {
+                        int64_t p, int64_t out_col, const char* prefetch = nullptr) {
   f8 acc[R][NP][2];
   for (int q = 0; q < NP; ++q) {
     const f8 b0 = load8(L.b + (p + q) * kUnit), b1 = load8(L.b + (p + q) * kUnit + 8);
@@ -210,7 +210,10 @@ inline void linear_tile(const Linear& L, const float* __restrict x, int64_t ldx,
   }
   const int64_t stride = L.in * kUnit;  // one panel
   const int64_t base = p * stride;
+  constexpr int64_t kRowBytes = WT == W_F32 ? 64 : 32;  // one input row of a panel
   for (int64_t i = 0; i < L.in; ++i) {
+    if (prefetch && (kRowBytes == 64 || (i & 1) == 0))  // the next panels, into L2, a line per panel
+      for (int q = 0; q < NP; ++q) __builtin_prefetch(prefetch + (q * L.in + i) * kRowBytes, 0, 2);
     f8 xi[R];
     for (int r = 0; r < R; ++r) xi[r] = bc(x[r * ldx + i]);
     for (int q = 0; q < NP; ++q) {
@@ -265,12 +268,22 @@ void linear_rows_t(const Linear& L, const float* x, int64_t ldx, float* y, int64
   }
   // Matrix-matrix: blocks of 3 rows x 2 panels (12 accumulators), all rows per panel pair; the
   // last 4 rows as 2 + 2 (a lone row has too few accumulators to hide the FMA latency).
+  // While the first block of rows reads a panel pair, the next pair is prefetched: the pair is
+  // then in L2 for the other blocks, and the next one arrives from L3 in the shadow of the work.
+  constexpr int64_t kPanelBytes = WT == W_F32 ? 64 : 32;
   for (; p + 2 <= p1; p += 2) {
     int64_t r = 0;
+    const char* next = p + 2 < p1 ? static_cast<const char*>(L.w) + (p + 2) * L.in * kPanelBytes : nullptr;
+    if (rows - r >= 3 && rows - r != 4) {
+      linear_tile<WT, EPI, 3, 2>(L, x, ldx, y, ldy, p, col(p), next);
+      r += 3;
+      next = nullptr;
+    }
     for (; rows - r >= 3 && rows - r != 4; r += 3)
       linear_tile<WT, EPI, 3, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p));
-    for (; rows - r >= 2; r += 2) linear_tile<WT, EPI, 2, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p));
-    if (rows - r == 1) linear_tile<WT, EPI, 1, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p));
+    for (; rows - r >= 2; r += 2, next = nullptr)
+      linear_tile<WT, EPI, 2, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p), next);
+    if (rows - r == 1) linear_tile<WT, EPI, 1, 2>(L, x + r * ldx, ldx, y + r * ldy, ldy, p, col(p), next);
   }
   if (G == 1 && p < p1) {
     int64_t r = 0;

@@ -30,11 +30,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# This checkout's package, unless PYTHONPATH names another (to profile an older version, e.g. a
+# `git worktree` of main: PYTHONPATH=../main-worktree python benchmarks/profile_train.py). The
+# script uses only API that every version has.
+if not os.environ.get("PYTHONPATH"):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sashimi import ARConfig, SashimiAR  # noqa: E402
 from sashimi.backbone import FFBlock, ResidualBlock  # noqa: E402
-from sashimi.cli.bench import PRESETS  # noqa: E402
 from sashimi.ops import cauchy_backend  # noqa: E402
 from sashimi.s4 import S4  # noqa: E402
 
@@ -46,6 +49,14 @@ def _clock():
 def _since(t0):
     wall, cpu = _clock()
     return wall - t0[0], cpu - t0[1]
+
+
+# the presets of `sashimi bench train` (sashimi/cli/bench.py), here for versions that lack them
+PRESETS = {
+    "sc09": {"model_cfg": {}, "batch_sizes": "1,8", "seq_len": 16000},
+    "fsdd": {"model_cfg": {"d_model": 64, "n_layers": 4, "pool": [4, 4], "l_max": 6000, "sample_rate": 8000},
+             "batch_sizes": "8", "seq_len": 6000},
+}
 
 
 def _timed(fn, inputs, repeat: int = 2) -> tuple[float, float]:
@@ -67,8 +78,6 @@ def _timed(fn, inputs, repeat: int = 2) -> tuple[float, float]:
 def layer_costs(model: SashimiAR, batch: int, seq_len: int) -> list[tuple[str, int, float, float]]:
     """Each kind of layer timed alone at its tier's shape: (label, count in the model, forward s,
     forward + backward s per instance)."""
-    from sashimi.ops.fftconv import ssm_conv_gelu
-
     s, cfg = model.sashimi, model.config
     rows = []
     H, L = cfg.d_model, seq_len
@@ -80,12 +89,13 @@ def layer_costs(model: SashimiAR, batch: int, seq_len: int) -> list[tuple[str, i
         u = torch.randn(batch, L, H, requires_grad=True)
         if s4s:
             layer = s4s[0]
-            k = lambda: layer.kernel(L)  # noqa: E731
-            rows.append((f"tier {tier} (H={H}, L={L}): S4 kernel generation", len(s4s), *_timed(k, ())))
-            kern = layer.kernel(L).detach()[0].requires_grad_()
-            rows.append((f"tier {tier}: S4 convolution + skip + GELU", len(s4s),
-                         *_timed(ssm_conv_gelu, (u, kern, layer.D[0]))))
-            rows.append((f"tier {tier}: S4 output linear + GLU", len(s4s), *_timed(layer._project, (u,))))
+            kernel = _timed(lambda: layer.kernel(L), ())
+            project = _timed(layer._project, (u,))
+            whole = _timed(layer, (u,))
+            rows.append((f"tier {tier} (H={H}, L={L}): S4 kernel generation", len(s4s), *kernel))
+            rows.append((f"tier {tier}: S4 convolution + skip + GELU (the rest of the S4 layer)", len(s4s),
+                         *(max(0.0, w - k - p) for w, k, p in zip(whole, kernel, project))))
+            rows.append((f"tier {tier}: S4 output linear + GLU", len(s4s), *project))
         if ffs:
             rows.append((f"tier {tier}: FF block", len(ffs), *_timed(ffs[0], (u,))))
         rows.append((f"tier {tier}: LayerNorm", len(s4s) + len(ffs), *_timed(blocks[0].norm, (u,))))
@@ -147,6 +157,9 @@ def main(argv=None) -> int:
     model = SashimiAR(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     (x, y), data_times = _data_batch(args, cfg, batch, seq_len)
+    import sashimi
+
+    print(f"sashimi from {os.path.dirname(sashimi.__file__)}")
     print(f"preset {args.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, batch {batch} x "
           f"{seq_len}, {torch.get_num_threads()} threads, Cauchy backend {cauchy_backend('cpu')}, "
           f"load average {os.getloadavg()[0]:.2f}")

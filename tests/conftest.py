@@ -1,15 +1,45 @@
-import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def run_cli(capsys, *argv):
+    """Run ``sashimi *argv`` in this process: (exit code, stdout, stderr)."""
+    from sashimi.__main__ import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write_sawtooth_wavs(folder, lengths, rate: int = 8000) -> str:
+    """Short noisy-sawtooth WAV files ``0.wav``, ``1.wav``, ... of the given lengths: training data
+    for tiny models. Returns the folder."""
+    from sashimi.audio import write_wav
+
+    rng = np.random.default_rng(0)
+    for i, n in enumerate(lengths):
+        t = np.arange(n) + rng.integers(16)
+        write_wav(Path(folder) / f"{i}.wav", 0.6 * ((t % 16) / 8.0 - 1) + 0.05 * rng.standard_normal(n), rate)
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def ckpt(fixtures_dir) -> str:
+    """Path of the small published-format AR checkpoint."""
+    return str(fixtures_dir / "rf5_ar_small.ckpt.pt")
 
 
 @pytest.fixture(scope="session")

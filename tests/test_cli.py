@@ -8,6 +8,7 @@ import torch
 
 import sashimi.hub
 from sashimi import DiffWaveConfig, SashimiDiffWave, mulaw_decode
+from conftest import run_cli
 from sashimi.__main__ import main
 from sashimi.audio import read_audio, write_wav
 
@@ -16,25 +17,11 @@ sf = pytest.importorskip("soundfile")
 
 
 @pytest.fixture
-def ckpt(fixtures_dir):
-    return str(fixtures_dir / "rf5_ar_small.ckpt.pt")
-
-
-@pytest.fixture
 def tiny_diffwave(monkeypatch):
     torch.manual_seed(0)
     model = SashimiDiffWave(DiffWaveConfig(d_model=8, n_layers=1, l_max=256, d_step_hidden=16, d_step_embed=8)).eval()
     monkeypatch.setattr(sashimi.hub, "sashimi_diffwave_sc09", lambda device=None, **kw: model.to(device))
     return model
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse errors
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_line(err: str) -> str:

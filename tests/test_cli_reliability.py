@@ -1,20 +1,12 @@
 """Command line: output paths checked before any model is loaded; one-line errors and notices."""
-import os
-
 import numpy as np
 import pytest
-import torch
 
 import sashimi.cli.generate as gen
 from sashimi.__main__ import main
 from sashimi.cli import CLIError
 
 sf = pytest.importorskip("soundfile")
-
-
-@pytest.fixture
-def ckpt(fixtures_dir):
-    return str(fixtures_dir / "rf5_ar_small.ckpt.pt")
 
 
 @pytest.fixture

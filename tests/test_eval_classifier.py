@@ -2,7 +2,6 @@
 import math
 import shutil
 
-import numpy as np
 import pytest
 import torch
 

@@ -5,16 +5,7 @@ import pytest
 import torch
 
 from sashimi import ARConfig, SashimiAR, save_model
-from sashimi.__main__ import main
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse errors
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from conftest import run_cli
 
 
 @pytest.fixture

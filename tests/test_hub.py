@@ -1,7 +1,6 @@
 """torch.hub entry points, loaded from this checkout (source='local'), never from the network."""
 from pathlib import Path
 
-import pytest
 import torch
 
 REPO = str(Path(__file__).resolve().parents[1])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_cli
 from sashimi import mulaw_encode
-from sashimi.__main__ import main
 from sashimi.cli.stream import MAX_DATA, WavStreamWriter, wav_header
 
 sf = pytest.importorskip("soundfile")
@@ -96,17 +96,7 @@ def test_wav_header_of_unknown_length():
 
 
 # ---- the command line ----------------------------------------------------------------------------
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_generate_stream_to_file_equals_out(tmp_path, capsys, fixtures_dir):
-    ckpt = str(fixtures_dir / "rf5_ar_small.ckpt.pt")
+def test_generate_stream_to_file_equals_out(tmp_path, capsys, ckpt):
     base = ["generate", "--model", ckpt, "--seconds", "0.05", "--seed", "7", "--top-k", "30"]
     code, _, err = run_cli(capsys, *base, "--stream", str(tmp_path / "s.wav"))
     assert code == 0, err
@@ -121,8 +111,7 @@ def test_generate_stream_to_file_equals_out(tmp_path, capsys, fixtures_dir):
     assert code == 0 and sf.info(str(tmp_path / "s.wav")).channels == 3
 
 
-def test_generate_stream_refusals(tmp_path, capsys, fixtures_dir, tiny_diffwave):
-    ckpt = str(fixtures_dir / "rf5_ar_small.ckpt.pt")
+def test_generate_stream_refusals(tmp_path, capsys, ckpt, tiny_diffwave):
     for argv, match in [(["--stream", str(tmp_path / "no" / "x.wav")], "does not exist"),
                         (["--stream", str(tmp_path)], "is a directory"),
                         (["--stream", "-", "--n", "4", "--batch-size", "2"], "all --n samples at once"),
@@ -144,10 +133,9 @@ def tiny_diffwave(monkeypatch):
     return model
 
 
-def test_generate_stream_to_stdout_is_progressive(fixtures_dir):
+def test_generate_stream_to_stdout_is_progressive(ckpt):
     """`--stream -` in a real pipe: the header and the first audio arrive while the process is
-    still generating (a player would already be playing), and the data stops at the header's size."""
-    ckpt = str(fixtures_dir / "rf5_ar_small.ckpt.pt")
+    still generating (a player would already be playing), and the header states the exact size."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "sashimi", "generate", "--model", ckpt, "--seconds", "600",
                              "--seed", "0", "--stream", "-", "-q"], stdout=subprocess.PIPE, env=env)
@@ -162,13 +150,12 @@ def test_generate_stream_to_stdout_is_progressive(fixtures_dir):
     assert len(head) == 44 + 2 * 3200
 
 
-def test_generate_fast_engine_options(tmp_path, capsys, fixtures_dir, monkeypatch):
+def test_generate_fast_engine_options(tmp_path, capsys, ckpt, monkeypatch):
     """--weights and --threads reach the fast engine (it says which it runs); the settings are
     the CLI process's, reset here for the tests that follow."""
     from sashimi import fastgen
 
     monkeypatch.setattr(fastgen, "_said", set())
-    ckpt = str(fixtures_dir / "rf5_ar_small.ckpt.pt")
     try:
         code, _, err = run_cli(capsys, "generate", "--model", ckpt, "--seconds", "0.01", "--n", "1", "--weights",
                                "float16", "--threads", "3", "--out", str(tmp_path / "o"))

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 import sashimi
+from conftest import write_sawtooth_wavs
 from sashimi.__main__ import main
 from sashimi.audio import write_wav
 from sashimi.train.data import CropDataset
@@ -24,13 +25,7 @@ TINY = ["model_cfg.d_model=8", "model_cfg.n_layers=1", "model_cfg.l_max=256", "s
 @pytest.fixture(scope="module")
 def wavs(tmp_path_factory):
     """Six short noisy-sawtooth files of different lengths (some shorter than a crop)."""
-    d = tmp_path_factory.mktemp("wavs")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        n = 150 + 120 * i
-        t = np.arange(n) + rng.integers(16)
-        write_wav(d / f"{i}.wav", 0.6 * ((t % 16) / 8.0 - 1) + 0.05 * rng.standard_normal(n), 8000)
-    return str(d)
+    return write_sawtooth_wavs(tmp_path_factory.mktemp("wavs"), [150 + 120 * i for i in range(6)])
 
 
 def _cfg(wavs, run, *extra):

@@ -9,7 +9,8 @@ import soundfile as sf
 import torch
 
 import sashimi
-from sashimi.audio import AudioError, read_audio, write_wav
+from conftest import write_sawtooth_wavs
+from sashimi.audio import AudioError, read_audio
 from sashimi.train import train
 from sashimi.train.checkpoint import list_checkpoints
 from sashimi.train.config import ConfigError, build_config
@@ -23,13 +24,7 @@ TINY = ["model_cfg.d_model=8", "model_cfg.n_layers=1", "model_cfg.l_max=256", "s
 @pytest.fixture(scope="module")
 def wavs(tmp_path_factory):
     """Six short noisy-sawtooth files."""
-    d = tmp_path_factory.mktemp("wavs")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        n = 300 + 50 * i
-        t = np.arange(n) + rng.integers(16)
-        write_wav(d / f"{i}.wav", 0.6 * ((t % 16) / 8.0 - 1) + 0.05 * rng.standard_normal(n), 8000)
-    return str(d)
+    return write_sawtooth_wavs(tmp_path_factory.mktemp("wavs"), [300 + 50 * i for i in range(6)])
 
 
 def _cfg(wavs, run, *extra):
@@ -126,7 +121,7 @@ def test_forced_fresh_run_keeps_both_runs_checkpoints(wavs, tmp_path, capsys):
     train(_cfg(wavs, run, "max_steps=6", "checkpoint_interval=2", "keep_checkpoints=3"))
     old = {os.path.basename(p): open(p, "rb").read() for _, p in list_checkpoints(str(run))}
     out = train(_cfg(wavs, run, "max_steps=4", "checkpoint_interval=2", "keep_checkpoints=3", "force=true"))
-    assert f"moved 3 checkpoint(s) of another run" in capsys.readouterr().out
+    assert "moved 3 checkpoint(s) of another run" in capsys.readouterr().out
     assert _steps(run) == [2, 4] and os.path.isfile(out["checkpoint"])
     aside = run / "earlier_run_1"
     assert {p.name: p.read_bytes() for p in aside.iterdir()} == old

@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 from sashimi.cli import CLIError

@@ -49,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
                                     force=args.force)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise CLIError(str(e)) from e
-    for split, path in written.items():
-        print(f"{path}: {len(splits[split]):,d} files")
+    for name, path in written.items():
+        print(f"{path}: {len(splits[name]):,d} files")
     return 0

@@ -1,24 +1,20 @@
 """The fused C++ CPU step (sashimi/csrc/fastgen*.{cpp,h}): build at first use, pack weights, call.
 
-The library is compiled once per (source, compiler, flags, CPU) with ``-O3 -march=native`` into
-the torch extensions directory (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``)
-and loaded with ctypes. It needs only a C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``),
-neither ninja nor the PyTorch headers, so it builds in seconds. :func:`load_library` returns None
+The library is compiled once per (source, compiler, flags, CPU) by :mod:`sashimi.native` and
+loaded with ctypes: it needs only a C++ compiler, neither ninja nor the PyTorch headers, so it
+builds in seconds. :func:`load_library` returns None
 (and says why in :data:`build_error`) when no compiler works; the caller then falls back.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
+
+from .. import native
+from ..native import build_library
 
 __all__ = ["load_library", "CppEngine", "build_error", "sample", "SOURCE", "WEIGHT_TYPES"]
 
@@ -28,35 +24,13 @@ MAGIC, VERSION = 0x53415348, 2
 UNIT = 16  # kUnit in fastgen_kernels.h: channels per unit, output columns per weight panel
 S4_FORMS = {"diagonal": 0, "dplr": 1, "dplr_untied": 2}
 WEIGHT_TYPES = {"float32": 0, "bfloat16": 1, "float16": 2}  # storage of the linear layers' weights (WType)
-FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-ffp-contract=fast", "-pthread"]
-ARCH_FLAGS = (["-march=native"], [])  # tried in turn: some compilers / CPUs reject -march=native
+FLAGS = ["-ffp-contract=fast"]  # besides native.BASE_FLAGS
+ARCH_FLAGS = native.ARCH_FLAGS  # tried in turn (a test swaps in the portable build alone)
 PROFILE_NAMES = ("s4", "linear", "norm", "activations", "pooling", "sampling", "sync")
 
 _lock = threading.Lock()
 _libs: dict[bool, ctypes.CDLL | None] = {}
 build_error: str | None = None
-
-
-def _cpu_signature() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [line for line in f if line.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor() + platform.machine()
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _build_dir() -> Path:
-    from torch.utils.cpp_extension import get_default_build_root
-
-    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / "sashimi_fastgen"
 
 
 def load_library(profile: bool = False) -> ctypes.CDLL | None:
@@ -75,37 +49,12 @@ def load_library(profile: bool = False) -> ctypes.CDLL | None:
 
 
 def _load(profile: bool) -> ctypes.CDLL:
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
-    missing = [str(p) for p in [SOURCE, *HEADERS] if not p.is_file()]
-    if missing:
-        raise RuntimeError(f"C++ source missing: {', '.join(missing)}")
-    source = b"".join(p.read_bytes() for p in [SOURCE, *HEADERS])
-    extra = ["-DSG_PROFILE"] if profile else []
-    errors = []
-    for arch in ARCH_FLAGS:
-        flags = FLAGS + arch + extra
-        key = hashlib.sha256(b"\0".join([source, cxx.encode(), " ".join(flags).encode(),
-                                         _cpu_signature().encode()])).hexdigest()[:16]
-        out_dir = _build_dir()
-        target = out_dir / f"fastgen_{key}{'_prof' if profile else ''}.so"
-        if not target.is_file():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-            os.close(fd)
-            proc = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
-            if proc.returncode != 0:
-                os.unlink(tmp)
-                errors.append(f"{cxx} {' '.join(flags)}: {proc.stderr.strip()[-500:]}")
-                continue
-            os.replace(tmp, target)  # atomic: concurrent builders are harmless
-        lib = ctypes.CDLL(str(target))
-        _declare(lib)
-        if lib.sg_abi_version() != VERSION:
-            raise RuntimeError("stale fastgen library (ABI version mismatch)")
-        return lib
-    raise RuntimeError("compiling the fast CPU step failed: " + " | ".join(errors))
+    lib = build_library("fastgen", SOURCE, HEADERS, flags=FLAGS + (["-DSG_PROFILE"] if profile else []),
+                        suffix="_prof" if profile else "", arch_flags=ARCH_FLAGS)
+    _declare(lib)
+    if lib.sg_abi_version() != VERSION:
+        raise RuntimeError("stale fastgen library (ABI version mismatch)")
+    return lib
 
 
 def _declare(lib: ctypes.CDLL) -> None:

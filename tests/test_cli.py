@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sashimi.hub
-from sashimi import DiffWaveConfig, SashimiDiffWave, mulaw_decode
+from sashimi import mulaw_decode
 from conftest import run_cli
 from sashimi.__main__ import main
 from sashimi.audio import read_audio, write_wav
@@ -16,12 +16,6 @@ sf = pytest.importorskip("soundfile")
 
 
 
-@pytest.fixture
-def tiny_diffwave(monkeypatch):
-    torch.manual_seed(0)
-    model = SashimiDiffWave(DiffWaveConfig(d_model=8, n_layers=1, l_max=256, d_step_hidden=16, d_step_embed=8)).eval()
-    monkeypatch.setattr(sashimi.hub, "sashimi_diffwave_sc09", lambda device=None, **kw: model.to(device))
-    return model
 
 
 def one_line(err: str) -> str:

@@ -13,6 +13,7 @@ from sashimi.fastgen import cpu, pack
 from sashimi.fastgen.sampler import sample_with_uniforms
 from sashimi.fastgen.torch_engine import TorchEngine, step_depth
 from sashimi.s4 import S4
+from conftest import dense_logits
 
 STEPS = 4000
 TOL = 1e-5
@@ -22,16 +23,6 @@ KINDS = [pytest.param("cpp", marks=pytest.mark.skipif(not HAS_CPP, reason=f"no C
 
 
 
-def dense_logits(model, tokens):
-    """The reference: the eager 'dense' step, fed tokens (B, T)."""
-    model.setup_rnn("dense")
-    state = model.default_state(tokens.size(0))
-    out = []
-    with torch.no_grad():
-        for t in range(tokens.size(1)):
-            logits, state = model.step(tokens[:, t], state)
-            out.append(logits)
-    return torch.stack(out, 1)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import torch
 
 from sashimi import ARConfig, SashimiAR, fastgen
 from sashimi.fastgen import cpu
+from conftest import dense_logits
 
 HAS_CPP = cpu.load_library() is not None
 pytestmark = pytest.mark.skipif(not HAS_CPP, reason=f"no C++ build: {cpu.build_error}")
@@ -20,15 +21,6 @@ STEPS = 1500
 TOL = 1e-5
 
 
-def dense_logits(model, tokens):
-    model.setup_rnn("dense")
-    state = model.default_state(tokens.size(0))
-    out = []
-    with torch.no_grad():
-        for t in range(tokens.size(1)):
-            logits, state = model.step(tokens[:, t], state)
-            out.append(logits)
-    return torch.stack(out, 1)
 
 
 @pytest.fixture(scope="module")

@@ -122,15 +122,6 @@ def test_generate_stream_refusals(tmp_path, capsys, ckpt, tiny_diffwave):
     assert code == 2 and "autoregressive" in err
 
 
-@pytest.fixture
-def tiny_diffwave(monkeypatch):
-    import sashimi.hub
-    from sashimi import DiffWaveConfig, SashimiDiffWave
-
-    torch.manual_seed(0)
-    model = SashimiDiffWave(DiffWaveConfig(d_model=8, n_layers=1, l_max=256, d_step_hidden=16, d_step_embed=8)).eval()
-    monkeypatch.setattr(sashimi.hub, "sashimi_diffwave_sc09", lambda device=None, **kw: model.to(device))
-    return model
 
 
 def test_generate_stream_to_stdout_is_progressive(ckpt):

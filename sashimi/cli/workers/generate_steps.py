@@ -11,12 +11,11 @@ pretrained name), ``seed``, ``batch``, ``steps``, ``device``, ``threads`` (or nu
 default), ``weights`` ('float32', 'float16', ...), ``eager_steps`` (0: skip the reference loop).
 """
 import inspect
-import json
 import os
 import sys
 import time
 
-RESULT_TAG = "SASHIMI_BENCH_RESULT "  # as sashimi.cli.baseline.RESULT_TAG
+from worker_protocol import worker_main
 
 
 def _model(cfg, torch):
@@ -118,18 +117,5 @@ def _worker(cfg: dict) -> dict:
     return result
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: generate_steps.py CONFIG_JSON", file=sys.stderr)
-        return 2
-    cfg = json.loads(argv[0])
-    try:
-        result = _worker(cfg)
-    except Exception as e:  # reported as this configuration's status; the others still run
-        result = dict(cfg, status=f"error: {type(e).__name__}: {e}")
-    print(RESULT_TAG + json.dumps(result), flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main(sys.argv[1:], _worker, "generate_steps.py"))

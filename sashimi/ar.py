@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -196,29 +199,98 @@ class SashimiAR(nn.Module):
         prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
         return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
 
+    def stream(self, N: int, length: int | None = 16000, chunk: int = 1600, *, prefix_wav: torch.Tensor | None = None,
+               nucleus_p: float = 1.0, temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
+               mode: str | None = None, engine: str = "auto", progress: bool = False) -> Iterator[torch.Tensor]:
+        """Sample ``N`` waveforms, yielding the audio chunk by chunk as it is made.
+
+        With the same seed the chunks put together equal the output of
+        :meth:`unconditional_generate` (or of :meth:`generate` given ``prefix_wav``), whatever
+        ``chunk`` is. Iteration can stop at any point.
+
+        Args:
+            N: number of waveforms.
+            length: samples per waveform, prefix included; None: no end (stop iterating).
+            chunk: samples per yielded chunk (the last one is shorter when ``length`` is not a
+                multiple of it). 1600 = 0.1 s at 16 kHz.
+            prefix_wav: float (N, P) or (P,) audio in [-1, 1] to continue; streamed first.
+            progress: show a progress bar with the real-time factor (on stderr).
+            other args: as :meth:`unconditional_generate`.
+
+        Yields:
+            float (N, chunk) waveforms in [-1, 1].
+
+        Example::
+
+            for audio in model.stream(1, length=None, top_k=100, seed=0):  # endless
+                play(audio[0])
+        """
+        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
+            raise ValueError(f"N must be a positive integer, got {N!r}")
+        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+        if prefix_wav is None:
+            prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
+        else:
+            prefix_wav = _check_audio(prefix_wav, "prefix_wav")
+            prefix_wav = prefix_wav.unsqueeze(0).expand(N, -1) if prefix_wav.dim() == 1 else prefix_wav
+            if prefix_wav.size(0) != N:
+                raise ValueError(f"prefix_wav holds {prefix_wav.size(0)} waveforms, N is {N}")
+            prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
+        chunks = self._token_chunks(prefix, length, chunk, nucleus_p, progress, temperature, top_k, seed, mode, engine)
+        return (mulaw_decode(c.to(self.device), self.config.mu_levels) for c in chunks)
+
     def _continue(self, prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine="auto"):
-        check_sampling_args(temperature, top_k, nucleus_p)
         if not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1):
             raise ValueError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+        chunks = self._token_chunks(prefix, length, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
+        return mulaw_decode(torch.cat([c.to(self.device) for c in chunks], 1), self.config.mu_levels)
+
+    def _token_chunks(self, prefix, length, chunk, nucleus_p, progress, temperature, top_k, seed, mode, engine):
+        """Validate, pick the engine and return an iterator over (B, chunk) token chunks
+        (``length`` None: endless)."""
+        check_sampling_args(temperature, top_k, nucleus_p)
+        if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1)):
+            raise ValueError(f"length must be None or an integer >= the prefix length {prefix.size(1)}, got {length!r}")
         generator = make_generator(seed, self.device)
         check_float_params(self.head.weight.dtype, type(self).__name__)
         from . import fastgen
 
         use = fastgen.resolve_engine(self, engine, mode)
         if use == "fast":
-            tokens = fastgen.generate_tokens(self, prefix, length, nucleus_p=nucleus_p, temperature=temperature,
-                                             top_k=top_k, generator=generator, progress=progress)
-            return mulaw_decode(tokens, self.config.mu_levels)
+            return fastgen.stream_tokens(self, prefix, length, chunk, nucleus_p=nucleus_p, temperature=temperature,
+                                         top_k=top_k, generator=generator, progress=progress)
+        return self._eager_chunks(prefix, length, chunk, nucleus_p, progress, temperature, top_k, generator, mode)
+
+    @torch.no_grad()
+    def _eager_chunks(self, prefix, length, chunk, nucleus_p, progress, temperature, top_k, generator, mode):
+        """The reference loop over :meth:`step`, yielding (B, chunk) token chunks (the prefix first)."""
+        n, P = prefix.shape
+        total = math.inf if length is None else length
+        if total <= P:  # nothing to generate
+            for start in range(0, int(total), chunk):
+                yield prefix[:, start:min(start + chunk, int(total))].clone()
+            return
+        start = 0
+        while start + chunk <= P:
+            yield prefix[:, start:start + chunk].clone()
+            start += chunk
         logits, state = self.prime(prefix, mode or "diagonal")
-        n = prefix.size(0)
-        out = torch.empty(n, length, dtype=torch.long, device=self.device)
-        out[:, : prefix.size(1)] = prefix
-        for t in _progress(range(prefix.size(1), length), progress, n):
+        out = torch.empty(n, int(min(chunk, total - start)), dtype=torch.long, device=self.device)
+        fill = P - start
+        out[:, :fill] = prefix[:, start:]
+        steps = range(P, length) if length is not None else itertools.count(P)
+        for t in _progress(steps, progress, n):
             token = sample_logits(logits, temperature, top_k, nucleus_p, generator)
-            out[:, t] = token
-            if t + 1 < length:
+            out[:, fill] = token
+            fill += 1
+            if t + 1 < total:
                 logits, state = self.step(token, state)
-        return mulaw_decode(out, self.config.mu_levels)
+            if fill == out.size(1):
+                yield out
+                if t + 1 < total:
+                    out = torch.empty(n, int(min(chunk, total - t - 1)), dtype=torch.long, device=self.device)
+                fill = 0
 
     # ---- helpers ------------------------------------------------------------------------
     def _check_tokens(self, x, name: str, ndim: int = 2) -> torch.Tensor:

@@ -21,7 +21,8 @@ from pathlib import Path
 __all__ = ["CSRC", "build_library", "build_root", "compiler"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden"]
+BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-pthread"]
+ARCH_FLAGS = (["-march=native"], [])  # tried in turn: some compilers / CPUs reject -march=native
 
 
 def _cpu_signature() -> str:
@@ -54,8 +55,8 @@ def _build_dir(name: str) -> Path:
     return build_root() / f"sashimi_{name}"
 
 
-def build_library(name: str, source: Path, headers: tuple[Path, ...] = (), flags: tuple[str, ...] = (),
-                  suffix: str = "") -> ctypes.CDLL:
+def build_library(name: str, source: Path, headers=(), flags=(), suffix: str = "",
+                  arch_flags=ARCH_FLAGS) -> ctypes.CDLL:
     """Compile ``source`` (with ``headers`` in the hash) once and load it.
 
     Args:
@@ -64,6 +65,7 @@ def build_library(name: str, source: Path, headers: tuple[Path, ...] = (), flags
         headers: files it includes (part of the cache key).
         flags: extra compiler flags (part of the cache key), e.g. ``("-DSG_PROFILE",)``.
         suffix: appended to the file name, to tell variants apart when listing the folder.
+        arch_flags: architecture flag sets tried in turn until one compiles.
 
     Returns:
         the loaded library.
@@ -79,8 +81,8 @@ def build_library(name: str, source: Path, headers: tuple[Path, ...] = (), flags
         raise RuntimeError(f"C++ source missing: {', '.join(missing)}")
     text = b"".join(Path(p).read_bytes() for p in (source, *headers))
     errors = []
-    for arch in (["-march=native"], []):  # some compilers / CPUs reject -march=native
-        all_flags = BASE_FLAGS + arch + list(flags)
+    for arch in arch_flags:
+        all_flags = BASE_FLAGS + list(arch) + list(flags)
         key = hashlib.sha256(b"\0".join([text, cxx.encode(), " ".join(all_flags).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
         out_dir = _build_dir(name)
@@ -89,7 +91,7 @@ def build_library(name: str, source: Path, headers: tuple[Path, ...] = (), flags
             out_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
             os.close(fd)
-            proc = subprocess.run([cxx, *all_flags, str(source), "-o", tmp, "-pthread"], capture_output=True, text=True)
+            proc = subprocess.run([cxx, *all_flags, str(source), "-o", tmp], capture_output=True, text=True)
             if proc.returncode != 0:
                 os.unlink(tmp)
                 errors.append(f"{cxx} {' '.join(all_flags)}: {proc.stderr.strip()[-500:]}")

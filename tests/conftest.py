@@ -19,6 +19,18 @@ def run_cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
+def dense_logits(model, tokens):
+    """The reference logits (B, T, 256): the eager 'dense' step, fed tokens (B, T)."""
+    model.setup_rnn("dense")
+    state = model.default_state(tokens.size(0))
+    out = []
+    with torch.no_grad():
+        for t in range(tokens.size(1)):
+            logits, state = model.step(tokens[:, t], state)
+            out.append(logits)
+    return torch.stack(out, 1)
+
+
 def write_sawtooth_wavs(folder, lengths, rate: int = 8000) -> str:
     """Short noisy-sawtooth WAV files ``0.wav``, ``1.wav``, ... of the given lengths: training data
     for tiny models. Returns the folder."""
@@ -40,6 +52,18 @@ def fixtures_dir() -> Path:
 def ckpt(fixtures_dir) -> str:
     """Path of the small published-format AR checkpoint."""
     return str(fixtures_dir / "rf5_ar_small.ckpt.pt")
+
+
+@pytest.fixture
+def tiny_diffwave(monkeypatch):
+    """A tiny DiffWave model served as the pretrained 'sashimi_diffwave_sc09' (no download)."""
+    import sashimi.hub
+    from sashimi import DiffWaveConfig, SashimiDiffWave
+
+    torch.manual_seed(0)
+    model = SashimiDiffWave(DiffWaveConfig(d_model=8, n_layers=1, l_max=256, d_step_hidden=16, d_step_embed=8)).eval()
+    monkeypatch.setattr(sashimi.hub, "sashimi_diffwave_sc09", lambda device=None, **kw: model.to(device))
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -98,11 +98,14 @@ def test_torch_gradcheck(v_shape, w_shape, max_elements):
     assert torch.autograd.gradcheck(lambda v, z, w: cauchy_torch(v, z, w, max_elements=max_elements), (v, z, w))
 
 
-def test_torch_float32_accuracy_and_gradients():
-    """complex64 at the SC09 mode count, against the complex128 reference."""
-    v, z, w = make_inputs((2, 2, 8, 32), (8, 32), L=501, dtype=torch.complex64, requires_grad=True)
+def assert_float32_accurate(fn, z64=None, L=501):
+    """``fn`` in complex64 at the SC09 mode count (32), values and gradients against the complex128
+    reference; ``z64`` the complex128 nodes (default: ``make_inputs``' imaginary axis)."""
+    v, z, w = make_inputs((2, 2, 8, 32), (8, 32), L=L, dtype=torch.complex64, requires_grad=True)
+    if z64 is not None:
+        z = z64.to(torch.complex64)
     v64, w64 = (t.detach().to(torch.complex128).requires_grad_() for t in (v, w))
-    r, r64 = cauchy_torch(v, z, w), cauchy_ref(v64, z.to(torch.complex128), w64)
+    r, r64 = fn(v, z, w), cauchy_ref(v64, z64 if z64 is not None else z.to(torch.complex128), w64)
     assert r.dtype == torch.complex64
     assert rel_err(r.to(torch.complex128), r64) < 1e-5
     g = torch.randn(r.shape, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
@@ -110,6 +113,10 @@ def test_torch_float32_accuracy_and_gradients():
     grads64 = torch.autograd.grad((r64 * g.conj()).real.sum(), (v64, w64))
     for got, want in zip(grads, grads64):
         assert rel_err(got.to(torch.complex128), want) < 1e-5
+
+
+def test_torch_float32_accuracy_and_gradients():
+    assert_float32_accurate(cauchy_torch)
 
 
 def test_torch_saves_only_inputs():
@@ -198,20 +205,11 @@ def test_cpu_gradcheck():
 
 
 def test_cpu_float32_at_s4_nodes_and_probe():
-    """complex64 at the S4 nodes of an FSDD outer tier (up to Nyquist, |z| ~ 1e16), 32 modes,
-    against complex128; and the dispatcher's probe."""
+    """complex64 at the S4 nodes of an FSDD outer tier (up to Nyquist, |z| ~ 1e16), against
+    complex128; and the dispatcher's probe."""
     from sashimi.s4 import fft_nodes
 
-    v, _, w = make_inputs((2, 2, 8, 32), (8, 32), dtype=torch.complex64, requires_grad=True)
-    z = fft_nodes(2000, torch.complex64, torch.device("cpu"))[0]
-    v64, w64 = (t.detach().to(torch.complex128).requires_grad_() for t in (v, w))
-    r, r64 = cauchy_cpu(v, z, w), cauchy_ref(v64, fft_nodes(2000, torch.complex128, torch.device("cpu"))[0], w64)
-    assert rel_err(r.to(torch.complex128), r64) < 1e-5
-    g = torch.randn(r.shape, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
-    grads = torch.autograd.grad((r * g.to(r.dtype).conj()).real.sum(), (v, w))
-    grads64 = torch.autograd.grad((r64 * g.conj()).real.sum(), (v64, w64))
-    for got, want in zip(grads, grads64):
-        assert rel_err(got.to(torch.complex128), want) < 1e-5
+    assert_float32_accurate(cauchy_cpu, fft_nodes(2000, torch.complex128, torch.device("cpu"))[0])
     assert cauchy_mod._run_probe("cpu", torch.device("cpu")) is None
 
 

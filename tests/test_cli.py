@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sashimi.hub
-from sashimi import DiffWaveConfig, SashimiDiffWave, mulaw_decode
+from sashimi import mulaw_decode
 from conftest import run_cli
 from sashimi.__main__ import main
 from sashimi.audio import read_audio, write_wav
@@ -16,12 +16,6 @@ sf = pytest.importorskip("soundfile")
 
 
 
-@pytest.fixture
-def tiny_diffwave(monkeypatch):
-    torch.manual_seed(0)
-    model = SashimiDiffWave(DiffWaveConfig(d_model=8, n_layers=1, l_max=256, d_step_hidden=16, d_step_embed=8)).eval()
-    monkeypatch.setattr(sashimi.hub, "sashimi_diffwave_sc09", lambda device=None, **kw: model.to(device))
-    return model
 
 
 def one_line(err: str) -> str:
@@ -150,22 +144,26 @@ def test_nll_errors(tmp_path, capsys, ckpt, tiny_diffwave, speech_files):
         assert code == 2 and match in one_line(err)
 
 
-def test_bench_generate_runs(tmp_path, capsys, ckpt):
-    """`sashimi bench generate` (its module; wired into `sashimi bench`): a table and JSON."""
-    import argparse
+def test_bench_generate_side_by_side(tmp_path, capsys, ckpt):
+    """`sashimi bench generate --baseline DIR`: both versions in fresh processes, alternating; the
+    table shows both, the ratio, the reference loop and the thread layout; JSON has every run."""
     import json
 
-    from sashimi.cli import bench_generate
+    from sashimi.cli.baseline import this_side
 
-    parser = argparse.ArgumentParser()
-    bench_generate.add_arguments(parser)
-    args = parser.parse_args(["--model", ckpt, "--batch-sizes", "1,2", "--steps", "64", "--eager-steps", "16",
-                              "--json", str(tmp_path / "bench.json")])
-    assert bench_generate.run(args) == 0
-    out = capsys.readouterr().out
-    assert "speedup" in out and "samples/s" in out
-    rows = json.loads((tmp_path / "bench.json").read_text())["results"]
-    assert [r["batch"] for r in rows] == [1, 2] and all(r["fast_samples_per_s"] > 0 for r in rows)
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "generate", "--model", ckpt, "--batch-sizes", "1,2", "--steps", "64", "--eager-steps", "16",
+               "--baseline", this_side().root, "--rounds", "1", "--threads", "2", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "faster" in text and "reference loop" in text and "samples/s" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["batch"] for r in rows] == [1, 2]
+    for row in rows:
+        current, baseline = (side["runs"][0] for side in row["sides"])
+        assert current["status"] == baseline["status"] == "ok" and current["samples_per_s"] > 0
+        assert current["threads"] == 2 and sum(l["steps"] for l in current["layouts"]) >= 64
+        assert row["speedup"] > 0 and row["eager_samples_per_s"] > 0
 
 
 def test_bench_train_side_by_side(tmp_path, capsys):

@@ -13,25 +13,16 @@ from sashimi.fastgen import cpu, pack
 from sashimi.fastgen.sampler import sample_with_uniforms
 from sashimi.fastgen.torch_engine import TorchEngine, step_depth
 from sashimi.s4 import S4
+from conftest import dense_logits
 
 STEPS = 4000
-TOL = 1e-4
+TOL = 1e-5
 HAS_CPP = cpu.load_library() is not None
 KINDS = [pytest.param("cpp", marks=pytest.mark.skipif(not HAS_CPP, reason=f"no C++ build: {cpu.build_error}")),
          "torch"]
 
 
 
-def dense_logits(model, tokens):
-    """The reference: the eager 'dense' step, fed tokens (B, T)."""
-    model.setup_rnn("dense")
-    state = model.default_state(tokens.size(0))
-    out = []
-    with torch.no_grad():
-        for t in range(tokens.size(1)):
-            logits, state = model.step(tokens[:, t], state)
-            out.append(logits)
-    return torch.stack(out, 1)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +68,10 @@ def test_other_step_forms_equal_dense(ar_small, speech, case, kind):
     assert set(pack.s4_modes(plan)) == {"diagonal" if case == "diagonal" else "dplr"}
     tokens = speech[:1, :600]
     fast = fastgen.teacher_forced_logits(model, tokens, kind=kind)
-    assert float((fast - dense_logits(model, tokens)).abs().max()) <= TOL
+    # The eigenbasis is taken when its estimated relative error is <= 1e-5 (s4._DIAGONAL_MAX_ERROR):
+    # its logits may differ by a little more than the dplr step's, in every engine alike.
+    tol = 3 * TOL if case == "diagonal" else TOL
+    assert float((fast - dense_logits(model, tokens)).abs().max()) <= tol
 
 
 def test_true_C_matches_discrete_system(ar_small):
@@ -214,7 +208,7 @@ def test_sixty_seconds_stay_finite():
     model = SashimiAR(ARConfig(d_model=16, n_layers=2)).eval()
     length = 60 * 16000
     tokens = fastgen.generate_tokens(model, torch.empty(1, 0, dtype=torch.long), length,
-                                     generator=torch.Generator().manual_seed(0), chunk=1 << 16)
+                                     generator=torch.Generator().manual_seed(0))
     engine = fastgen.get_engine(model, 1)
     assert tokens.shape == (1, length)
     state = engine.state_max_abs()

@@ -9,9 +9,12 @@ Same output distribution as the eager loop, much less time per sample:
 - sampling (temperature, top-k, nucleus) is batched and uses uniforms pre-drawn from the seeded
   generator (:mod:`.sampler`): the distribution of :func:`sashimi.sampling.sample_logits`, not
   its random stream;
-- engines: ``cpp`` (CPU: a fused float32 C++ step built at first use, :mod:`.cpu`),
-  ``cuda-graphs`` (CUDA: one graph per step pattern, :mod:`.torch_engine`) and ``torch`` (the same
-  step in plain PyTorch: the fallback when no C++ compiler works, and for float64 models).
+- engines: ``cpp`` (CPU: a fused float32 C++ step built at first use, on up to
+  :func:`get_num_threads` threads, :mod:`.cpu`), ``cuda-graphs`` (CUDA: one graph per step
+  pattern, :mod:`.torch_engine`) and ``torch`` (the same step in plain PyTorch: the fallback when
+  no C++ compiler works, and for float64 models);
+- opt-in reduced-precision weights for the C++ engine (:func:`set_weight_storage`): the linear
+  layers' weights stored as float16, computed in float32.
 
 The engine protocol: ``reset()``, ``set_sampling(temperature, top_k, nucleus_p)``,
 ``feed(tokens (B, T), want_logits) -> logits (B, T, V) | None`` (teacher forcing),
@@ -20,9 +23,12 @@ The engine protocol: ``reset()``, ``set_sampling(temperature, top_k, nucleus_p)`
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 import warnings
 import weakref
+from typing import Iterator
 
 import torch
 
@@ -31,13 +37,62 @@ from ..s4 import one_thread
 from .pack import build_plan, s4_modes, unsupported_reason
 from .sampler import draw_uniforms, sample_with_uniforms
 
-__all__ = ["ENGINES", "get_engine", "generate_tokens", "teacher_forced_logits", "resolve_engine",
-           "unsupported_reason", "sample_with_uniforms"]
+__all__ = ["ENGINES", "WEIGHT_STORAGE", "get_engine", "generate_tokens", "stream_tokens", "teacher_forced_logits",
+           "resolve_engine", "unsupported_reason", "sample_with_uniforms", "set_num_threads", "get_num_threads",
+           "set_weight_storage", "get_weight_storage"]
 
 ENGINES = ("auto", "fast", "eager")
 logger = logging.getLogger("sashimi")
 _cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {"key", "plan", "engines"}
 _said: set[str] = set()
+_threads: int | None = None  # set_num_threads; None: follow torch.get_num_threads()
+WEIGHT_STORAGE = ("float32", "float16", "bfloat16")
+_weights = "float32"  # set_weight_storage
+
+
+def set_num_threads(threads: int | None) -> None:
+    """Most threads the C++ CPU step may use (None: follow ``torch.get_num_threads()``, the default).
+
+    The engine measures which layout of them is fastest as it runs (all threads on each step's
+    layers, the batch split between them, or one thread when the others are busy), so this is
+    an upper bound, not a promise. Every layout produces the same samples.
+    """
+    global _threads
+    _threads = _check_threads(threads)
+
+
+def get_num_threads() -> int:
+    """The thread limit of the C++ CPU step (see :func:`set_num_threads`)."""
+    return _threads if _threads is not None else max(1, torch.get_num_threads())
+
+
+def set_weight_storage(storage: str) -> None:
+    """How the C++ CPU step stores the linear layers' weights: 'float32' (the default, exact),
+    'float16' or 'bfloat16' (half the memory traffic; products and sums stay float32).
+
+    Reduced precision is opt-in: at batch 1 generation is bound by reading the weights, and
+    float16 makes it up to ~1.7x faster, at the cost of logits that differ from the float32
+    ones by ~1e-3 (bfloat16: ~1e-2); see the README for the measured effect on likelihoods.
+    """
+    global _weights
+    _weights = _check_weights(storage)
+
+
+def get_weight_storage() -> str:
+    """The weight storage of the C++ CPU step (see :func:`set_weight_storage`)."""
+    return _weights
+
+
+def _check_threads(threads):
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads
+
+
+def _check_weights(storage):
+    if storage not in WEIGHT_STORAGE:
+        raise ValueError(f"weight storage must be one of {WEIGHT_STORAGE}, got {storage!r}")
+    return storage
 
 
 def _say_once(message: str, warn: bool = False) -> None:
@@ -84,19 +139,22 @@ def _entry(model) -> dict:
         dtype = model.head.weight.dtype
         with one_thread():
             plan = build_plan(model, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
-        entry = {"key": key, "plan": plan, "engines": {}, "packed": None}
+        entry = {"key": key, "plan": plan, "engines": {}, "packed": {}}  # packed: weight storage -> (spec, weights)
         _cache[model] = entry
     return entry
 
 
-def get_engine(model, batch: int, kind: str | None = None):
+def get_engine(model, batch: int, kind: str | None = None, threads: int | None = None, weights: str | None = None):
     """A ready engine for ``batch`` sequences of ``model`` (cached while the weights are unchanged).
 
     Args:
         model: a SashimiAR (see :func:`unsupported_reason`).
         batch: number of sequences.
         kind: None (the best for the model's device and dtype), 'cpp', 'cuda-graphs' or 'torch'.
+        threads: most threads of the 'cpp' engine (default: :func:`get_num_threads`).
+        weights: weight storage of the 'cpp' engine (default: :func:`get_weight_storage`).
     """
+    threads, weights = _check_threads(threads), _check_weights(weights or _weights)
     entry = _entry(model)
     device = model.head.weight.device
     dtype = model.head.weight.dtype
@@ -114,8 +172,15 @@ def get_engine(model, batch: int, kind: str | None = None):
                 _say_once(f"sashimi: the fast C++ CPU step is unavailable ({cpu.build_error}); "
                           "using the slower PyTorch fast path", warn=True)
                 kind = "torch"
+    if kind != "cpp":
+        if weights != "float32":
+            _say_once(f"sashimi: {weights} weight storage applies to the C++ CPU engine only; "
+                      f"engine '{kind}' keeps the model's weights", warn=True)
+        threads, weights = 1, "float32"
+    else:
+        threads = threads or get_num_threads()
     engines = entry["engines"]
-    engine = engines.get((kind, batch))
+    engine = engines.get((kind, batch, threads, weights))
     if engine is None:
         if kind == "cpp":
             from . import cpu
@@ -123,9 +188,9 @@ def get_engine(model, batch: int, kind: str | None = None):
             lib = cpu.load_library()
             if lib is None:
                 raise RuntimeError(f"the fast C++ CPU step is unavailable: {cpu.build_error}")
-            if entry["packed"] is None:
-                entry["packed"] = cpu._pack(entry["plan"])
-            engine = cpu.CppEngine(entry["plan"], batch, lib, packed=entry["packed"])
+            if weights not in entry["packed"]:
+                entry["packed"][weights] = cpu._pack(entry["plan"], weights)
+            engine = cpu.CppEngine(entry["plan"], batch, lib, packed=entry["packed"][weights], threads=threads)
         elif kind in ("cuda-graphs", "torch"):
             from .torch_engine import TorchEngine
 
@@ -134,59 +199,129 @@ def get_engine(model, batch: int, kind: str | None = None):
             raise ValueError(f"unknown engine kind {kind!r}")
         while len(engines) >= 4:  # keep a few batch sizes
             engines.pop(next(iter(engines)))
-        engines[(kind, batch)] = engine
-        _say_once(f"sashimi: fast generation engine '{engine.name}' "
-                  f"(S4 steps: {', '.join(f'{n} {m}' for m, n in s4_modes(entry['plan']).items())})")
+        engines[(kind, batch, threads, weights)] = engine
+        extra = [f"up to {threads} threads"] if threads > 1 else []
+        extra += [f"{weights} weights"] if weights != "float32" else []
+        extra += [f"S4 steps: {', '.join(f'{n} {m}' for m, n in s4_modes(entry['plan']).items())}"]
+        _say_once(f"sashimi: fast generation engine '{engine.name}' ({'; '.join(extra)})")
     return engine
 
 
 @torch.no_grad()
-def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None, threads: int | None = None,
+                          weights: str | None = None) -> torch.Tensor:
     """Logits (B, T, V) of the fast step fed ``tokens`` (B, T) from a fresh state (the first
     input is usually SILENCE_TOKEN): the counterpart of looping ``model.step``."""
-    engine = get_engine(model, tokens.size(0), kind)
+    engine = get_engine(model, tokens.size(0), kind, threads, weights)
     engine.reset()
     return engine.feed(tokens, want_logits=True)
+
+
+BLOCK = 256  # steps per draw of uniforms: fixes the random stream, whatever the chunk sizes
+
+
+@torch.no_grad()
+def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *, nucleus_p: float = 1.0,
+                  temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None,
+                  progress: bool = False, kind: str | None = None, threads: int | None = None,
+                  weights: str | None = None) -> Iterator[torch.Tensor]:
+    """Tokens continuing ``prefix``, as they are sampled with the fast engine.
+
+    Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
+    prefix, then each sampled token; only the random stream differs (it does not depend on
+    ``chunk``: uniforms are drawn in blocks of 256 steps).
+
+    Args:
+        model: a SashimiAR the fast engines support.
+        prefix: int64 (B, P) tokens to continue (P may be 0).
+        length: total tokens per sequence, prefix included; None: endless.
+        chunk: tokens per yielded chunk.
+        progress: show a progress bar with the real-time factor on stderr.
+        other args: as :func:`generate_tokens`.
+
+    Yields:
+        int64 (B, chunk) tokens on the engine's device, positions [k chunk, (k + 1) chunk) for
+        k = 0, 1, ... (the prefix first); the last chunk is shorter if ``length`` is not a
+        multiple of ``chunk``.
+    """
+    batch, P = prefix.shape
+    total = math.inf if length is None else length
+    engine = get_engine(model, batch, kind, threads, weights)
+    engine.reset()
+    engine.set_sampling(temperature, top_k, nucleus_p)
+    dev = engine.device
+    if total <= P:  # nothing to generate
+        for start in range(0, int(total), chunk):
+            yield prefix[:, start:min(start + chunk, int(total))].to(dev, copy=True)
+        return
+    silence = torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long, device=prefix.device)
+    engine.feed(torch.cat([silence, prefix], 1))  # silence + prefix: the logits for position P
+    start = 0
+    while start + chunk <= P:
+        yield prefix[:, start:start + chunk].to(dev, copy=True)
+        start += chunk
+    out = torch.empty(batch, int(min(chunk, total - start)), dtype=torch.long, device=dev)
+    fill = P - start
+    out[:, :fill] = prefix[:, start:P].to(dev)
+    bar = _progress(None if length is None else length - P, progress, batch, model.config.sample_rate)
+    t, uniforms, used = P, None, 0
+    try:
+        while t < total:
+            if uniforms is None or used == uniforms.size(1):
+                uniforms, used = draw_uniforms(batch, int(min(BLOCK, total - t)), generator, dev), 0
+            n = int(min(uniforms.size(1) - used, out.size(1) - fill))
+            engine.sample_and_feed(out, fill, fill + n, uniforms[:, used:used + n], feed_last=t + n < total)
+            fill, used, t = fill + n, used + n, t + n
+            if bar is not None:
+                bar.update(n)
+            if fill == out.size(1):
+                yield out
+                if t < total:
+                    out = torch.empty(batch, int(min(chunk, total - t)), dtype=torch.long, device=dev)
+                fill = 0
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @torch.no_grad()
 def generate_tokens(model, prefix: torch.Tensor, length: int, *, nucleus_p: float = 1.0, temperature: float = 1.0,
                     top_k: int | None = None, generator: torch.Generator | None = None, progress: bool = False,
-                    kind: str | None = None, chunk: int = 256) -> torch.Tensor:
+                    kind: str | None = None, threads: int | None = None, weights: str | None = None) -> torch.Tensor:
     """Tokens (B, length) continuing ``prefix`` (B, P), sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
-    prefix, then each sampled token; only the random stream differs.
+    prefix, then each sampled token; only the random stream differs. The same tokens as
+    :func:`stream_tokens` with the same generator.
     """
     batch, P = prefix.shape
     if P >= length:
         return prefix[:, :length].clone()
-    engine = get_engine(model, batch, kind)
-    engine.reset()
-    engine.set_sampling(temperature, top_k, nucleus_p)
-    device = model.head.weight.device
-    out_device = engine.device
-    out = torch.empty(batch, length, dtype=torch.long, device=out_device)
-    out[:, :P] = prefix.to(out_device)
-    inputs = torch.cat([torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long, device=prefix.device), prefix], 1)
-    engine.feed(inputs)  # silence + prefix: the logits for position P
-    bar = _progress(length - P, progress, batch)
-    try:
-        for t0 in range(P, length, chunk):
-            t1 = min(t0 + chunk, length)
-            uniforms = draw_uniforms(batch, t1 - t0, generator, out_device)
-            engine.sample_and_feed(out, t0, t1, uniforms, feed_last=t1 < length)
-            if bar is not None:
-                bar.update(t1 - t0)
-    finally:
-        if bar is not None:
-            bar.close()
-    return out.to(device)
+    chunks = list(stream_tokens(model, prefix, length, length, nucleus_p=nucleus_p, temperature=temperature,
+                                top_k=top_k, generator=generator, progress=progress, kind=kind, threads=threads,
+                                weights=weights))
+    return chunks[0].to(model.head.weight.device)
 
 
-def _progress(total: int, enabled: bool, batch: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+class _Progress:
+    """tqdm over samples, showing the real-time factor (seconds of audio per second of wall time)."""
 
-    return tqdm(total=total, unit="sample", unit_scale=batch, desc="generating", dynamic_ncols=True)
+    def __init__(self, total, batch: int, sample_rate: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="sample", unit_scale=batch, desc="generating", dynamic_ncols=True)
+        self.rate, self.start, self.done = sample_rate, time.perf_counter(), 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        elapsed = time.perf_counter() - self.start
+        if elapsed > 0:
+            self.bar.set_postfix_str(f"{self.done / self.rate / elapsed:.2f}x real time", refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(total, enabled: bool, batch: int, sample_rate: int):
+    return _Progress(total, batch, sample_rate) if enabled else None

@@ -1,60 +1,36 @@
 """The fused C++ CPU step (sashimi/csrc/fastgen*.{cpp,h}): build at first use, pack weights, call.
 
-The library is compiled once per (source, compiler, flags, CPU) with ``-O3 -march=native`` into
-the torch extensions directory (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``)
-and loaded with ctypes. It needs only a C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``),
-neither ninja nor the PyTorch headers, so it builds in seconds. :func:`load_library` returns None
+The library is compiled once per (source, compiler, flags, CPU) by :mod:`sashimi.native` and
+loaded with ctypes: it needs only a C++ compiler, neither ninja nor the PyTorch headers, so it
+builds in seconds. :func:`load_library` returns None
 (and says why in :data:`build_error`) when no compiler works; the caller then falls back.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
-__all__ = ["load_library", "CppEngine", "build_error", "sample", "SOURCE"]
+from .. import native
+from ..native import build_library
+
+__all__ = ["load_library", "CppEngine", "build_error", "sample", "SOURCE", "WEIGHT_TYPES"]
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "fastgen.cpp"
-HEADERS = [SOURCE.with_name("fastgen_kernels.h"), SOURCE.with_name("fastgen_model.h")]
-MAGIC, VERSION = 0x53415348, 1
-PANEL = 64  # kPanel in fastgen_kernels.h
+HEADERS = [SOURCE.with_name(f"fastgen_{name}.h") for name in ("kernels", "sample", "team", "model")]
+MAGIC, VERSION = 0x53415348, 2
+UNIT = 16  # kUnit in fastgen_kernels.h: channels per unit, output columns per weight panel
 S4_FORMS = {"diagonal": 0, "dplr": 1, "dplr_untied": 2}
-FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden"]
-PROFILE_NAMES = ("s4", "linear", "norm", "activations", "pooling", "sampling")
+WEIGHT_TYPES = {"float32": 0, "bfloat16": 1, "float16": 2}  # storage of the linear layers' weights (WType)
+FLAGS = ["-ffp-contract=fast"]  # besides native.BASE_FLAGS
+ARCH_FLAGS = native.ARCH_FLAGS  # tried in turn (a test swaps in the portable build alone)
+PROFILE_NAMES = ("s4", "linear", "norm", "activations", "pooling", "sampling", "sync")
 
 _lock = threading.Lock()
 _libs: dict[bool, ctypes.CDLL | None] = {}
 build_error: str | None = None
-
-
-def _cpu_signature() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [line for line in f if line.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor() + platform.machine()
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _build_dir() -> Path:
-    from torch.utils.cpp_extension import get_default_build_root
-
-    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / "sashimi_fastgen"
 
 
 def load_library(profile: bool = False) -> ctypes.CDLL | None:
@@ -73,54 +49,38 @@ def load_library(profile: bool = False) -> ctypes.CDLL | None:
 
 
 def _load(profile: bool) -> ctypes.CDLL:
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
-    missing = [str(p) for p in [SOURCE, *HEADERS] if not p.is_file()]
-    if missing:
-        raise RuntimeError(f"C++ source missing: {', '.join(missing)}")
-    source = b"".join(p.read_bytes() for p in [SOURCE, *HEADERS])
-    extra = ["-DSG_PROFILE"] if profile else []
-    errors = []
-    for arch in (["-march=native"], []):  # some compilers / CPUs reject -march=native
-        flags = FLAGS + arch + extra
-        key = hashlib.sha256(b"\0".join([source, cxx.encode(), " ".join(flags).encode(),
-                                         _cpu_signature().encode()])).hexdigest()[:16]
-        out_dir = _build_dir()
-        target = out_dir / f"fastgen_{key}{'_prof' if profile else ''}.so"
-        if not target.is_file():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-            os.close(fd)
-            proc = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
-            if proc.returncode != 0:
-                os.unlink(tmp)
-                errors.append(f"{cxx} {' '.join(flags)}: {proc.stderr.strip()[-500:]}")
-                continue
-            os.replace(tmp, target)  # atomic: concurrent builders are harmless
-        lib = ctypes.CDLL(str(target))
-        _declare(lib)
-        if lib.sg_abi_version() != VERSION:
-            raise RuntimeError("stale fastgen library (ABI version mismatch)")
-        return lib
-    raise RuntimeError("compiling the fast CPU step failed: " + " | ".join(errors))
+    lib = build_library("fastgen", SOURCE, HEADERS, flags=FLAGS + (["-DSG_PROFILE"] if profile else []),
+                        suffix="_prof" if profile else "", arch_flags=ARCH_FLAGS)
+    _declare(lib)
+    if lib.sg_abi_version() != VERSION:
+        raise RuntimeError("stale fastgen library (ABI version mismatch)")
+    return lib
 
 
 def _declare(lib: ctypes.CDLL) -> None:
     P, I64, F32, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
     lib.sg_abi_version.restype = I64
     lib.sg_error.restype = ctypes.c_char_p
-    lib.sg_create.argtypes, lib.sg_create.restype = [P, I64, P, I64, I64], P
-    lib.sg_destroy.argtypes = [P]
-    lib.sg_reset.argtypes = [P]
+    lib.sg_error_kind.restype = INT
+    lib.sg_create.argtypes, lib.sg_create.restype = [P, I64, P, I64, I64, I64], P
+    lib.sg_destroy.argtypes, lib.sg_destroy.restype = [P], None
+    lib.sg_reset.argtypes, lib.sg_reset.restype = [P], INT
     lib.sg_time.argtypes, lib.sg_time.restype = [P], I64
+    lib.sg_set_layout.argtypes, lib.sg_set_layout.restype = [P, I64, I64], INT
+    lib.sg_layouts.argtypes, lib.sg_layouts.restype = [P, P, INT, P], INT
     lib.sg_feed.argtypes, lib.sg_feed.restype = [P, P, I64, I64, P], INT
-    lib.sg_logits.argtypes = [P, P]
-    lib.sg_generate.argtypes = [P, P, I64, I64, I64, P, F32, I64, F32, INT]
+    lib.sg_logits.argtypes, lib.sg_logits.restype = [P, P], INT
+    lib.sg_generate.argtypes = [P, P, I64, I64, P, I64, F32, I64, F32, INT]
     lib.sg_generate.restype = INT
     lib.sg_profile.argtypes, lib.sg_profile.restype = [P, INT], INT
     lib.sg_sample.argtypes, lib.sg_sample.restype = [P, I64, I64, P, F32, I64, F32, P], INT
     lib.sg_state_max_abs.argtypes, lib.sg_state_max_abs.restype = [P], ctypes.c_double
+
+
+def _raise(lib: ctypes.CDLL, what: str, default: type = RuntimeError):
+    """The C side's last error as a Python exception (MemoryError when it ran out of memory)."""
+    message = f"{what}: {lib.sg_error().decode(errors='replace')}"
+    raise (MemoryError if lib.sg_error_kind() == 2 else default)(message)
 
 
 def sample(lib: ctypes.CDLL, logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0,
@@ -131,87 +91,176 @@ def sample(lib: ctypes.CDLL, logits: torch.Tensor, u: torch.Tensor, temperature:
     out = torch.empty(logits.size(0), dtype=torch.int64)
     if lib.sg_sample(logits.data_ptr(), logits.size(0), logits.size(1), u.data_ptr(), temperature, top_k or 0,
                      nucleus_p, out.data_ptr()):
-        raise FloatingPointError(f"fast CPU sampler: {lib.sg_error().decode()}")
+        _raise(lib, "fast CPU sampler", FloatingPointError)
     return out
+
+
+def _pad16(n: int) -> int:
+    return -(-n // UNIT) * UNIT
 
 
 class _Packer:
     """One float32 buffer; every array starts on a 64-byte boundary."""
 
-    def __init__(self):
+    def __init__(self, weights: str = "float32"):
+        if weights not in WEIGHT_TYPES:
+            raise ValueError(f"weights must be one of {tuple(WEIGHT_TYPES)}, got {weights!r}")
         self.chunks: list[torch.Tensor] = []
         self.size = 0
+        self.wtype = weights
 
     def add(self, t: torch.Tensor) -> int:
         flat = t.detach().to("cpu", torch.float32).contiguous().flatten()
+        return self._append(flat)
+
+    def _append(self, flat: torch.Tensor) -> int:
         pad = -flat.numel() % 16
         offset = self.size
         self.chunks.append(torch.cat([flat, flat.new_zeros(pad)]) if pad else flat)
         self.size += flat.numel() + pad
         return offset
 
-    def linear(self, w: torch.Tensor, b: torch.Tensor) -> list[int]:
-        """W (out, in) as panels (ceil(out / 64), in, 64) of W^T, zero-padded; bias padded alike."""
-        out, n_in = w.shape
-        pad = -out % PANEL
-        wt = torch.cat([w, w.new_zeros(pad, n_in)]).t().reshape(n_in, -1, PANEL).permute(1, 0, 2)
-        return [self.add(wt), self.add(torch.cat([b, b.new_zeros(pad)]))]
+    def padded(self, t: torch.Tensor, size: int) -> int:
+        """A vector zero-padded to ``size``."""
+        t = t.detach().to("cpu", torch.float64).flatten()
+        return self.add(torch.cat([t, t.new_zeros(size - t.numel())]))
+
+    def linear(self, w: torch.Tensor, b: torch.Tensor, in_index=None, in_size=None, out_index=None,
+               out_size=None) -> list[int]:
+        """W (out, in) as panels (out_size / 16, in_size, 16) of W^T; row i of W^T goes to row
+        in_index[i], column o to out_index[o] (default: in place, sizes padded to 16); the rest zero.
+        Returns the spec entry [weight type, in_size, panels, weights offset, bias offset]."""
+        n_out, n_in = w.shape
+        in_index = torch.arange(n_in) if in_index is None else in_index
+        out_index = torch.arange(n_out) if out_index is None else out_index
+        in_size = _pad16(n_in) if in_size is None else in_size
+        out_size = _pad16(n_out) if out_size is None else out_size
+        assert out_size % UNIT == 0
+        wt = torch.zeros(in_size, out_size, dtype=torch.float64)
+        wt[in_index[:, None], out_index[None, :]] = w.detach().to("cpu", torch.float64).t()
+        bias = torch.zeros(out_size, dtype=torch.float64)
+        bias[out_index] = b.detach().to("cpu", torch.float64)
+        panels = wt.reshape(in_size, out_size // UNIT, UNIT).permute(1, 0, 2).contiguous()
+        if self.wtype == "bfloat16":  # round to nearest even; rows as (c0, c8, c1, c9, ...); two per float32 slot
+            half = panels.to(torch.float32).to(torch.bfloat16).view(-1, 2, 8).transpose(1, 2).flatten().view(torch.int16)
+            if half.numel() % 2:
+                half = torch.cat([half, half.new_zeros(1)])
+            w_off = self._append(half.view(torch.float32))
+        elif self.wtype == "float16":  # round to nearest even; two per float32 slot
+            half = panels.to(torch.float16)
+            if not bool(torch.isfinite(half).all()):
+                raise ValueError("a linear weight is too large for float16 storage (|w| > 65504)")
+            half = half.flatten().view(torch.int16)
+            if half.numel() % 2:
+                half = torch.cat([half, half.new_zeros(1)])
+            w_off = self._append(half.view(torch.float32))
+        else:
+            w_off = self.add(panels)
+        return [WEIGHT_TYPES[self.wtype], in_size, out_size // UNIT, w_off, self.add(bias)]
 
     def buffer(self) -> torch.Tensor:
         return torch.cat(self.chunks) if self.chunks else torch.zeros(0)
 
 
-def _pack(plan: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(spec int64, weights float32) in the order sashimi/csrc/fastgen.cpp:build reads them."""
-    w = _Packer()
+def _slot_major(H: int, p: int) -> torch.Tensor:
+    """Where the pooled channel h * p + s lives in the engine's queues: s * pad16(H) + h."""
+    h, s = torch.meshgrid(torch.arange(H), torch.arange(p), indexing="ij")
+    return (s * _pad16(H) + h).flatten()
+
+
+def _pack(plan: dict, weights: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+    """(spec int64, weights float32) in the order and layouts sashimi/csrc/fastgen.cpp:build reads.
+
+    Args:
+        plan: from :func:`sashimi.fastgen.pack.build_plan`.
+        weights: storage of the linear layers' weights, 'float32' or 'bfloat16' (biases, the
+            embedding, norms and S4 coefficients stay float32).
+    """
+    w = _Packer(weights)
     V, H0 = plan["emb"].shape
-    spec = [MAGIC, VERSION, V, H0, len(plan["pools"]), w.add(torch.tensor([plan["eps"]])), w.add(plan["emb"]),
-            w.add(plan["norm"][0]), w.add(plan["norm"][1]), *w.linear(*plan["head"])]
+    H0p = _pad16(H0)
+    emb = torch.cat([plan["emb"], plan["emb"].new_zeros(V, H0p - H0)], 1)
+    spec = [MAGIC, VERSION, V, H0, len(plan["pools"]), w.add(torch.tensor([plan["eps"]])), w.add(emb),
+            w.padded(plan["norm"][0], H0p), w.padded(plan["norm"][1], H0p), *w.linear(*plan["head"])]
     tiers = plan["tiers"]
     for k, pool in enumerate(plan["pools"]):
-        spec += [pool["p"], tiers[k]["H"], tiers[k + 1]["H"], *w.linear(*pool["down"]), *w.linear(*pool["up"])]
+        p, H, Hn = pool["p"], tiers[k]["H"], tiers[k + 1]["H"]
+        spec += [p, H, Hn, *w.linear(*pool["down"], in_index=_slot_major(H, p), in_size=p * _pad16(H)),
+                 *w.linear(*pool["up"], out_index=_slot_major(H, p), out_size=p * _pad16(H))]
     for tier in tiers:
-        spec += [tier["H"], len(tier["blocks"])]
+        H = tier["H"]
+        spec += [H, len(tier["blocks"])]
         for blk in tier["blocks"]:
+            Hp = _pad16(H)
+            norm = [w.padded(blk["ln_w"], Hp), w.padded(blk["ln_b"], Hp)]
             if blk["type"] == "s4":
-                spec += _s4_spec(w, blk)
+                spec += _s4_spec(w, blk, H, norm)
             else:
-                spec += [1, blk["w1"].shape[0], w.add(blk["ln_w"]), w.add(blk["ln_b"]),
-                         *w.linear(blk["w1"], blk["b1"]), *w.linear(blk["w2"], blk["b2"])]
+                spec += [1, blk["w1"].shape[0], *norm, *w.linear(blk["w1"], blk["b1"]), *w.linear(blk["w2"], blk["b2"])]
     spec.append(MAGIC)
     return torch.tensor(spec, dtype=torch.int64), w.buffer()
 
 
-def _s4_spec(w: _Packer, blk: dict) -> list[int]:
-    def rows(x):  # (H', N) -> (N, H') as real, imaginary
-        x = x.t()
-        return [w.add(x.real), w.add(x.imag)]
+def _units(*arrays: torch.Tensor) -> torch.Tensor:
+    """Complex (H, N) arrays as (units, N, 2 * len(arrays), 16): per unit of 16 channels and mode,
+    the real and imaginary parts of each array as 16-lane rows (channels padded with zeros)."""
+    H, N = arrays[0].shape
+    Hp = _pad16(H)
+    rows = []
+    for a in arrays:
+        a = torch.cat([a, a.new_zeros(Hp - H, N)])
+        rows += [a.real, a.imag]
+    return torch.stack(rows).reshape(len(rows), Hp // UNIT, UNIT, N).permute(1, 3, 0, 2)
 
+
+def _s4_spec(w: _Packer, blk: dict, H: int, norm: list[int]) -> list[int]:
+    Hp = _pad16(H)
+    N = blk["N"]
     if blk["mode"] == "diagonal":
-        form, coeffs = "diagonal", rows(blk["d"]) + rows(blk["r"])
+        form, extra = "diagonal", []
+        coef = _units(blk["d"], blk["r"])
     else:
         tied = blk["P"].shape[0] == 1 and blk["B"].shape[0] == 1
         form = "dplr" if tied else "dplr_untied"
-        H = blk["g"].shape[0]
-        P, B = (blk["P"], blk["B"]) if tied else (blk["P"].expand(H, -1), blk["B"].expand(H, -1))
-        coeffs = rows(blk["g"]) + rows(blk["C"]) + rows(P) + rows(B) + [w.add(blk[k]) for k in ("dt", "c", "kappa")]
-    return [0, blk["N"], S4_FORMS[form], int(blk["glu"]), w.add(blk["ln_w"]), w.add(blk["ln_b"]), *coeffs,
-            w.add(blk["D"]), blk["out_w"].shape[0], *w.linear(blk["out_w"], blk["out_b"])]
+        g, C = blk["g"], blk["C"]
+        P, B = blk["P"].expand(H, N), blk["B"].expand(H, N)
+        v = P.conj() * g  # the rank-1 read s' = 2 Re(v . x')
+        coef = _units(g, C, v) if tied else _units(g, C, v, P, B)
+        extra = [w.add(torch.stack([P[0].real, P[0].imag, B[0].real, B[0].imag], 1))] if tied else []
+        extra += [w.padded(blk[k], Hp) for k in ("dt", "c", "kappa")]
+    glu = bool(blk["glu"])
+    if glu:  # output columns as (values, gates) panel pairs per unit: the GLU is local to a unit
+        h = torch.arange(H)
+        value = (2 * (h // UNIT)) * UNIT + h % UNIT
+        out = w.linear(blk["out_w"], blk["out_b"], out_index=torch.cat([value, value + UNIT]), out_size=2 * Hp)
+    else:
+        out = w.linear(blk["out_w"], blk["out_b"])
+    return [0, N, S4_FORMS[form], int(glu), *norm, w.add(coef), *extra, w.padded(blk["D"], Hp), *out]
 
 
 class CppEngine:
-    """Generation state for ``batch`` sequences on the CPU (float32); protocol as TorchEngine."""
+    """Generation state for ``batch`` sequences on the CPU (float32); protocol as TorchEngine.
+
+    Args:
+        plan: from :func:`sashimi.fastgen.pack.build_plan`.
+        batch: number of sequences.
+        lib: the compiled library (:func:`load_library`).
+        packed: (spec, weights) from :func:`_pack` (default: packed here, float32 weights).
+        threads: most threads a step may use, the caller's included (default: 1). Which layout
+            of them runs (rows x channel shares, or one thread) is measured and chosen as the
+            engine runs; every layout gives the same results (:meth:`layouts`, :meth:`set_layout`).
+    """
 
     name = "cpp"
 
-    def __init__(self, plan: dict, batch: int, lib: ctypes.CDLL, packed=None):
-        self.lib, self.batch, self.V = lib, batch, plan["V"]
+    def __init__(self, plan: dict, batch: int, lib: ctypes.CDLL, packed=None, threads: int = 1):
+        self.lib, self.batch, self.V, self.threads = lib, batch, plan["V"], int(threads)
         self.dtype, self.device = torch.float32, torch.device("cpu")
         self.spec, self.weights = packed if packed is not None else _pack(plan)  # kept alive: the engine points into them
         self._ptr = lib.sg_create(self.spec.data_ptr(), self.spec.numel(), self.weights.data_ptr(),
-                                  self.weights.numel(), batch)
+                                  self.weights.numel(), batch, self.threads)
         if not self._ptr:
-            raise RuntimeError(f"fast CPU step: {lib.sg_error().decode()}")
+            _raise(lib, f"fast CPU step (batch {batch})")
         self.sampling = (1.0, None, 1.0)
 
     def __del__(self):
@@ -224,7 +273,8 @@ class CppEngine:
         return int(self.lib.sg_time(self._ptr))
 
     def reset(self) -> None:
-        self.lib.sg_reset(self._ptr)
+        if self.lib.sg_reset(self._ptr):
+            _raise(self.lib, "fast CPU step")
 
     def set_sampling(self, temperature: float, top_k: int | None, nucleus_p: float) -> None:
         self.sampling = (float(temperature), top_k, float(nucleus_p))
@@ -235,29 +285,56 @@ class CppEngine:
         rc = self.lib.sg_feed(self._ptr, tokens.data_ptr(), tokens.size(1), tokens.size(1),
                               out.data_ptr() if out is not None else None)
         if rc:
-            raise ValueError(f"fast CPU step: {self.lib.sg_error().decode()}")
+            _raise(self.lib, "fast CPU step", ValueError)
         return out
 
     def sample_and_feed(self, out: torch.Tensor, t0: int, t1: int, uniforms: torch.Tensor, feed_last: bool) -> None:
-        assert out.dtype == torch.int64 and out.is_contiguous() and out.device.type == "cpu"
+        """For t in [t0, t1): out[:, t] = a draw from the current logits, then feed it back (the
+        last one only if ``feed_last``). ``uniforms``: (B, t1 - t0) in [0, 1)."""
+        assert out.dtype == torch.int64 and out.stride(1) == 1 and out.device.type == "cpu" and 0 <= t0 <= t1 <= out.size(1)
         uniforms = uniforms.to("cpu", torch.float32).contiguous()
         temperature, top_k, nucleus_p = self.sampling
-        rc = self.lib.sg_generate(self._ptr, out.data_ptr(), out.size(1), t0, t1, uniforms.data_ptr(),
-                                  temperature, top_k or 0, nucleus_p, int(feed_last))
+        rc = self.lib.sg_generate(self._ptr, out.data_ptr() + t0 * out.element_size(), out.stride(0), t1 - t0,
+                                  uniforms.data_ptr(), uniforms.stride(0), temperature, top_k or 0, nucleus_p,
+                                  int(feed_last))
         if rc:
-            raise FloatingPointError(f"fast CPU step: {self.lib.sg_error().decode()}")
+            _raise(self.lib, "fast CPU step", FloatingPointError)
 
     def last_logits(self) -> torch.Tensor:
         out = torch.empty(self.batch, self.V)
-        self.lib.sg_logits(self._ptr, out.data_ptr())
+        if self.lib.sg_logits(self._ptr, out.data_ptr()):
+            _raise(self.lib, "fast CPU step")
         return out
 
     def state_max_abs(self) -> float:
         """Largest |S4 state| (NaN if any is NaN)."""
         return float(self.lib.sg_state_max_abs(self._ptr))
 
+    def layouts(self) -> list[dict]:
+        """The thread layouts the engine chooses from: ``rows`` groups x ``threads`` per group,
+        the measured ``us_per_step`` (None: not timed yet), the ``steps`` run in it, and
+        ``current`` (the one the next steps use)."""
+        buf = (ctypes.c_double * 256)()
+        current = ctypes.c_int(0)
+        n = self.lib.sg_layouts(self._ptr, buf, 64, ctypes.byref(current))
+        if n < 0:
+            _raise(self.lib, "fast CPU step")
+        n = min(n, 64)
+        return [{"rows": int(buf[4 * i]), "threads": int(buf[4 * i + 1]),
+                 "us_per_step": buf[4 * i + 2] / 1e3 if buf[4 * i + 2] else None, "steps": int(buf[4 * i + 3]),
+                 "current": i == current.value} for i in range(n)]
+
+    def set_layout(self, rows: int | None = None, threads: int | None = None) -> None:
+        """Pin the layout (``rows`` groups of ``threads`` threads); no arguments: choose by
+        measuring (the default)."""
+        if (rows is None) != (threads is None):
+            raise ValueError("give both rows and threads, or neither")
+        if self.lib.sg_set_layout(self._ptr, rows or 0, threads or 0):
+            _raise(self.lib, "fast CPU step", ValueError)
+
     def profile(self) -> dict[str, float]:
-        """Seconds per kind of work since the last call (a library built with profile=True only)."""
+        """Seconds per kind of work on the calling thread since the last call (a library built
+        with profile=True only)."""
         buf = (ctypes.c_double * len(PROFILE_NAMES))()
         self.lib.sg_profile(buf, len(PROFILE_NAMES))
         return dict(zip(PROFILE_NAMES, buf))

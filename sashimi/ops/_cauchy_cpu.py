@@ -31,7 +31,7 @@ def load_library() -> ctypes.CDLL | None:
         if not _lib:
             lib = None
             try:
-                lib = build_library("cauchy", CSRC / "cauchy_cpu.cpp", flags=("-fopenmp-simd",))
+                lib = build_library("cauchy", CSRC / "cauchy_cpu.cpp")
                 _declare(lib)
                 if lib.cc_abi_version() != ABI_VERSION:
                     raise RuntimeError("stale Cauchy library (ABI version mismatch)")

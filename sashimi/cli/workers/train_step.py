@@ -9,13 +9,12 @@ script's folder goes first on ``sys.path``.
 CONFIG_JSON keys: ``model_cfg`` (ARConfig fields), ``batch``, ``seq_len``, ``steps``, ``warmup``,
 ``device``, ``threads`` (or null), ``backend`` (Cauchy backend; 'auto' leaves the choice to the library).
 """
-import json
 import os
 import resource
 import sys
 import time
 
-RESULT_TAG = "SASHIMI_BENCH_RESULT "  # as sashimi.cli.baseline.RESULT_TAG
+from worker_protocol import worker_main
 
 
 def _worker(cfg: dict) -> dict:
@@ -61,18 +60,5 @@ def _worker(cfg: dict) -> dict:
                 peak_cuda_gib=torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: train_step.py CONFIG_JSON", file=sys.stderr)
-        return 2
-    cfg = json.loads(argv[0])
-    try:
-        result = _worker(cfg)
-    except Exception as e:  # reported as this configuration's status; the others still run
-        result = dict(cfg, status=f"error: {type(e).__name__}: {e}")
-    print(RESULT_TAG + json.dumps(result), flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main(sys.argv[1:], _worker, "train_step.py"))

@@ -315,10 +315,10 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
         the model, in eval mode.
     """
     if isinstance(source, str) and not os.path.exists(source):
-        from .hub import PRETRAINED_NAMES
+        from .hub import PRETRAINED_NAMES, load_pretrained
 
         if source in PRETRAINED_NAMES:  # a name, unless a file of that name is in the way
-            return PRETRAINED_NAMES[source](progress=progress, device=map_location or "cpu")
+            return load_pretrained(source, progress=progress, device=map_location or "cpu")
     name = "<dict>" if isinstance(source, dict) else os.fspath(source)
     ckpt = source if isinstance(source, dict) else load_checkpoint_file(source, progress, check_hash, sha256)
     if ckpt.get("format") == FORMAT_NAME:

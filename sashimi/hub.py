@@ -12,7 +12,7 @@ from .config import ARConfig, DiffWaveConfig, config_from_dict
 from .diffwave import SashimiDiffWave, load_rf5_diffwave
 
 __all__ = ["sashimi_ar_fsdd", "sashimi_ar_sc09", "sashimi_diffwave_sc09", "AR_SC09_URL", "DIFFWAVE_SC09_URLS",
-           "PRETRAINED_NAMES"]
+           "PRETRAINED_NAMES", "load_pretrained"]
 
 #: The published autoregressive SC09 checkpoint (RF5/simple-sashimi v1.0, 1.1M steps, 4.8M params).
 AR_SC09_URL = "https://github.com/RF5/simple-sashimi/releases/download/v1.0/ckpt_01100000.pt"
@@ -123,6 +123,13 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
     return model.to(device).eval()
 
 
-#: names that ``sashimi.load_model`` and the command line accept besides paths and URLs
-PRETRAINED_NAMES = {"sashimi_ar_fsdd": sashimi_ar_fsdd, "sashimi_ar_sc09": sashimi_ar_sc09,
-                    "sashimi_diffwave_sc09": sashimi_diffwave_sc09}
+#: names that ``sashimi.load_model`` and the command line accept besides paths and URLs: the
+#: functions above of the same names (looked up when called, so that they can be replaced)
+PRETRAINED_NAMES = ("sashimi_ar_fsdd", "sashimi_ar_sc09", "sashimi_diffwave_sc09")
+
+
+def load_pretrained(name: str, **kwargs):
+    """The pretrained model ``name`` (one of :data:`PRETRAINED_NAMES`); ``kwargs`` go to its function."""
+    if name not in PRETRAINED_NAMES:
+        raise ValueError(f"unknown pretrained model {name!r}; known: {', '.join(PRETRAINED_NAMES)}")
+    return globals()[name](**kwargs)

@@ -112,7 +112,7 @@ def load_cli_model(spec: str, device):
     from sashimi.checkpoint import CheckpointError, load_model
 
     if spec in hub.PRETRAINED_NAMES and not os.path.exists(spec):
-        loader = lambda: hub.PRETRAINED_NAMES[spec](device=device)  # noqa: E731
+        loader = lambda: hub.load_pretrained(spec, device=device)  # noqa: E731
     elif "://" in spec or os.path.exists(spec):
         if not "://" in spec and not os.path.isfile(spec):  # noqa: E713
             raise CLIError(f"--model: {spec} is not a file")

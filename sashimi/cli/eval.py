@@ -297,7 +297,8 @@ def _finite_or_null(x):
 
 def _classifier_id(spec: str) -> str:
     """The classifier's name plus the start of its file's hash (what --reference caches are keyed on)."""
-    from sashimi.eval.classifier import BUNDLED, sha256_file
+    from sashimi.download import sha256_file
+    from sashimi.eval.classifier import BUNDLED
 
     if spec in BUNDLED:
         return f"{spec}:{BUNDLED[spec][1][:12]}"

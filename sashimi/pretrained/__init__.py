@@ -40,36 +40,31 @@ class BundledModel:
     summary: str
 
 
-BUNDLED_MODELS: dict[str, BundledModel] = {}
+BUNDLED_MODELS: dict[str, BundledModel] = {m.name: m for m in (
+    BundledModel(
+        name="sashimi_ar_fsdd",
+        file="sashimi_ar_fsdd-36eb89fd.pt",
+        sha256="36eb89fdb780906ff92f0389461e5fbce19f85da6a53c89d8d3799f4eb143841",
+        summary="autoregressive SaShiMi (d_model 32, 4 layers per tier, 685k parameters), 8 kHz FSDD digits, "
+                "recipes/fsdd_ar.yaml",
+    ),
+)}
 
 
 def bundled_model_path(name: str) -> Path:
     """The verified path of bundled model ``name``.
 
     Raises:
-        ValueError: unknown name (the known ones are listed).
-        CheckpointError: the file is missing or its SHA-256 differs from the listed one.
+        ValueError: unknown name (the known ones are listed), or a file whose SHA-256 differs
+            from the listed one (changed or damaged: never used).
+        FileNotFoundError: the file is missing (a broken installation).
     """
-    from ..checkpoint import CheckpointError
-    from ..download import sha256_file
+    from ..download import verified_file
 
     if name not in BUNDLED_MODELS:
         raise ValueError(f"no bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
     entry = BUNDLED_MODELS[name]
-    path = WEIGHTS_DIR / entry.file
-    if not path.is_file():
-        raise CheckpointError(f"bundled model {name}: {path} is missing (a broken installation? reinstall sashimi)")
-    digest = _verified.get(path)
-    if digest is None:
-        digest = sha256_file(os.fspath(path))
-        if digest != entry.sha256:
-            raise CheckpointError(f"bundled model {name}: {path} has SHA-256 {digest}, expected {entry.sha256} "
-                                  "(the file was changed or damaged; reinstall sashimi)")
-        _verified[path] = digest
-    return path
-
-
-_verified: dict[Path, str] = {}  # files already hashed in this process
+    return Path(verified_file(WEIGHTS_DIR / entry.file, entry.sha256, f"bundled model {name!r}"))
 
 
 def load_bundled_model(name: str, map_location="cpu") -> nn.Module:

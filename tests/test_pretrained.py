@@ -139,3 +139,16 @@ def test_export_rejects_bad_arguments(capsys, tmp_path, ckpt):
     assert code == 2 and "--out-dir" in err
     code, _, err = run_cli(capsys, "export", ckpt, "--out-dir", str(tmp_path), "--name", "../x")
     assert code == 2 and "name" in err
+
+
+def test_recipe_builds_the_bundled_architecture():
+    """recipes/fsdd_ar.yaml is a valid training config, and its model is the one shipped."""
+    import dataclasses
+
+    from sashimi.train.config import build_config
+
+    recipe = FIXTURES.parent.parent / "recipes" / "fsdd_ar.yaml"
+    cfg = build_config([], yaml_path=str(recipe))
+    assert cfg.utterance_window and cfg.sample_rate in (None, 8000) and cfg.seq_len == 8000
+    shipped = dataclasses.asdict(sashimi.load_model("sashimi_ar_fsdd").config)
+    assert dataclasses.asdict(cfg.model_cfg) == shipped

@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=8, help="generated samples (default: 8)")
     parser.add_argument("--n-real", type=int, default=4, help="real recordings (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    parser.add_argument("--nucleus-p", type=float, default=1.0, help="nucleus mass (default: 1.0)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1.0)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite --out")
     args = parser.parse_args(argv)
     try:
@@ -73,12 +75,15 @@ def main(argv=None) -> int:
         parser.error(f"--real: not a folder: {args.real}")
     model = load_model(args.model)
     rate = model.config.sample_rate
-    wavs = model.unconditional_generate(args.n, length=rate, seed=args.seed).numpy()
+    wavs = model.unconditional_generate(args.n, args.nucleus_p, length=rate, seed=args.seed,
+                                        temperature=args.temperature).numpy()
     real = real_clips(args.real, args.n_real, rate, rate)
     cols = 4
     rows = -(-args.n // cols) + -(-len(real) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False, sharey=True)
-    panels = [(f"generated #{i} (seed {args.seed})", w) for i, w in enumerate(wavs)]
+    sampling = "" if args.nucleus_p == 1 and args.temperature == 1 else \
+        f", p {args.nucleus_p:g}, T {args.temperature:g}"
+    panels = [(f"generated #{i} (seed {args.seed}{sampling})", w) for i, w in enumerate(wavs)]
     panels += [None] * (-len(panels) % cols) + [(f"real: {name}", w) for name, w in real]
     for ax, panel in zip(axes.flat, panels + [None] * (rows * cols - len(panels))):
         if panel is None:

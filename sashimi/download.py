@@ -78,16 +78,18 @@ def verified_file(path: str | os.PathLike, sha256: str, what: str) -> str:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what}: {path} is missing (a broken installation? reinstall sashimi)")
-    if path not in _verified:
+    stat = os.stat(path)
+    key = (path, sha256, stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:  # hashed once per process while unchanged: loading again stays cheap
         actual = sha256_file(path)
         if actual != sha256:
             raise ValueError(f"{what}: {path} has SHA-256 {actual}, expected {sha256} "
                              "(the file was changed or damaged; reinstall sashimi)")
-        _verified.add(path)  # hashed once per process: loading the same file again stays cheap
+        _verified.add(key)
     return path
 
 
-_verified: set[str] = set()
+_verified: set[tuple] = set()
 
 
 def cached_download(url: str, *, sha256: str | None = None, check_hash: bool = False, progress: bool = True) -> str:

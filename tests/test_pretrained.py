@@ -152,3 +152,17 @@ def test_recipe_builds_the_bundled_architecture():
     assert cfg.utterance_window and cfg.sample_rate in (None, 8000) and cfg.seq_len == 8000
     shipped = dataclasses.asdict(sashimi.load_model("sashimi_ar_fsdd").config)
     assert dataclasses.asdict(cfg.model_cfg) == shipped
+
+
+def test_generate_with_the_published_name_still_downloads_it(capsys, tmp_path, monkeypatch):
+    """`--model sashimi_ar_sc09` fetches the published file (served here from a file:// URL)."""
+    import sashimi.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sashimi.hub, "AR_SC09_URL", (FIXTURES / "rf5_ar_small.ckpt.pt").resolve().as_uri())
+    code, out, err = run_cli(capsys, "generate", "--model", "sashimi_ar_sc09", "--n", "1", "--seconds", "0.01",
+                             "--quiet", "--out", str(tmp_path / "wavs"))
+    assert code == 0, err
+    assert os.listdir(tmp_path / "wavs") == ["sample_000.wav"]
+    cached = [f for _, _, files in os.walk(tmp_path / "home") for f in files]
+    assert cached == ["rf5_ar_small.ckpt.pt"]

@@ -166,3 +166,38 @@ def test_generate_with_the_published_name_still_downloads_it(capsys, tmp_path, m
     assert os.listdir(tmp_path / "wavs") == ["sample_000.wav"]
     cached = [f for _, _, files in os.walk(tmp_path / "home") for f in files]
     assert cached == ["rf5_ar_small.ckpt.pt"]
+
+
+def test_export_averages_several_checkpoints(capsys, tmp_path, ckpt):
+    a = sashimi.load_model(ckpt)
+    b = sashimi.load_model(ckpt)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(torch.randn_like(p))
+    sashimi.save_model(a, tmp_path / "ckpt_00000100.pt", step=100)
+    sashimi.save_model(b, tmp_path / "ckpt_00000200.pt", step=200, valid_metric=[1.0, 1.4])
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = run_cli(capsys, "export", str(tmp_path / "ckpt_00000100.pt"), str(tmp_path / "ckpt_00000200.pt"),
+                           "--out-dir", str(out), "--name", "avg")
+    assert code == 0, err
+    (path,) = out.iterdir()
+    blob = torch.load(path, weights_only=True)
+    assert blob["step"] == 200 and blob["valid_metric"] == [1.0, 1.4]
+    assert blob["averaged"] == [{"source": "ckpt_00000100.pt", "step": 100}, {"source": "ckpt_00000200.pt", "step": 200}]
+    averaged = sashimi.load_model(str(path)).state_dict()
+    for name, value in a.state_dict().items():
+        torch.testing.assert_close(averaged[name], (value + b.state_dict()[name]) / 2, msg=name)
+
+
+def test_export_refuses_unlike_or_unreadable_checkpoints(capsys, tmp_path, ckpt):
+    from sashimi import ARConfig, SashimiAR
+
+    other = SashimiAR(ARConfig(d_model=8, n_layers=1, pool=[2], d_state=4, l_max=64))
+    sashimi.save_model(other, tmp_path / "other.pt")
+    code, _, err = run_cli(capsys, "export", ckpt, str(tmp_path / "other.pt"), "--out-dir", str(tmp_path), "--name", "x")
+    assert code == 2 and "another architecture" in err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(capsys, "export", str(tmp_path / "junk.pt"), "--out-dir", str(tmp_path), "--name", "x")
+    assert code == 2 and "not a readable checkpoint" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.pt", "other.pt"]

@@ -83,7 +83,9 @@ def main(argv=None) -> int:
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False, sharey=True)
     sampling = "" if args.nucleus_p == 1 and args.temperature == 1 else \
         f", p {args.nucleus_p:g}, T {args.temperature:g}"
-    panels = [(f"generated #{i} (seed {args.seed}{sampling})", w) for i, w in enumerate(wavs)]
+    # a clip that never leaves silence draws as a flat panel: say so in its title
+    panels = [(f"generated #{i} (seed {args.seed}{sampling}){': silent' if abs(w).max() < 1e-3 else ''}", w)
+              for i, w in enumerate(wavs)]
     panels += [None] * (-len(panels) % cols) + [(f"real: {name}", w) for name, w in real]
     for ax, panel in zip(axes.flat, panels + [None] * (rows * cols - len(panels))):
         if panel is None:

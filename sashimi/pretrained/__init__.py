@@ -43,10 +43,10 @@ class BundledModel:
 BUNDLED_MODELS: dict[str, BundledModel] = {m.name: m for m in (
     BundledModel(
         name="sashimi_ar_fsdd",
-        file="sashimi_ar_fsdd-36eb89fd.pt",
-        sha256="36eb89fdb780906ff92f0389461e5fbce19f85da6a53c89d8d3799f4eb143841",
-        summary="autoregressive SaShiMi (d_model 32, 4 layers per tier, 685k parameters), 8 kHz FSDD digits, "
-                "recipes/fsdd_ar.yaml",
+        file="sashimi_ar_fsdd-b2d266a9.pt",
+        sha256="b2d266a97f653503984da3d8b27963c2274fbdf6bf1b82dd49c2fcec86fc120c",
+        summary="autoregressive SaShiMi (d_model 32, 4 layers per tier, 685k parameters) on 8 kHz FSDD digits: "
+                "recipes/fsdd_ar.yaml, steps 3,000-4,000 averaged; test NLL 1.721 bits, IS 2.73 (see README.md here)",
     ),
 )}
 

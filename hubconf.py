@@ -3,6 +3,9 @@
 From a clone, ``torch.hub.load(".", name, source="local")``; from GitHub, ``"<owner>/sashimi"``
 below, ``<owner>`` being the account that hosts the repository.
 
+    model = torch.hub.load("<owner>/sashimi", "sashimi_ar_fsdd")   # bundled, offline: 1 s at 8 kHz
+    wav = model.unconditional_generate(4)                    # (4, 8000)
+
     model = torch.hub.load("<owner>/sashimi", "sashimi_ar_sc09")
     wav = model.unconditional_generate(4, nucleus_p=1.0)   # (4, 16000), 1 s at 16 kHz
 
@@ -11,4 +14,4 @@ below, ``<owner>`` being the account that hosts the repository.
 """
 dependencies = ["torch", "yaml", "tqdm"]
 
-from sashimi.hub import sashimi_ar_sc09, sashimi_diffwave_sc09  # noqa: E402,F401
+from sashimi.hub import sashimi_ar_fsdd, sashimi_ar_sc09, sashimi_diffwave_sc09  # noqa: E402,F401

@@ -15,21 +15,16 @@ import json
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sashimi import load_model  # noqa: E402
-from sashimi.train.data import UtteranceDataset, list_audio_files  # noqa: E402
+from sashimi.eval import utterance_nll_bits  # noqa: E402
+from sashimi.train.data import list_audio_files  # noqa: E402
 
 
-@torch.no_grad()
-def windowed_nll(model, files: list[str], window: int, batch_size: int = 16) -> dict:
-    """Bits per sample over centred utterance windows: ``{"bits_per_sample", "files", "window"}``."""
-    data = UtteranceDataset(files, model.config.sample_rate, window, random_place=False)
-    wavs = torch.stack([data[i][0] for i in range(len(data))])  # (N, window)
-    nats = model.nll(wavs, batch_size=batch_size)  # (N,)
-    bits = nats / torch.log(torch.tensor(2.0))
+def windowed_nll(model, files: list[str], window: int) -> dict:
+    """Bits per sample over centred utterance windows: ``{"bits_per_sample", "files", "window", ...}``."""
+    bits = utterance_nll_bits(model, files, window)
     return {"bits_per_sample": float(bits.mean()), "files": len(files), "window": window,
             "per_file_bits": [round(float(b), 5) for b in bits]}
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "bench": ("sashimi.cli.bench", "benchmarks: 'bench generate', 'bench train'"),
     "eval": ("sashimi.cli.eval", "score audio with a digit classifier: FID, IS, mIS, AM"),
     "train-classifier": ("sashimi.cli.train_classifier", "train the digit classifier 'sashimi eval' uses"),
+    "export": ("sashimi.cli.export", "a training checkpoint as a small inference file named by its hash"),
 }
 
 

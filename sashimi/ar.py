@@ -149,7 +149,7 @@ class SashimiAR(nn.Module):
 
     @torch.no_grad()
     def unconditional_generate(self, N: int, nucleus_p: float = 1.0, progress: bool = True, *,
-                               length: int = 16000, temperature: float = 1.0, top_k: int | None = None,
+                               length: int | None = None, temperature: float = 1.0, top_k: int | None = None,
                                seed: int | None = None, mode: str | None = None, engine: str = "auto") -> torch.Tensor:
         """Sample ``N`` waveforms from silence.
 
@@ -157,7 +157,8 @@ class SashimiAR(nn.Module):
             N: number of waveforms.
             nucleus_p: nucleus (top-p) mass in (0, 1]; 1.0 samples the full distribution.
             progress: show a progress bar.
-            length: samples per waveform (16000 = one second at 16 kHz).
+            length: samples per waveform (None: one second at the model's ``config.sample_rate``,
+                16000 for SC09, 8000 for the bundled FSDD model).
             temperature: softmax temperature (> 0).
             top_k: sample among the k most likely tokens only (None: all).
             seed: seed for reproducible samples (None: torch's global RNG). A seed reproduces the
@@ -173,6 +174,8 @@ class SashimiAR(nn.Module):
         """
         if not isinstance(N, int) or isinstance(N, bool) or N < 1:
             raise ValueError(f"N must be a positive integer, got {N!r}")
+        if length is None:
+            length = int(self.config.sample_rate)
         prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
         return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
 

@@ -300,8 +300,10 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
     """Build a model from a checkpoint in any supported format.
 
     Args:
-        source: a path, a URL (http(s):// or file://), or an already loaded checkpoint dict.
-            Native checkpoints and the published seed formats (simple-sashimi ``ckpt_*.pt``,
+        source: a path, a URL (http(s):// or file://), an already loaded checkpoint dict, or a
+            pretrained name: ``'sashimi_ar_fsdd'`` (bundled, offline), ``'sashimi_ar_sc09'``,
+            ``'sashimi_diffwave_sc09'`` (the published weights, downloaded once). Native
+            checkpoints and the published seed formats (simple-sashimi ``ckpt_*.pt``,
             DiffWave-unconditional) are recognised automatically.
         map_location: device for the model.
         progress: show a download progress bar for URLs.
@@ -312,6 +314,11 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
     Returns:
         the model, in eval mode.
     """
+    if isinstance(source, str) and not os.path.exists(source):
+        from .hub import PRETRAINED_NAMES, load_pretrained
+
+        if source in PRETRAINED_NAMES:  # a name, unless a file of that name is in the way
+            return load_pretrained(source, progress=progress, device=map_location or "cpu")
     name = "<dict>" if isinstance(source, dict) else os.fspath(source)
     ckpt = source if isinstance(source, dict) else load_checkpoint_file(source, progress, check_hash, sha256)
     if ckpt.get("format") == FORMAT_NAME:

@@ -63,6 +63,35 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def verified_file(path: str | os.PathLike, sha256: str, what: str) -> str:
+    """``path`` after checking that it exists and its SHA-256 is ``sha256`` (files shipped in the package).
+
+    Args:
+        path: the file.
+        sha256: its expected hex digest.
+        what: how to name it in errors, e.g. ``"bundled model 'sashimi_ar_fsdd'"``.
+
+    Raises:
+        FileNotFoundError: no such file (a broken installation).
+        ValueError: the file's digest differs (changed or damaged).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: {path} is missing (a broken installation? reinstall sashimi)")
+    stat = os.stat(path)
+    key = (path, sha256, stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:  # hashed once per process while unchanged: loading again stays cheap
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise ValueError(f"{what}: {path} has SHA-256 {actual}, expected {sha256} "
+                             "(the file was changed or damaged; reinstall sashimi)")
+        _verified.add(key)
+    return path
+
+
+_verified: set[tuple] = set()
+
+
 def cached_download(url: str, *, sha256: str | None = None, check_hash: bool = False, progress: bool = True) -> str:
     """Download ``url`` once into the cache (see :func:`cache_path`) and return the local path.
 

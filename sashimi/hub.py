@@ -11,7 +11,8 @@ from .checkpoint import FORMAT_NAME, load_checkpoint_file, load_model
 from .config import ARConfig, DiffWaveConfig, config_from_dict
 from .diffwave import SashimiDiffWave, load_rf5_diffwave
 
-__all__ = ["sashimi_ar_sc09", "sashimi_diffwave_sc09", "AR_SC09_URL", "DIFFWAVE_SC09_URLS"]
+__all__ = ["sashimi_ar_fsdd", "sashimi_ar_sc09", "sashimi_diffwave_sc09", "AR_SC09_URL", "DIFFWAVE_SC09_URLS",
+           "PRETRAINED_NAMES", "load_pretrained"]
 
 #: The published autoregressive SC09 checkpoint (RF5/simple-sashimi v1.0, 1.1M steps, 4.8M params).
 AR_SC09_URL = "https://github.com/RF5/simple-sashimi/releases/download/v1.0/ckpt_01100000.pt"
@@ -27,6 +28,31 @@ def _device(device) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def sashimi_ar_fsdd(pretrained: bool = True, progress: bool = True, device=None) -> SashimiAR:
+    """Autoregressive SaShiMi trained by this project on FSDD (spoken digits, 8 kHz, 8-bit mu-law).
+
+    The weights ship inside the package (no download; SHA-256 checked at load). Trained on the
+    Free Spoken Digit Dataset (CC BY-SA 4.0); see ``sashimi/pretrained/README.md`` for the
+    recipe, the data split and the measured quality.
+
+    Args:
+        pretrained: load the bundled weights (else: the same architecture, freshly initialised).
+        progress: unused (nothing to download); kept for the hub signature.
+        device: where to put the model (None: CUDA if available, else CPU).
+
+    Returns:
+        a :class:`SashimiAR` in eval mode. ``model.unconditional_generate(4)`` gives (4, 8000)
+        waveforms in [-1, 1]: one second at 8 kHz, silence, a digit, silence.
+    """
+    from .pretrained import load_bundled_model
+
+    device = _device(device)
+    model = load_bundled_model("sashimi_ar_fsdd")
+    if not pretrained:
+        model = SashimiAR(model.config)
+    return model.to(device).eval()
 
 
 def sashimi_ar_sc09(pretrained: bool = True, progress: bool = True, device=None,
@@ -95,3 +121,15 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
     if not isinstance(model, SashimiDiffWave):
         raise ValueError(f"sashimi_diffwave_sc09: {source} holds a {type(model).__name__}, not a DiffWave model")
     return model.to(device).eval()
+
+
+#: names that ``sashimi.load_model`` and the command line accept besides paths and URLs: the
+#: functions above of the same names (looked up when called, so that they can be replaced)
+PRETRAINED_NAMES = ("sashimi_ar_fsdd", "sashimi_ar_sc09", "sashimi_diffwave_sc09")
+
+
+def load_pretrained(name: str, **kwargs):
+    """The pretrained model ``name`` (one of :data:`PRETRAINED_NAMES`); ``kwargs`` go to its function."""
+    if name not in PRETRAINED_NAMES:
+        raise ValueError(f"unknown pretrained model {name!r}; known: {', '.join(PRETRAINED_NAMES)}")
+    return globals()[name](**kwargs)

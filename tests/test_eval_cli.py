@@ -1,6 +1,8 @@
 """`sashimi eval` (run in-process through sashimi.__main__.main) on the fixture clips and a tiny model."""
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -59,6 +61,23 @@ def test_eval_generates_filters_and_saves(capsys, tiny_ar, clips, tmp_path):
     assert json.loads(out)["samples"]["histogram"] == r["samples"]["histogram"]
 
 
+def test_eval_samples_with_the_given_nucleus_and_temperature(capsys, tiny_ar, clips, tmp_path):
+    import soundfile as sf
+
+    from sashimi import load_model
+
+    code, _, err = run_cli(capsys, "eval", "--model", tiny_ar, "--n", "2", "--seconds", "0.02", "--engine", "eager",
+                           "--seed", "5", "--nucleus-p", "0.8", "--temperature", "0.7", "--reference", clips, "-q",
+                           "--save-samples", str(tmp_path / "s"))
+    assert code == 0, err
+    model = load_model(tiny_ar)
+    length = round(0.02 * model.config.sample_rate)
+    expected = model.unconditional_generate(2, nucleus_p=0.8, temperature=0.7, length=length, seed=5,
+                                            engine="eager", progress=False)
+    saved = np.stack([sf.read(tmp_path / "s" / f"sample_00{i}.wav", dtype="float32")[0] for i in range(2)])
+    assert np.abs(saved - expected.numpy()).max() <= 1.5 / 32768
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--reference", "{clips}"], "give SAMPLES"),
     (["{clips}", "--reference", "{tmp}/nowhere"], "--reference: data source not found"),
@@ -69,6 +88,8 @@ def test_eval_generates_filters_and_saves(capsys, tiny_ar, clips, tmp_path):
     (["{clips}", "--reference", "{clips}", "--save-reference", "{tmp}/r.txt"], "--save-reference must name a .npz"),
     (["{clips}", "--reference", "{clips}", "--save-samples", "{tmp}/s"], "--save-samples applies when generating"),
     (["{clips}", "--reference", "{clips}", "--n", "64"], "--n applies when generating"),
+    (["{clips}", "--reference", "{clips}", "--temperature", "0.9"], "--temperature applies when generating"),
+    (["--model", "{tmp}/missing.pt", "--reference", "{clips}", "--nucleus-p", "0"], "--nucleus-p must be in (0"),
     (["--model", "{tmp}/missing.pt", "--reference", "{clips}", "--n", "1"], "--n must be in [2"),
     (["--model", "{tmp}/missing.pt", "--reference", "{clips}"], "--model: no such file"),
     (["{clips}", "--reference", "{clips}", "--classifier", "nope"], "--classifier: classifier 'nope'"),

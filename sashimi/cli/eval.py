@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--steps", default=None, help="diffusion models: 'fast', an integer, or all steps (default)")
     gen.add_argument("--engine", default=None, choices=("auto", "fast", "eager"),
                      help="autoregressive models: generation engine (default: auto)")
+    gen.add_argument("--nucleus-p", default=None, help="autoregressive models: nucleus mass in (0, 1] (default: 1.0)")
+    gen.add_argument("--temperature", default=None, help="autoregressive models: softmax temperature (default: 1.0)")
     gen.add_argument("--save-samples", default=None, metavar="DIR", help="also write the generated samples here")
     gen.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     sc = parser.add_argument_group("scoring")
@@ -76,13 +78,17 @@ def _check_args(args) -> dict:
         opts["seconds"] = parse_number(args.seconds or "1.0", float, "seconds", low=0, low_open=True)
         opts["batch"] = parse_number(args.batch_size or "16", int, "batch-size", low=1)
         opts["seed"] = parse_number(args.seed or "0", int, "seed", low=0)
+        from sashimi.sampling import MIN_TEMPERATURE
+
+        opts["nucleus_p"] = parse_number(args.nucleus_p or "1.0", float, "nucleus-p", low=0, high=1, low_open=True)
+        opts["temperature"] = parse_number(args.temperature or "1.0", float, "temperature", low=MIN_TEMPERATURE)
         if args.steps is not None and args.steps != "fast":
             opts["steps"] = parse_number(args.steps, int, "steps", low=1)
         else:
             opts["steps"] = args.steps
     else:
         given = [f"--{name.replace('_', '-')}" for name in ("n", "seconds", "batch_size", "seed", "steps", "engine",
-                                                            "save_samples") if getattr(args, name) is not None]
+                                                            "nucleus_p", "temperature", "save_samples") if getattr(args, name) is not None]
         if given:
             raise CLIError(f"{given[0]} applies when generating with --model, not to SAMPLES")
     if args.ar_filter is not None:
@@ -173,7 +179,7 @@ def _generate(model, kind: str, opts: dict, quiet: bool):
         if kind == "diffwave":
             kw["steps"] = opts["steps"]
         else:
-            kw["engine"] = opts["engine"] or "auto"
+            kw.update(engine=opts["engine"] or "auto", nucleus_p=opts["nucleus_p"], temperature=opts["temperature"])
         try:
             out.append(model.unconditional_generate(count, **kw).float().cpu())
         except ValueError as e:
@@ -233,8 +239,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--ar-filter needs an autoregressive model; {args.model} is a diffusion model")
         if kind == "ar" and opts.get("steps") is not None:
             raise CLIError(f"--steps applies to diffusion models only; {args.model} is autoregressive")
-        if kind == "diffwave" and args.engine is not None:
-            raise CLIError(f"--engine applies to autoregressive models only; {args.model} is a diffusion model")
+        ar_only = [f"--{name.replace('_', '-')}" for name in ("engine", "nucleus_p", "temperature")
+                   if getattr(args, name) is not None]
+        if kind == "diffwave" and ar_only:
+            raise CLIError(f"{ar_only[0]} applies to autoregressive models only; {args.model} is a diffusion model")
         classifier.to(device)
 
     start = time.perf_counter()
@@ -297,7 +305,8 @@ def _finite_or_null(x):
 
 def _classifier_id(spec: str) -> str:
     """The classifier's name plus the start of its file's hash (what --reference caches are keyed on)."""
-    from sashimi.eval.classifier import BUNDLED, sha256_file
+    from sashimi.download import sha256_file
+    from sashimi.eval.classifier import BUNDLED
 
     if spec in BUNDLED:
         return f"{spec}:{BUNDLED[spec][1][:12]}"

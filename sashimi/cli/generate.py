@@ -1,5 +1,6 @@
 """``sashimi generate``: sample audio from a pretrained or saved model into 16-bit WAV files.
 
+    sashimi generate --n 4 --out samples/             # the bundled FSDD model: offline, 1 s at 8 kHz
     sashimi generate --model sashimi_ar_sc09 --n 4 --seconds 1.0 --out samples/
     sashimi generate --model my_model.pt --n 16 --batch-size 16 --top-k 100 --seed 0 --out runs/a
     sashimi generate --model sashimi_ar_sc09 --prefix prompt.wav --seconds 2 --out continued/
@@ -40,9 +41,9 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="sashimi_ar_sc09",
-                        help="pretrained name (sashimi_ar_sc09, sashimi_diffwave_sc09), checkpoint path or URL "
-                             "(default: sashimi_ar_sc09)")
+    parser.add_argument("--model", default="sashimi_ar_fsdd",
+                        help="pretrained name (sashimi_ar_fsdd: bundled, offline; sashimi_ar_sc09, sashimi_diffwave_sc09: "
+                             "published, downloaded once), checkpoint path or URL (default: sashimi_ar_fsdd)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
 
 
@@ -110,15 +111,15 @@ def load_cli_model(spec: str, device):
     import sashimi.hub as hub
     from sashimi.checkpoint import CheckpointError, load_model
 
-    if spec in getattr(hub, "__all__", ()) and callable(getattr(hub, spec, None)):
-        loader = lambda: getattr(hub, spec)(device=device)  # noqa: E731
+    if spec in hub.PRETRAINED_NAMES and not os.path.exists(spec):
+        loader = lambda: hub.load_pretrained(spec, device=device)  # noqa: E731
     elif "://" in spec or os.path.exists(spec):
         if not "://" in spec and not os.path.isfile(spec):  # noqa: E713
             raise CLIError(f"--model: {spec} is not a file")
         loader = lambda: load_model(spec).to(device)  # noqa: E731
     else:
-        names = [n for n in getattr(hub, "__all__", ()) if callable(getattr(hub, n, None))]
-        raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(names)}): {spec}")
+        raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(hub.PRETRAINED_NAMES)}): "
+                       f"{spec}")
     try:
         return loader().eval()
     except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:

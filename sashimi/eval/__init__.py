@@ -11,10 +11,11 @@ classifiers (one trained on FSDD bundled; the paper's SC09 ResNeXt loadable from
 """
 from .classifier import Classifier, bundled_classifiers, load_classifier, save_classifier
 from .frontend import log_mel
+from .likelihood import utterance_nll_bits
 from .metrics import (GaussianStats, am_score, frechet_distance, gaussian_stats, inception_score,
                       modified_inception_score)
 from .models import DigitCNN, ResNeXt
 
 __all__ = ["Classifier", "DigitCNN", "GaussianStats", "ResNeXt", "am_score", "bundled_classifiers",
            "frechet_distance", "gaussian_stats", "inception_score", "load_classifier", "log_mel",
-           "modified_inception_score", "save_classifier"]
+           "modified_inception_score", "save_classifier", "utterance_nll_bits"]

@@ -14,7 +14,6 @@ DataParallel's ``module.`` prefix) loads too, as the SC09 classifier.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .frontend import check_wavs, fix_length, log_mel
+from ..download import sha256_file, verified_file
 from .models import ARCHITECTURES, ResNeXt
 
 __all__ = ["Classifier", "load_classifier", "save_classifier", "bundled_classifiers", "SC09_CLASSES",
@@ -174,14 +174,6 @@ def _plain(x):
     return str(x)  # e.g. torch.__version__, a str subclass the safe unpickler refuses
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) -> Classifier:
     """Load a classifier: a bundled one by name, or a file.
 
@@ -203,13 +195,7 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) ->
     key = os.fspath(name_or_path)
     if key in BUNDLED:
         file_name, digest = BUNDLED[key]
-        path = WEIGHTS_DIR / file_name
-        if not path.is_file():
-            raise FileNotFoundError(f"bundled classifier {key!r} is missing its weights file {path} "
-                                    "(a broken install? reinstall sashimi)")
-        actual = sha256_file(path)
-        if actual != digest:
-            raise ValueError(f"bundled classifier {key!r}: {path} has SHA-256 {actual}, expected {digest}")
+        path = Path(verified_file(WEIGHTS_DIR / file_name, digest, f"bundled classifier {key!r}"))
         name = key
     else:
         path = Path(key)

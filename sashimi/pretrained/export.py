@@ -1,0 +1,100 @@
+"""Export a trained model as a small inference file named by its SHA-256 (see ``sashimi export``)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+__all__ = ["average_models", "export_model"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def average_models(models: list):
+    """The first model, its floating-point weights replaced by the mean over ``models``.
+
+    Averaging the checkpoints of one run's last stretch (Polyak averaging) smooths out the
+    step-to-step noise of a high learning rate. Buffers that are not floating point are taken
+    from the last model.
+
+    Args:
+        models: models of one architecture (equal configs and parameter names).
+
+    Raises:
+        ValueError: no models, or models whose configs or parameter names differ.
+    """
+    if not models:
+        raise ValueError("average_models: expected at least one model")
+    first = models[0]
+    states = [m.state_dict() for m in models]
+    for i, m in enumerate(models[1:], 1):
+        if type(m) is not type(first) or dataclasses.asdict(m.config) != dataclasses.asdict(first.config):
+            raise ValueError(f"average_models: model {i} has another architecture than model 0")
+        if list(states[i]) != list(states[0]):
+            raise ValueError(f"average_models: model {i} has other parameter names than model 0")
+    mean = {k: sum(s[k] for s in states) / len(states) if v.is_floating_point() else states[-1][k]
+            for k, v in states[0].items()}
+    first.load_state_dict(mean)
+    return first
+
+
+def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str = "") -> tuple[Path, str]:
+    """Write a model (config + float32 weights + provenance) as ``<out_dir>/<name>-<sha8>.pt``.
+
+    Args:
+        checkpoints: a checkpoint path (any format :func:`sashimi.load_model` reads), or several of one run, whose weights are then
+            averaged (:func:`average_models`). The last one's step, validation metric and
+            training config are kept as provenance, with every source's file name and step;
+            optimiser state is dropped.
+        out_dir: an existing folder.
+        name: file name stem.
+        credit: data credit / license text stored in the file under ``"credit"``.
+
+    Returns:
+        ``(path, sha256 hex digest)`` of the written file.
+
+    Raises:
+        ValueError: a bad ``name``, a file that is not a readable checkpoint, or
+            checkpoints of different architectures.
+        FileExistsError: a different file already has the target name (never overwritten).
+    """
+    import torch
+
+    from ..checkpoint import _kind_of, atomic_save, load_model, native_checkpoint
+    from ..download import sha256_file
+
+    if not _NAME.match(name):
+        raise ValueError(f"name {name!r}: expected letters, digits, '_', '.', '-'")
+    paths = [os.fspath(c) for c in ([checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else checkpoints)]
+    if not paths:
+        raise ValueError("checkpoints: expected at least one file")
+    models, raws = [], []
+    for path in paths:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, not a torch file, or a pickle that needs code
+            raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from e
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: not a checkpoint (holds a {type(raw).__name__})")
+        raws.append(raw)
+        models.append(load_model(raw))  # any supported format; validates it and rebuilds the model
+    model = average_models(models) if len(models) > 1 else models[0]
+    provenance = {k: raws[-1][k] for k in ("step", "valid_metric", "cfg_yaml") if k in raws[-1]}
+    if len(paths) > 1:
+        provenance["averaged"] = [{"source": os.path.basename(p), "step": r.get("step")} for p, r in zip(paths, raws)]
+    obj = native_checkpoint(model, _kind_of(model), credit=credit, source=os.path.basename(paths[-1]), **provenance)
+    tmp = Path(out_dir) / f".{name}.export{os.getpid()}.pt"
+    atomic_save(obj, os.fspath(tmp))
+    try:
+        digest = sha256_file(os.fspath(tmp))
+        path = Path(out_dir) / f"{name}-{digest[:8]}.pt"
+        if path.exists():
+            if sha256_file(os.fspath(path)) != digest:
+                raise FileExistsError(f"{path} exists with other contents; not overwritten")
+            return path, digest
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path, digest

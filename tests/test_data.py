@@ -121,6 +121,19 @@ def test_utterance_windows_place_the_whole_word_in_silence(tmp_path):
     assert int(torch.nonzero(centred)[0]) == 350
 
 
+def test_utterance_max_start_bounds_the_leading_silence(tmp_path):
+    word = _wav(tmp_path / "w.wav", 300)
+    ds = UtteranceDataset([word], 8000, 1000, lead=1, max_start=40, seed=3)
+    starts = set()
+    for epoch in range(20):
+        ds.set_epoch(epoch)
+        starts.add(int(torch.nonzero(ds[0][0])[0]) - 1)
+    assert max(starts) <= 40 and len(starts) > 3
+    assert int(torch.nonzero(UtteranceDataset([word], 8000, 1000, max_start=40, random_place=False)[0][0])[0]) == 20
+    with pytest.raises(ValueError, match="max_start"):
+        UtteranceDataset([word], 8000, 1000, max_start=-1)
+
+
 def test_utterance_fades_and_long_files(tmp_path):
     word = _wav(tmp_path / "w.wav", 300)
     w = UtteranceDataset([word], 8000, 300, fade=40, random_place=False)[0][0]

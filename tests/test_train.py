@@ -67,6 +67,7 @@ def test_overrides_are_typed_and_nested():
     (["seq_len=1000", "model_cfg.l_max=1000"], r"multiple of the total pooling 16"),
     (["model_cfg.d_model=0"], r"d_model must be a positive integer"),
     (["distributed=3"], r"'distributed' is a section"),
+    (["utterance_max_start_ms=-5"], r"'utterance_max_start_ms' must be a finite number >= 0 or none"),
 ])
 def test_bad_config_names_the_key(args, match):
     with pytest.raises(ConfigError, match=match):

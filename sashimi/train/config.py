@@ -62,6 +62,8 @@ class TrainConfig:
     utterance_window: bool = _f(False, "place each whole file at a random position in a seq_len window of silence that "
                                         "counts in the loss (short utterances: FSDD, SC09); longer files are cropped")
     fade_ms: float = _f(5.0, "with utterance_window: fade each word in and out over this many milliseconds")
+    utterance_max_start_ms: typing.Optional[float] = _f(None, "with utterance_window: the word starts at most this many "
+                                                              "milliseconds into the window (none: anywhere it fits)")
     cache_audio: typing.Optional[bool] = _f(None, "hold the decoded audio in memory: true, false or none (default: "
                                                   "when it takes at most cache_max_gib)")
     cache_max_gib: float = _f(2.0, "size limit of cache_audio=none, in GiB of float32 samples")
@@ -321,6 +323,9 @@ def validate_config(cfg: TrainConfig) -> None:
         v = getattr(cfg, key)
         if not (math.isfinite(v) and v >= 0) or (key == "start_lr" and v == 0):
             raise ConfigError(f"config key '{key}' must be a finite number {'> 0' if key == 'start_lr' else '>= 0'}, got {v}")
+    v = cfg.utterance_max_start_ms
+    if v is not None and not (math.isfinite(v) and v >= 0):
+        raise ConfigError(f"config key 'utterance_max_start_ms' must be a finite number >= 0 or none, got {v}")
     if not 0 < cfg.plateau_factor < 1 or not 0 < cfg.lr_gamma <= 1:
         raise ConfigError("config keys 'plateau_factor' and 'lr_gamma' must be in (0, 1)")
     if cfg.audio_sample_len < 1:

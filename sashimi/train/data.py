@@ -215,7 +215,10 @@ class UtteranceDataset(AudioFiles):
         lead: zero samples put before the window (AR: 1, so the input starts from silence).
         fade: samples of fade at each edge of the word.
         random_place: place the word at a random offset drawn from ``(seed, epoch, index)``
-            (training); else in the middle (validation, evaluation).
+            (training); else in the middle of the allowed offsets (validation, evaluation).
+        max_start: the latest offset of the word in the window, in samples (None: anywhere it
+            fits). A short lead makes the onset easy to learn: a model fed silence must
+            otherwise count time to know that a word is due, which the likelihood barely rewards.
         seed, downmix, probe, cache: see :class:`AudioFiles`.
 
     Items:
@@ -223,12 +226,13 @@ class UtteranceDataset(AudioFiles):
     """
 
     def __init__(self, files: Sequence[str], sample_rate: int, window: int, *, lead: int = 0, fade: int = 0,
-                 random_place: bool = True, seed: int = 0, downmix: bool = False, probe: bool = True,
-                 cache: bool = False):
-        if window < 1 or lead < 0 or fade < 0:
-            raise ValueError(f"UtteranceDataset: window must be >= 1, lead and fade >= 0, "
-                             f"got window={window}, lead={lead}, fade={fade}")
+                 random_place: bool = True, max_start: int | None = None, seed: int = 0, downmix: bool = False,
+                 probe: bool = True, cache: bool = False):
+        if window < 1 or lead < 0 or fade < 0 or (max_start is not None and max_start < 0):
+            raise ValueError(f"UtteranceDataset: window must be >= 1, lead, fade and max_start >= 0, "
+                             f"got window={window}, lead={lead}, fade={fade}, max_start={max_start}")
         self.window, self.lead, self.fade, self.random_place = int(window), int(lead), int(fade), random_place
+        self.max_start = None if max_start is None else int(max_start)
         super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
@@ -241,6 +245,8 @@ class UtteranceDataset(AudioFiles):
         else:
             word = wav
             room = self.window - wav.numel()
+            if self.max_start is not None:
+                room = min(room, self.max_start)
             offset = int(rng.integers(0, room + 1)) if self.random_place else room // 2
         word = _fade_edges(word, self.fade)
         out = torch.zeros(self.lead + self.window)

@@ -129,7 +129,8 @@ def _datasets(cfg: TrainConfig, task: Task, rt: Runtime, log: TrainLogger):
         if cfg.utterance_window:
             return UtteranceDataset(files, rate, cfg.seq_len + task.crop_extra - task.lead,
                                     fade=round(cfg.fade_ms * rate / 1000), random_place=training,
-                                    seed=cfg.seed, **common)
+                                    max_start=None if cfg.utterance_max_start_ms is None else
+                                    round(cfg.utterance_max_start_ms * rate / 1000), seed=cfg.seed, **common)
         return CropDataset(files, rate, cfg.seq_len + task.crop_extra, random_crop=training, seed=cfg.seed, **common)
 
     train_set = dataset(train_files, True)

@@ -1,11 +1,12 @@
 """Negative log-likelihood of an FSDD model on utterance windows, in bits per sample.
 
-    python benchmarks/fsdd_nll.py MODEL FILES [--window 8000] [--json out.json]
+    python benchmarks/fsdd_nll.py MODEL FILES [--window 8000] [--max-start-ms 150] [--json out.json]
 
 MODEL is a pretrained name or a checkpoint; FILES a folder or CSV of recordings (e.g. the test
-split, takes 0-4). Each recording is placed in the middle of a one-second window of silence, as
-the bundled model saw its training data (there at a random place), and scored on every sample of
-the window after a leading zero sample (the silence counts, as in training). The mean over the
+split, takes 0-4). Each recording is placed in a one-second window of silence, in the middle (or,
+with --max-start-ms M, M/2 ms in at most: the middle of where a model trained with
+utterance_max_start_ms=M saw words start), and scored on every sample of the window after a
+leading zero sample (the silence counts, as in training). The mean over the
 windows is printed; ``--json`` also lists each file's.
 """
 from __future__ import annotations
@@ -22,9 +23,9 @@ from sashimi.eval import utterance_nll_bits  # noqa: E402
 from sashimi.train.data import list_audio_files  # noqa: E402
 
 
-def windowed_nll(model, files: list[str], window: int) -> dict:
-    """Bits per sample over centred utterance windows: ``{"bits_per_sample", "files", "window", ...}``."""
-    bits = utterance_nll_bits(model, files, window)
+def windowed_nll(model, files: list[str], window: int, max_start: int | None = None) -> dict:
+    """Bits per sample over utterance windows: ``{"bits_per_sample", "files", "window", ...}``."""
+    bits = utterance_nll_bits(model, files, window, max_start=max_start)
     return {"bits_per_sample": float(bits.mean()), "files": len(files), "window": window,
             "per_file_bits": [round(float(b), 5) for b in bits]}
 
@@ -34,12 +35,17 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="pretrained name or checkpoint")
     parser.add_argument("files", help="folder or CSV of recordings")
     parser.add_argument("--window", type=int, default=None, help="window length in samples (default: 1 s)")
+    parser.add_argument("--max-start-ms", type=float, default=None,
+                        help="start each word at half of this many ms at most (a model trained with "
+                             "utterance_max_start_ms; default: centred)")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     model = load_model(args.model)
     window = args.window or model.config.sample_rate
-    result = windowed_nll(model, list_audio_files(args.files), window)
-    print(f"{args.model}: {result['bits_per_sample']:.4f} bits per sample over {result['files']} centred "
+    max_start = None if args.max_start_ms is None else round(args.max_start_ms * model.config.sample_rate / 1000)
+    result = windowed_nll(model, list_audio_files(args.files), window, max_start)
+    where = "centred" if max_start is None else f"early (word at most {max_start // 2} samples in)"
+    print(f"{args.model}: {result['bits_per_sample']:.4f} bits per sample over {result['files']} {where} "
           f"{window}-sample windows")
     if args.json:
         with open(args.json, "w") as f:

@@ -25,7 +25,8 @@ import os
 import time
 
 from sashimi.cli import CLIError
-from sashimi.cli.generate import load_cli_model, model_kind, one_line_errors, parse_number, plain, resolve_device
+from sashimi.cli.generate import (AR_ONLY, load_cli_model, model_kind, one_line_errors, parse_number, plain,
+                                  resolve_device)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,8 +88,9 @@ def _check_args(args) -> dict:
         else:
             opts["steps"] = args.steps
     else:
-        given = [f"--{name.replace('_', '-')}" for name in ("n", "seconds", "batch_size", "seed", "steps", "engine",
-                                                            "nucleus_p", "temperature", "save_samples") if getattr(args, name) is not None]
+        generating = ("n", "seconds", "batch_size", "seed", "steps", "engine", "nucleus_p", "temperature",
+                      "save_samples")
+        given = [f"--{name.replace('_', '-')}" for name in generating if getattr(args, name) is not None]
         if given:
             raise CLIError(f"{given[0]} applies when generating with --model, not to SAMPLES")
     if args.ar_filter is not None:
@@ -239,8 +241,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--ar-filter needs an autoregressive model; {args.model} is a diffusion model")
         if kind == "ar" and opts.get("steps") is not None:
             raise CLIError(f"--steps applies to diffusion models only; {args.model} is autoregressive")
-        ar_only = [f"--{name.replace('_', '-')}" for name in ("engine", "nucleus_p", "temperature")
-                   if getattr(args, name) is not None]
+        ar_only = [f"--{name.replace('_', '-')}" for name in AR_ONLY if getattr(args, name, None) is not None]
         if kind == "diffwave" and ar_only:
             raise CLIError(f"{ar_only[0]} applies to autoregressive models only; {args.model} is a diffusion model")
         classifier.to(device)

@@ -111,17 +111,13 @@ def load_cli_model(spec: str, device):
     import sashimi.hub as hub
     from sashimi.checkpoint import CheckpointError, load_model
 
-    if spec in hub.PRETRAINED_NAMES and not os.path.exists(spec):
-        loader = lambda: hub.load_pretrained(spec, device=device)  # noqa: E731
-    elif "://" in spec or os.path.exists(spec):
-        if not "://" in spec and not os.path.isfile(spec):  # noqa: E713
-            raise CLIError(f"--model: {spec} is not a file")
-        loader = lambda: load_model(spec).to(device)  # noqa: E731
-    else:
+    if "://" not in spec and not os.path.exists(spec) and spec not in hub.PRETRAINED_NAMES:
         raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(hub.PRETRAINED_NAMES)}): "
                        f"{spec}")
-    try:
-        return loader().eval()
+    if os.path.exists(spec) and not os.path.isfile(spec):
+        raise CLIError(f"--model: {spec} is not a file")
+    try:  # load_model resolves pretrained names too (a file of that name wins)
+        return load_model(spec, map_location=device).eval()
     except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CLIError(f"--model {spec}: {text}") from e

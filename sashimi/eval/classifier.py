@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .frontend import check_wavs, fix_length, log_mel
 from ..download import sha256_file, verified_file
+from .frontend import check_wavs, fix_length, log_mel
 from .models import ARCHITECTURES, ResNeXt
 
 __all__ = ["Classifier", "load_classifier", "save_classifier", "bundled_classifiers", "SC09_CLASSES",

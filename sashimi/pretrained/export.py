@@ -43,10 +43,10 @@ def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str
     """Write a model (config + float32 weights + provenance) as ``<out_dir>/<name>-<sha8>.pt``.
 
     Args:
-        checkpoints: a checkpoint path (any format :func:`sashimi.load_model` reads), or several of one run, whose weights are then
-            averaged (:func:`average_models`). The last one's step, validation metric and
-            training config are kept as provenance, with every source's file name and step;
-            optimiser state is dropped.
+        checkpoints: a checkpoint path (any format :func:`sashimi.load_model` reads), or several
+            of one run, whose weights are then averaged (:func:`average_models`). The last one's
+            step, validation metric and training config are kept as provenance, with every
+            source's file name and step; optimiser state is dropped.
         out_dir: an existing folder.
         name: file name stem.
         credit: data credit / license text stored in the file under ``"credit"``.

@@ -22,6 +22,10 @@ __all__ = ["SashimiAR"]
 class SashimiAR(nn.Module):
     """Embedding(256, d_model) -> SaShiMi backbone -> Linear(d_model, 256).
 
+    A class-conditional model (``config.num_classes > 0``) adds a learned label embedding to
+    every input embedding (WaveNet-style global conditioning); label ``num_classes`` is the "no
+    label" class it was also trained with (label dropout), used for unconditional generation.
+
     Attribute names follow the seed implementation so custom sampling loops keep working:
     ``mu_embedder``, ``sashimi`` (the backbone: ``setup_rnn``, ``default_state``, ``step`` on
     embedded inputs) and ``head``.
@@ -39,13 +43,22 @@ class SashimiAR(nn.Module):
             ff=config.ff, bidirectional=False, glu=config.glu, unet=config.unet, dropout=config.dropout,
             d_state=config.d_state, l_max=config.l_max, tie_state=config.tie_state, lr=config.lr)
         self.head = nn.Linear(config.d_model, config.mu_levels)
+        if config.num_classes:
+            # zero at first: a conditional model starts as the unconditional one it may be tuned from
+            self.label_embedder = nn.Embedding(config.num_classes + 1, config.d_model)
+            nn.init.zeros_(self.label_embedder.weight)
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The names of the classes the model is conditioned on (index i is class i), or None."""
+        return list(self.config.class_names) if self.config.num_classes else None
 
     @property
     def device(self) -> torch.device:
         return self.head.weight.device
 
     # ---- convolution mode -----------------------------------------------------------------
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, labels=None) -> torch.Tensor:
         """Next-token logits.
 
         Args:
@@ -53,6 +66,8 @@ class SashimiAR(nn.Module):
             lengths: optional (B,) valid lengths. The model is causal, so padding after a
                 sequence cannot change its logits; logits past a sequence's length are
                 returned but meaningless. Checked, and kept for the seed's signature.
+            labels: class-conditional models only: integer (B,) class indices (``num_classes``:
+                no label) or a list of B class names / indices; None: no label.
 
         Returns:
             float (B, L, mu_levels): logits for the token following each position.
@@ -63,10 +78,12 @@ class SashimiAR(nn.Module):
             raise ValueError(f"x must hold at least one sequence of at least one token, got shape {tuple(x.shape)}")
         if lengths is not None:
             _check_lengths(lengths, x.shape)
-        return self.head(self.sashimi(self.mu_embedder(x)))
+        labels = self.check_labels(labels, x.size(0))
+        return self.head(self.sashimi(self._embed(x, labels)))
 
     @torch.no_grad()
-    def nll(self, wavs: torch.Tensor, lengths: torch.Tensor | None = None, batch_size: int = 16) -> torch.Tensor:
+    def nll(self, wavs: torch.Tensor, lengths: torch.Tensor | None = None, batch_size: int = 16,
+            labels=None) -> torch.Tensor:
         """Mean negative log-likelihood per sample, in nats, in one convolution pass.
 
         Each waveform is quantised to mu-law; the model sees a leading zero sample followed by
@@ -76,6 +93,7 @@ class SashimiAR(nn.Module):
             wavs: float (N, L) or (L,) waveforms in [-1, 1].
             lengths: optional (N,) valid lengths; samples past them are not scored.
             batch_size: waveforms per forward pass.
+            labels: class-conditional models: the (N,) classes to condition on (see :meth:`forward`).
 
         Returns:
             float (N,) nats per sample (divide by ln 2 for bits).
@@ -87,12 +105,13 @@ class SashimiAR(nn.Module):
             wavs = wavs.unsqueeze(0)
         if lengths is not None:
             lengths = _check_lengths(lengths, wavs.shape).to(self.device)
+        labels = self.check_labels(labels, wavs.size(0))
         targets = mulaw_encode(wavs.to(self.device), self.config.mu_levels)
         inputs = F.pad(targets[:, :-1], (1, 0), value=SILENCE_TOKEN)
         result = []
         for start in range(0, len(wavs), batch_size):
             sl = slice(start, start + batch_size)
-            logp = torch.log_softmax(self(inputs[sl]).float(), dim=-1)
+            logp = torch.log_softmax(self(inputs[sl], labels=None if labels is None else labels[sl]).float(), dim=-1)
             nll = -logp.gather(-1, targets[sl].unsqueeze(-1)).squeeze(-1)  # (b, L)
             if lengths is None:
                 result.append(nll.mean(-1))
@@ -112,39 +131,44 @@ class SashimiAR(nn.Module):
         return self.sashimi.default_state(batch_size, device=device if device is not None else self.device)
 
     @torch.no_grad()
-    def step(self, tokens: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
+    def step(self, tokens: torch.Tensor, state: list, labels=None) -> tuple[torch.Tensor, list]:
         """Feed one token per sequence. Inference only: no autograd graph is recorded (see
         :meth:`sashimi.s4.S4.step`), so a sampling loop runs in constant memory.
 
         Args:
             tokens: integer (B,) current tokens.
             state: from :meth:`default_state` or the previous step.
+            labels: class-conditional models: the (B,) classes (see :meth:`forward`); pass the
+                same labels at every step of a sequence.
 
         Returns:
             logits (B, mu_levels) for the next token, and the next state.
         """
         tokens = self._check_tokens(tokens, "tokens", ndim=1)
-        y, state = self.sashimi.step(self.mu_embedder(tokens), state)
+        labels = self.check_labels(labels, tokens.size(0))
+        y, state = self.sashimi.step(self._embed(tokens, labels), state)
         return self.head(y), state
 
     @torch.no_grad()
-    def prime(self, prefix: torch.Tensor, mode: str = "diagonal") -> tuple[torch.Tensor, list]:
+    def prime(self, prefix: torch.Tensor, mode: str = "diagonal", labels=None) -> tuple[torch.Tensor, list]:
         """Run step mode over silence followed by ``prefix``.
 
         Args:
             prefix: integer (B, P) tokens (P may be 0).
             mode: S4 step mode.
+            labels: class-conditional models: the (B,) classes (see :meth:`forward`).
 
         Returns:
             logits (B, mu_levels) for the token after the prefix (equal to ``forward``'s last
             logits on ``[silence, prefix]``), and the state after it.
         """
         prefix = self._check_tokens(prefix, "prefix")
+        labels = self.check_labels(labels, prefix.size(0))
         self.setup_rnn(mode)
         state = self.default_state(prefix.size(0))
         inputs = F.pad(prefix, (1, 0), value=SILENCE_TOKEN)
         for t in range(inputs.size(1)):
-            logits, state = self.step(inputs[:, t], state)
+            logits, state = self.step(inputs[:, t], state, labels)
         return logits, state
 
     @torch.no_grad()
@@ -180,14 +204,41 @@ class SashimiAR(nn.Module):
         return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
 
     @torch.no_grad()
+    def conditional_generate(self, labels, nucleus_p: float = 1.0, progress: bool = True, *,
+                             length: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+                             seed: int | None = None, mode: str | None = None, engine: str = "auto") -> torch.Tensor:
+        """Sample one waveform per requested class (class-conditional models only).
+
+        Args:
+            labels: integer (N,) class indices, or a list of N class names or indices
+                (:attr:`classes` gives the names).
+            other args: as :meth:`unconditional_generate`.
+
+        Returns:
+            float (N, length) waveforms in [-1, 1].
+        """
+        if not self.config.num_classes:
+            raise ValueError("conditional_generate needs a class-conditional model; this one is unconditional "
+                             "(config.num_classes=0): use unconditional_generate")
+        if labels is None:
+            raise ValueError("labels must be the classes to generate, got None (use unconditional_generate)")
+        n = len(labels) if not torch.is_tensor(labels) or labels.dim() else 1
+        labels = self.check_labels(labels, n, allow_none_class=False)
+        if length is None:
+            length = int(self.config.sample_rate)
+        prefix = torch.empty(n, 0, dtype=torch.long, device=self.device)
+        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine, labels)
+
+    @torch.no_grad()
     def generate(self, prefix_wav: torch.Tensor, length: int, nucleus_p: float = 1.0, progress: bool = True, *,
                  temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
-                 mode: str | None = None, engine: str = "auto") -> torch.Tensor:
+                 mode: str | None = None, engine: str = "auto", labels=None) -> torch.Tensor:
         """Continue given audio.
 
         Args:
             prefix_wav: float (B, P) or (P,) waveforms in [-1, 1] at the model's sample rate.
             length: total samples per output, prefix included (>= P).
+            labels: class-conditional models: the (B,) classes (see :meth:`forward`); None: no label.
             other args: as :meth:`unconditional_generate`.
 
         Returns:
@@ -197,11 +248,13 @@ class SashimiAR(nn.Module):
         if prefix_wav.dim() == 1:
             prefix_wav = prefix_wav.unsqueeze(0)
         prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
-        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
+        labels = self.check_labels(labels, prefix.size(0))
+        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine, labels)
 
     def stream(self, N: int, length: int | None = 16000, chunk: int = 1600, *, prefix_wav: torch.Tensor | None = None,
                nucleus_p: float = 1.0, temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
-               mode: str | None = None, engine: str = "auto", progress: bool = False) -> Iterator[torch.Tensor]:
+               mode: str | None = None, engine: str = "auto", progress: bool = False,
+               labels=None) -> Iterator[torch.Tensor]:
         """Sample ``N`` waveforms, yielding the audio chunk by chunk as it is made.
 
         With the same seed the chunks put together equal the output of
@@ -215,6 +268,7 @@ class SashimiAR(nn.Module):
                 multiple of it). 1600 = 0.1 s at 16 kHz.
             prefix_wav: float (N, P) or (P,) audio in [-1, 1] to continue; streamed first.
             progress: show a progress bar with the real-time factor (on stderr).
+            labels: class-conditional models: the (N,) classes (see :meth:`forward`); None: no label.
             other args: as :meth:`unconditional_generate`.
 
         Yields:
@@ -237,16 +291,21 @@ class SashimiAR(nn.Module):
             if prefix_wav.size(0) != N:
                 raise ValueError(f"prefix_wav holds {prefix_wav.size(0)} waveforms, N is {N}")
             prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
-        chunks = self._token_chunks(prefix, length, chunk, nucleus_p, progress, temperature, top_k, seed, mode, engine)
+        labels = self.check_labels(labels, N)
+        chunks = self._token_chunks(prefix, length, chunk, nucleus_p, progress, temperature, top_k, seed, mode, engine,
+                                    labels)
         return (mulaw_decode(c.to(self.device), self.config.mu_levels) for c in chunks)
 
-    def _continue(self, prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine="auto"):
+    def _continue(self, prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine="auto",
+                  labels=None):
         if not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1):
             raise ValueError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
-        chunks = self._token_chunks(prefix, length, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
+        chunks = self._token_chunks(prefix, length, length, nucleus_p, progress, temperature, top_k, seed, mode, engine,
+                                    labels)
         return mulaw_decode(torch.cat([c.to(self.device) for c in chunks], 1), self.config.mu_levels)
 
-    def _token_chunks(self, prefix, length, chunk, nucleus_p, progress, temperature, top_k, seed, mode, engine):
+    def _token_chunks(self, prefix, length, chunk, nucleus_p, progress, temperature, top_k, seed, mode, engine,
+                      labels=None):
         """Validate, pick the engine and return an iterator over (B, chunk) token chunks
         (``length`` None: endless)."""
         check_sampling_args(temperature, top_k, nucleus_p)
@@ -259,11 +318,13 @@ class SashimiAR(nn.Module):
         use = fastgen.resolve_engine(self, engine, mode)
         if use == "fast":
             return fastgen.stream_tokens(self, prefix, length, chunk, nucleus_p=nucleus_p, temperature=temperature,
-                                         top_k=top_k, generator=generator, progress=progress)
-        return self._eager_chunks(prefix, length, chunk, nucleus_p, progress, temperature, top_k, generator, mode)
+                                         top_k=top_k, generator=generator, progress=progress, labels=labels)
+        return self._eager_chunks(prefix, length, chunk, nucleus_p, progress, temperature, top_k, generator, mode,
+                                  labels)
 
     @torch.no_grad()
-    def _eager_chunks(self, prefix, length, chunk, nucleus_p, progress, temperature, top_k, generator, mode):
+    def _eager_chunks(self, prefix, length, chunk, nucleus_p, progress, temperature, top_k, generator, mode,
+                      labels=None):
         """The reference loop over :meth:`step`, yielding (B, chunk) token chunks (the prefix first)."""
         n, P = prefix.shape
         total = math.inf if length is None else length
@@ -275,7 +336,7 @@ class SashimiAR(nn.Module):
         while start + chunk <= P:
             yield prefix[:, start:start + chunk].clone()
             start += chunk
-        logits, state = self.prime(prefix, mode or "diagonal")
+        logits, state = self.prime(prefix, mode or "diagonal", labels)
         out = torch.empty(n, int(min(chunk, total - start)), dtype=torch.long, device=self.device)
         fill = P - start
         out[:, :fill] = prefix[:, start:]
@@ -285,12 +346,87 @@ class SashimiAR(nn.Module):
             out[:, fill] = token
             fill += 1
             if t + 1 < total:
-                logits, state = self.step(token, state)
+                logits, state = self.step(token, state, labels)
             if fill == out.size(1):
                 yield out
                 if t + 1 < total:
                     out = torch.empty(n, int(min(chunk, total - t - 1)), dtype=torch.long, device=self.device)
                 fill = 0
+
+    # ---- conditioning --------------------------------------------------------------------
+    def check_labels(self, labels, batch: int, allow_none_class: bool = True) -> torch.Tensor | None:
+        """Validate ``labels`` for a batch of ``batch`` sequences.
+
+        Args:
+            labels: None, an integer tensor (batch,) or a list of ``batch`` class names or indices.
+                A conditional model's index ``num_classes`` is the "no label" class.
+            batch: the batch size the labels must match.
+            allow_none_class: accept the "no label" index ``num_classes``.
+
+        Returns:
+            int64 (batch,) on the model's device; for an unconditional model, None. None stays
+            None (the embedding treats it as "no label").
+
+        Raises:
+            ValueError: labels for an unconditional model, unknown names, indices out of range or
+                the wrong count. TypeError: labels of the wrong type.
+        """
+        C = self.config.num_classes
+        if labels is None:
+            return None
+        if not C:
+            raise ValueError("labels were given, but this model is unconditional (config.num_classes=0)")
+        if torch.is_tensor(labels):
+            if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+                raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
+            if labels.dim() == 0:
+                labels = labels.reshape(1)
+            if labels.dim() != 1:
+                raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+            index = labels.to(device=self.device, dtype=torch.long)
+        elif isinstance(labels, (list, tuple)):
+            names = self.config.class_names
+            index = []
+            for item in labels:
+                if isinstance(item, str):
+                    if item not in names:
+                        raise ValueError(f"unknown class {item!r}; this model's classes are {names}")
+                    index.append(names.index(item))
+                elif isinstance(item, int) and not isinstance(item, bool):
+                    index.append(item)
+                else:
+                    raise TypeError(f"labels must be class names or integer indices, got {item!r}")
+            index = torch.tensor(index, dtype=torch.long, device=self.device)
+        else:
+            raise TypeError(f"labels must be a LongTensor or a list of class names or indices, got {type(labels).__name__}")
+        if index.numel() != batch:
+            raise ValueError(f"labels holds {index.numel()} entries, but the batch holds {batch} sequences")
+        high = C if allow_none_class else C - 1
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) > high):
+            raise ValueError(f"labels must be class indices in [0, {high}]"
+                             + (f" ({C}: no label)" if allow_none_class else "")
+                             + f", got min {int(index.min())}, max {int(index.max())}")
+        return index
+
+    def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The (batch, d_model) vectors added to each input embedding, or None (unconditional).
+
+        Args:
+            labels: checked labels (from :meth:`check_labels`) or None for "no label".
+        """
+        if not self.config.num_classes:
+            return None
+        if labels is None:
+            labels = torch.full((batch,), self.config.num_classes, dtype=torch.long, device=self.device)
+        return self.label_embedder(labels)
+
+    def _embed(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings (B, [L,] d_model) plus the label vectors of a conditional model."""
+        x = self.mu_embedder(tokens)
+        cond = self.label_vectors(labels, tokens.size(0))
+        if cond is None:
+            return x
+        return x + (cond[:, None, :] if x.dim() == 3 else cond)
 
     # ---- helpers ------------------------------------------------------------------------
     def _check_tokens(self, x, name: str, ndim: int = 2) -> torch.Tensor:

@@ -31,6 +31,9 @@ class ARConfig:
         tie_state: share S4 state matrices across channels.
         lr: learning rate for the S4 state parameters.
         sample_rate: audio sample rate the model was trained at (Hz).
+        num_classes: classes the model is conditioned on (0: unconditional). A conditional model
+            also has a "no label" class, index ``num_classes``, for unconditional generation.
+        class_names: the classes' names (``num_classes`` strings; None: their indices as text).
     """
 
     mu_levels: int = 256
@@ -48,9 +51,12 @@ class ARConfig:
     tie_state: bool = True
     lr: float = 1e-3
     sample_rate: int = 16000
+    num_classes: int = 0
+    class_names: list | None = None
 
     def __post_init__(self):
         self.pool = _int_list(self, "pool")
+        _check_classes(self)
         if self.bidirectional:
             raise ValueError("ARConfig.bidirectional must be False: an autoregressive model is causal")
         _check_positive(self, "mu_levels", "d_model", "n_layers", "expand", "d_state", "l_max", "sample_rate")
@@ -130,6 +136,26 @@ def _int_list(cfg, name: str) -> list[int]:
         return [int(v) for v in value]
     except (TypeError, ValueError):
         raise ValueError(f"{type(cfg).__name__}.{name} must be a list of integers, got {value!r}") from None
+
+
+def _check_classes(cfg) -> None:
+    """Validate ``num_classes`` / ``class_names`` (names fill in the count, or default to indices)."""
+    n = cfg.num_classes
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"{type(cfg).__name__}.num_classes must be an integer >= 0, got {n!r}")
+    names = cfg.class_names
+    if names is None:
+        if n:
+            cfg.class_names = [str(i) for i in range(n)]
+        return
+    if isinstance(names, (str, bytes)) or not all(isinstance(c, str) and c for c in names):
+        raise ValueError(f"{type(cfg).__name__}.class_names must be a list of non-empty strings, got {names!r}")
+    names = list(names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{type(cfg).__name__}.class_names must be unique, got {names}")
+    if n and n != len(names):
+        raise ValueError(f"{type(cfg).__name__}: num_classes={n} but {len(names)} class_names were given")
+    cfg.num_classes, cfg.class_names = len(names), names or None
 
 
 def _check_positive(cfg, *names):

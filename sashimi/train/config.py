@@ -70,6 +70,11 @@ class TrainConfig:
     num_workers: typing.Optional[int] = _f(None, "DataLoader worker processes (capped at the CPU count); none: 0 when "
                                                  "the audio is cached (nothing to decode), else 8")
     valid_max_files: int = _f(0, "validate on the first N validation files only (0: all)")
+    labels: str = _f("none", "class labels for a class-conditional model: none, fsdd (the digit of an FSDD file name, "
+                             "7_theo_12.wav), folder (the parent folder's name: Speech Commands) or csv (label_column)")
+    label_column: str = _f("label", "with labels=csv: the CSV column that holds each file's class")
+    label_dropout: float = _f(0.15, "with labels: the fraction of training items shown with the 'no label' class, so "
+                                    "that the model also generates without a label")
     # optimisation
     batch_size: int = _f(8, "batch size per process")
     start_lr: float = _f(4e-3, "AdamW learning rate (S4 state parameters use model_cfg.lr, no weight decay)")
@@ -94,6 +99,9 @@ class TrainConfig:
     checkpoint_interval: int = _f(2500, "save a checkpoint every N steps")
     keep_checkpoints: int = _f(5, "keep the last K checkpoints (0: keep all)")
     resume_checkpoint: str = _f("", "checkpoint to resume from; 'last': the newest in checkpoint_path (if any)")
+    init_checkpoint: str = _f("", "start a new run (step 0, fresh optimizer) from these weights (any file load_model "
+                                  "reads): fine-tuning; parameters it lacks, such as a new label embedding, keep "
+                                  "their initialisation")
     force: bool = _f(False, "start although checkpoint_path holds checkpoints of another run (or, when resuming, "
                             "later ones): they are moved to checkpoint_path/earlier_run_N/, never deleted")
     validation_interval: int = _f(1000, "validate every N steps (0: never)")
@@ -106,7 +114,7 @@ class TrainConfig:
 
 
 _CHOICES = {"model": None, "lr_schedule": ("plateau", "step", "constant"), "plateau_mode": ("min", "max"),
-            "precision": ("auto", "bf16", "fp16", "fp32"), "distributed.dist_backend": ("auto", "nccl", "gloo")}
+            "precision": ("auto", "bf16", "fp16", "fp32"), "labels": ("none", "fsdd", "folder", "csv"), "distributed.dist_backend": ("auto", "nccl", "gloo")}
 # Seed model_cfg keys that this library accepts but ignores (see sashimi.config).
 _MODEL_CFG_EXTRA = {"trainable": dict, "diffwave": bool}
 
@@ -323,6 +331,12 @@ def validate_config(cfg: TrainConfig) -> None:
         v = getattr(cfg, key)
         if not (math.isfinite(v) and v >= 0) or (key == "start_lr" and v == 0):
             raise ConfigError(f"config key '{key}' must be a finite number {'> 0' if key == 'start_lr' else '>= 0'}, got {v}")
+    if not 0.0 <= cfg.label_dropout < 1.0:
+        raise ConfigError(f"config key 'label_dropout' must be in [0, 1), got {cfg.label_dropout}")
+    if cfg.labels != "none" and not hasattr(cfg.model_cfg, "num_classes"):
+        raise ConfigError(f"labels={cfg.labels}: model={cfg.model} does not support class conditioning (use model=ar)")
+    if cfg.resume_checkpoint and cfg.init_checkpoint:
+        raise ConfigError("set resume_checkpoint (continue a run) or init_checkpoint (start one from weights), not both")
     v = cfg.utterance_max_start_ms
     if v is not None and not (math.isfinite(v) and v >= 0):
         raise ConfigError(f"config key 'utterance_max_start_ms' must be a finite number >= 0 or none, got {v}")

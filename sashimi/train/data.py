@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -25,13 +26,13 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 from ..audio import AUDIO_EXTENSIONS, AudioError, audio_info, read_audio
 from ..mulaw import mulaw_encode
 
-__all__ = ["list_audio_files", "read_csv_paths", "AudioFiles", "CropDataset", "UtteranceDataset", "decoded_bytes",
+__all__ = ["list_audio_files", "read_csv_paths", "file_labels", "class_names_of", "LABEL_SOURCES", "AudioFiles", "CropDataset", "UtteranceDataset", "decoded_bytes",
            "ResumableSampler", "ShardSampler", "ARCollate", "WaveCollate"]
 
 
 # ---- file lists -------------------------------------------------------------------------------
 def read_csv_paths(csv_path: str | os.PathLike) -> list[str]:
-    """The ``path`` column of a CSV file.
+    """The ``path`` column of a CSV file (rows without a path are skipped).
 
     Raises:
         FileNotFoundError: no such CSV.
@@ -49,6 +50,69 @@ def read_csv_paths(csv_path: str | os.PathLike) -> list[str]:
         raise ValueError(f"{csv_path}: the CSV lists no files")
     base = os.path.dirname(os.path.abspath(csv_path))
     return [_resolve(p, base) for p in paths]
+
+
+def _read_csv_column(csv_path: str, column: str) -> list[str]:
+    """The ``column`` values of the rows that :func:`read_csv_paths` returns, in its order."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise ValueError(f"{csv_path}: no '{column}' column for the labels (columns: {reader.fieldnames}); "
+                             "set label_column= to the column that holds them")
+        values = [(row.get(column) or "").strip() for row in reader if row.get("path")]
+    empty = [i for i, v in enumerate(values) if not v]
+    if empty:
+        raise ValueError(f"{csv_path}: {len(empty)} rows have an empty '{column}' label, e.g. data row {empty[0] + 1}")
+    return values
+
+
+# Free Spoken Digit Dataset file names: <digit>_<speaker>_<take>.wav
+_FSDD_NAME = re.compile(r"^(\d)_[^_]+_\d+\.[A-Za-z0-9]+$")
+LABEL_SOURCES = ("none", "fsdd", "folder", "csv")
+
+
+def file_labels(source: str | os.PathLike, files: Sequence[str], how: str, column: str = "label") -> list[str] | None:
+    """The class label of each file of a data source, as text.
+
+    Args:
+        source: the data source the files were listed from (a CSV file or a directory).
+        files: its files, as :func:`list_audio_files` returned them.
+        how: 'none' (no labels: returns None), 'fsdd' (the digit that starts an FSDD file name:
+            ``7_theo_12.wav`` is '7'), 'folder' (the parent folder's name, the Speech Commands
+            layout ``seven/xxx.wav``) or 'csv' (a column of the CSV source).
+        column: the CSV column for ``how='csv'``.
+
+    Raises:
+        ValueError: an unknown ``how``, a file name that does not follow the layout, a missing
+            column or an empty label (the message names the file).
+    """
+    if how not in LABEL_SOURCES:
+        raise ValueError(f"labels must be one of {list(LABEL_SOURCES)}, got {how!r}")
+    if how == "none":
+        return None
+    if how == "fsdd":
+        labels = []
+        for path in files:
+            m = _FSDD_NAME.match(os.path.basename(path))
+            if m is None:
+                raise ValueError(f"{path}: not an FSDD file name (<digit>_<speaker>_<take>.wav), so labels=fsdd "
+                                 "cannot tell its digit")
+            labels.append(m.group(1))
+        return labels
+    if how == "folder":
+        return [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in files]
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        raise ValueError(f"labels=csv needs a CSV data source, got the directory {source}")
+    return _read_csv_column(source, column)
+
+
+def class_names_of(labels: Sequence[str]) -> list[str]:
+    """The sorted distinct labels: numerically when all are integers (so '10' follows '9')."""
+    distinct = set(labels)
+    if all(re.fullmatch(r"-?\d+", v) for v in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
 
 
 def _resolve(path: str, base: str) -> str:
@@ -103,12 +167,24 @@ class AudioFiles(Dataset):
         probe: read every file's header now, so that a bad file fails before training starts.
         cache: decode (and resample) every file once, now, and serve them from memory: no decoding
             in the training loop, so no worker processes are needed. A bad file fails here too.
+        labels: a class index per file (class-conditional training): items then end with it.
+        label_dropout: the probability that an item's label is replaced by ``no_label`` (drawn
+            from ``(seed, epoch, index)``), so that one model also learns to generate without one.
+        no_label: the "no label" index (the number of classes).
     """
 
     def __init__(self, files: Sequence[str], sample_rate: int, *, seed: int = 0, downmix: bool = False,
-                 probe: bool = True, cache: bool = False):
+                 probe: bool = True, cache: bool = False, labels: Sequence[int] | None = None,
+                 label_dropout: float = 0.0, no_label: int | None = None):
         if not files:
             raise ValueError(f"{type(self).__name__}: no files")
+        if labels is not None and len(labels) != len(files):
+            raise ValueError(f"{type(self).__name__}: {len(labels)} labels for {len(files)} files")
+        if not 0.0 <= label_dropout <= 1.0 or (label_dropout and no_label is None):
+            raise ValueError(f"{type(self).__name__}: label_dropout must be in [0, 1] and needs no_label, "
+                             f"got {label_dropout}, {no_label}")
+        self.labels = None if labels is None else [int(v) for v in labels]
+        self.label_dropout, self.no_label = float(label_dropout), no_label
         self.files, self.sample_rate = list(files), int(sample_rate)
         self.seed, self.downmix = int(seed), downmix
         self.epoch = 0
@@ -149,6 +225,16 @@ class AudioFiles(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
+    def _item(self, index: int, wave: torch.Tensor, valid: int) -> tuple:
+        """(wave, valid), or (wave, valid, label) with labels; the label dropped with its own draw
+        (a separate stream, so that the crops and placements do not depend on label_dropout)."""
+        if self.labels is None:
+            return wave, valid
+        label = self.labels[index]
+        if self.label_dropout and np.random.default_rng([self.seed, self.epoch, int(index), 1]).random() < self.label_dropout:
+            label = self.no_label
+        return wave, valid, label
+
 
 def decoded_bytes(files: Sequence[str], sample_rate: int) -> int:
     """Bytes the files take decoded to float32 mono at ``sample_rate`` (from their headers)."""
@@ -183,11 +269,11 @@ class CropDataset(AudioFiles):
 
     def __init__(self, files: Sequence[str], sample_rate: int, crop: int, *, lead: int = 0,
                  random_crop: bool = True, seed: int = 0, downmix: bool = False, probe: bool = True,
-                 cache: bool = False):
+                 cache: bool = False, **labelling):
         if crop < 1 or lead < 0:
             raise ValueError(f"CropDataset: crop must be >= 1 and lead >= 0, got crop={crop}, lead={lead}")
         self.crop, self.lead, self.random_crop = int(crop), int(lead), random_crop
-        super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache)
+        super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache, **labelling)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         wav = F.pad(self.waveform(index), (self.lead, 0))
@@ -196,7 +282,7 @@ class CropDataset(AudioFiles):
             start = int(self._rng(index).integers(0, wav.numel() - self.crop + 1))
         window = wav[start:start + self.crop]
         valid = window.numel()
-        return F.pad(window, (0, self.crop - valid)), valid
+        return self._item(index, F.pad(window, (0, self.crop - valid)), valid)
 
 
 class UtteranceDataset(AudioFiles):
@@ -227,13 +313,13 @@ class UtteranceDataset(AudioFiles):
 
     def __init__(self, files: Sequence[str], sample_rate: int, window: int, *, lead: int = 0, fade: int = 0,
                  random_place: bool = True, max_start: int | None = None, seed: int = 0, downmix: bool = False,
-                 probe: bool = True, cache: bool = False):
+                 probe: bool = True, cache: bool = False, **labelling):
         if window < 1 or lead < 0 or fade < 0 or (max_start is not None and max_start < 0):
             raise ValueError(f"UtteranceDataset: window must be >= 1, lead, fade and max_start >= 0, "
                              f"got window={window}, lead={lead}, fade={fade}, max_start={max_start}")
         self.window, self.lead, self.fade, self.random_place = int(window), int(lead), int(fade), random_place
         self.max_start = None if max_start is None else int(max_start)
-        super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache)
+        super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache, **labelling)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         wav = self.waveform(index)
@@ -251,7 +337,7 @@ class UtteranceDataset(AudioFiles):
         word = _fade_edges(word, self.fade)
         out = torch.zeros(self.lead + self.window)
         out[self.lead + offset: self.lead + offset + word.numel()] = word
-        return out, out.numel()
+        return self._item(index, out, out.numel())
 
 
 def _fade_edges(wav: torch.Tensor, fade: int) -> torch.Tensor:
@@ -316,24 +402,32 @@ class ARCollate:
     Returns:
         x: int64 (B, L) input tokens; y: int64 (B, L) targets (x shifted by one);
         lengths: int64 (B,) number of real targets per row (targets past it are padding and
-        must not be scored).
+        must not be scored); with labelled items, also labels: int64 (B,).
     """
 
     def __init__(self, mu_levels: int = 256):
         self.mu_levels = mu_levels
 
-    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        waves = torch.stack([w for w, _ in items])  # (B, L+1)
+    def __call__(self, items: list[tuple]) -> tuple[torch.Tensor, ...]:
+        waves = torch.stack([item[0] for item in items])  # (B, L+1)
         tokens = mulaw_encode(waves, self.mu_levels)
-        lengths = torch.tensor([max(v - 1, 0) for _, v in items], dtype=torch.long)
-        return tokens[:, :-1], tokens[:, 1:], lengths
+        lengths = torch.tensor([max(item[1] - 1, 0) for item in items], dtype=torch.long)
+        return (tokens[:, :-1], tokens[:, 1:], lengths) + _labels(items)
 
 
 class WaveCollate:
     """(wave, valid) items -> (audio float32 (B, L), lengths int64 (B,)) for waveform models."""
 
-    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.stack([w for w, _ in items]), torch.tensor([v for _, v in items], dtype=torch.long)
+    def __call__(self, items: list[tuple]) -> tuple[torch.Tensor, ...]:
+        return (torch.stack([item[0] for item in items]),
+                torch.tensor([item[1] for item in items], dtype=torch.long)) + _labels(items)
+
+
+def _labels(items: list[tuple]) -> tuple:
+    """(labels int64 (B,),) when the items carry labels, else ()."""
+    if len(items[0]) < 3:
+        return ()
+    return (torch.tensor([item[2] for item in items], dtype=torch.long),)
 
 
 def batches_per_epoch(n: int, batch_size: int, world: int) -> int:

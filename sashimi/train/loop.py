@@ -30,8 +30,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..config import config_from_dict
-from .data import (CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, batches_per_epoch, decoded_bytes,
-                   list_audio_files)
+from .data import (CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, batches_per_epoch, class_names_of,
+                   decoded_bytes, file_labels, list_audio_files)
 from .tasks import Task, get_task
 from .checkpoint import (check_training_checkpoint, claim_run_directory, get_rng_state, load_latest_checkpoint,
                          load_training_checkpoint, save_training_checkpoint, set_rng_state)
@@ -109,12 +109,45 @@ def _precision(cfg: TrainConfig, device: torch.device) -> str:
 
 
 # ---- data ------------------------------------------------------------------------------------------
+def _class_labels(cfg: TrainConfig, train_files: list[str], valid_files: list[str] | None):
+    """(model_cfg with the class names, train label indices, valid label indices) for labels=...
+
+    The class names come from the training data, or from model_cfg when it has them (a resumed or
+    fine-tuned conditional model): then every label must be one of them.
+    """
+    m = cfg.model_cfg
+    conditional = bool(getattr(m, "num_classes", 0))
+    if cfg.labels == "none":
+        if conditional:
+            raise ConfigError(f"the model is class-conditional ({m.num_classes} classes): set labels= to fsdd, folder or "
+                              "csv to train it on labelled data")
+        return m, None, None
+    train_labels = file_labels(cfg.train_csv, train_files, cfg.labels, cfg.label_column)
+    valid_labels = file_labels(cfg.valid_csv, valid_files, cfg.labels, cfg.label_column) if valid_files else None
+    names = list(m.class_names) if conditional else class_names_of(train_labels)
+    for where, labels in ((cfg.train_csv, train_labels), (cfg.valid_csv, valid_labels or [])):
+        unknown = sorted(set(labels) - set(names))
+        if unknown:
+            raise ConfigError(f"{where}: labels {unknown[:5]} are not classes of the model {names}"
+                              + (" (its classes come from the checkpoint)" if conditional else ""))
+    index = {name: i for i, name in enumerate(names)}
+    m = dataclasses.replace(m, num_classes=len(names), class_names=names)
+    return (m, [index[v] for v in train_labels],
+            None if valid_labels is None else [index[v] for v in valid_labels])
+
+
 def _datasets(cfg: TrainConfig, task: Task, rt: Runtime, log: TrainLogger):
+    """(train set, valid set or None, model_cfg): the model config gains the class names with labels=."""
     rate = cfg.model_cfg.sample_rate
     train_files = list_audio_files(cfg.train_csv)
     valid_files = None
     if cfg.valid_csv and cfg.validation_interval:
         valid_files = list_audio_files(cfg.valid_csv)[: cfg.valid_max_files or None]
+    model_cfg, train_labels, valid_labels = _class_labels(cfg, train_files, valid_files)
+    if train_labels is not None:
+        counts = np.bincount(train_labels, minlength=model_cfg.num_classes)
+        log.write(f"labels ({cfg.labels}): {model_cfg.num_classes} classes {model_cfg.class_names}, "
+                  f"{counts.min()}-{counts.max()} training files each, {cfg.label_dropout:.0%} shown without a label")
     cache = cfg.cache_audio
     if cache is None or cache:  # the size, from the headers, decides or is reported
         size = decoded_bytes(train_files + (valid_files or []), rate)
@@ -125,7 +158,10 @@ def _datasets(cfg: TrainConfig, task: Task, rt: Runtime, log: TrainLogger):
                   + ("held in memory" if cache else f"read from disk (more than cache_max_gib={cfg.cache_max_gib:g})"))
 
     def dataset(files, training: bool):
-        common = dict(lead=task.lead, downmix=cfg.downmix, cache=cache)
+        labels = train_labels if training else valid_labels
+        common = dict(lead=task.lead, downmix=cfg.downmix, cache=cache, labels=labels)
+        if labels is not None and training and cfg.label_dropout:
+            common.update(label_dropout=cfg.label_dropout, no_label=model_cfg.num_classes)
         if cfg.utterance_window:
             return UtteranceDataset(files, rate, cfg.seq_len + task.crop_extra - task.lead,
                                     fade=round(cfg.fade_ms * rate / 1000), random_place=training,
@@ -138,7 +174,26 @@ def _datasets(cfg: TrainConfig, task: Task, rt: Runtime, log: TrainLogger):
         raise ConfigError(f"{cfg.train_csv}: {len(train_set)} training files are fewer than batch_size "
                           f"({cfg.batch_size}) x processes ({rt.world})")
     valid_set = dataset(valid_files, False) if valid_files else None
-    return train_set, valid_set
+    return train_set, valid_set, model_cfg
+
+
+def _init_from(model: nn.Module, cfg: TrainConfig, log: TrainLogger) -> None:
+    """Load ``init_checkpoint``'s weights into a fresh model (fine-tuning)."""
+    from ..checkpoint import load_model
+
+    source = load_model(cfg.init_checkpoint)
+    mine, theirs = dataclasses.asdict(model.config), dataclasses.asdict(getattr(source, "config", None) or {})
+    differ = sorted(k for k in mine if k not in ("num_classes", "class_names", "dropout", "lr")
+                    and theirs.get(k) != mine[k])
+    if type(source) is not type(model) or differ:
+        raise ConfigError(f"init_checkpoint={cfg.init_checkpoint}: its architecture differs from model_cfg in "
+                          f"{differ or 'its kind'}; set model_cfg to match it")
+    result = model.load_state_dict(source.state_dict(), strict=False)
+    if result.unexpected_keys:
+        raise ConfigError(f"init_checkpoint={cfg.init_checkpoint}: parameters {result.unexpected_keys[:4]} have no "
+                          "place in this model")
+    kept = sorted({k.split(".")[0] for k in result.missing_keys})
+    log.write(f"initialised from {cfg.init_checkpoint}" + (f" (kept their initialisation: {kept})" if kept else ""))
 
 
 def _loader(dataset, sampler, cfg: TrainConfig, task: Task, rt: Runtime, drop_last: bool) -> DataLoader:
@@ -206,7 +261,9 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
             log.write(f"note: model_cfg taken from {resume}, not from the command line")
             cfg = dataclasses.replace(cfg, model_cfg=saved)
             validate_config(cfg)
-    train_set, valid_set = _datasets(cfg, task, rt, log)  # fail on bad data before building anything
+    train_set, valid_set, model_cfg = _datasets(cfg, task, rt, log)  # fail on bad data before building anything
+    if model_cfg != cfg.model_cfg:  # the class names found in the data
+        cfg = dataclasses.replace(cfg, model_cfg=model_cfg)
 
     _seed_rank(cfg.seed, 0)  # the same initialisation on every rank
     model = task.build_model(cfg.model_cfg).to(rt.device)
@@ -235,6 +292,8 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
             _seed_rank(cfg.seed + 7919 * state["step"], rt.rank)
         log.write(f"resumed from {resume} at step {state['step']:,d}")
     else:
+        if cfg.init_checkpoint:
+            _init_from(model, cfg, log)
         _seed_rank(cfg.seed, rt.rank)  # after the init, which is identical on every rank
 
     net = model

@@ -63,8 +63,8 @@ class Task:
 
 # ---- autoregressive ---------------------------------------------------------------------------
 def _ar_nll(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x, y, lengths = batch
-    logits = model(x)  # (B, L, mu)
+    x, y, lengths, *labels = batch  # labels: (B,) for a class-conditional model
+    logits = model(x, labels=labels[0]) if labels else model(x)  # (B, L, mu)
     nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # (B, L)
     mask = torch.arange(y.size(1), device=y.device) < lengths[:, None]
     return (nll * mask).sum(), mask.sum()

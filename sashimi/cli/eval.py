@@ -41,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--model", default=None,
                      help="generate the samples with this model (name, checkpoint or URL); with SAMPLES, the "
                           "model whose likelihood --ar-filter uses")
-    gen.add_argument("--n", default=None, help="samples to generate (default: 512)")
+    gen.add_argument("--n", default=None, help="samples to generate (default: 512; with --conditional: 50 per class)")
+    gen.add_argument("--conditional", action="store_true",
+                     help="class-conditional models: --n samples of each class, and the classifier's accuracy "
+                          "against the requested classes with a confusion matrix")
     gen.add_argument("--seconds", default=None, help="length of each sample (default: 1.0)")
     gen.add_argument("--batch-size", default=None, help="samples generated at once (default: 16)")
     gen.add_argument("--seed", default=None, help="generation seed; batch j uses seed + j (default: 0)")
@@ -74,8 +77,13 @@ def _check_args(args) -> dict:
     if args.ar_filter is not None and args.model is None:
         raise CLIError("--ar-filter needs --model: the autoregressive model whose likelihood ranks the samples")
     opts = {"generate": args.samples is None, "engine": args.engine}
+    if args.conditional and args.model is None:
+        raise CLIError("--conditional needs --model: a class-conditional model to generate each class with")
+    if args.conditional and args.ar_filter is not None:
+        raise CLIError("--conditional and --ar-filter do not combine (the filter would unbalance the classes)")
     if opts["generate"]:
-        opts["n"] = parse_number(args.n or "512", int, "n", low=2)
+        opts["n"] = parse_number(args.n or ("50" if args.conditional else "512"), int, "n",
+                                 low=1 if args.conditional else 2)
         opts["seconds"] = parse_number(args.seconds or "1.0", float, "seconds", low=0, low_open=True)
         opts["batch"] = parse_number(args.batch_size or "16", int, "batch-size", low=1)
         opts["seed"] = parse_number(args.seed or "0", int, "seed", low=0)
@@ -183,7 +191,11 @@ def _generate(model, kind: str, opts: dict, quiet: bool):
         else:
             kw.update(engine=opts["engine"] or "auto", nucleus_p=opts["nucleus_p"], temperature=opts["temperature"])
         try:
-            out.append(model.unconditional_generate(count, **kw).float().cpu())
+            if opts.get("labels") is not None:
+                wav = model.conditional_generate(opts["labels"][first:first + count], **kw)
+            else:
+                wav = model.unconditional_generate(count, **kw)
+            out.append(wav.float().cpu())
         except ValueError as e:
             raise CLIError(f"--model: {str(e).strip().splitlines()[0]}") from e
     return torch.cat(out), rate
@@ -241,6 +253,19 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--ar-filter needs an autoregressive model; {args.model} is a diffusion model")
         if kind == "ar" and opts.get("steps") is not None:
             raise CLIError(f"--steps applies to diffusion models only; {args.model} is autoregressive")
+        if args.conditional:
+            from sashimi.eval import match_classes
+
+            if kind != "ar" or model.classes is None:
+                raise CLIError(f"--conditional needs a class-conditional model; {args.model} has no classes")
+            try:
+                opts["classifier_index"] = match_classes(model.classes, classifier.classes)
+            except ValueError as e:
+                raise CLIError(f"--conditional: {e}") from e
+            per_class = opts["n"]
+            opts["labels"] = [c for c in range(len(model.classes)) for _ in range(per_class)]
+            opts["n"] = len(opts["labels"])
+            save_paths = _sample_paths(args, opts["n"])
         ar_only = [f"--{name.replace('_', '-')}" for name in AR_ONLY if getattr(args, name, None) is not None]
         if kind == "diffwave" and ar_only:
             raise CLIError(f"{ar_only[0]} applies to autoregressive models only; {args.model} is a diffusion model")
@@ -289,6 +314,14 @@ def run(args: argparse.Namespace) -> int:
     kw = dict(is_variant=args.is_variant, mis_pairs=opts["mis_pairs"])
     rows = {"samples": dict(source=source, **score_set(probs, feats, reference, **kw)),
             "reference": dict(source=ref_source, **score_set(reference.probs, None, reference, **kw))}
+    if opts.get("labels") is not None:
+        import torch
+
+        from sashimi.eval import label_accuracy
+
+        rows["conditional"] = dict(model_classes=model.classes, per_class_n=opts["n"] // len(model.classes),
+                                   **label_accuracy(probs, torch.tensor(opts["labels"]), opts["classifier_index"],
+                                                    len(classifier.classes)))
     result = dict(classifier=clf_id, classes=list(classifier.classes), is_variant=args.is_variant,
                   mis_pairs=opts["mis_pairs"], seconds=round(time.perf_counter() - start, 1), **rows)
     print(json.dumps(_finite_or_null(result), indent=2) if args.json else _table(result))
@@ -351,4 +384,11 @@ def _table(r: dict) -> str:
     lines += ["", f"{'argmax':<10} " + " ".join(f"{c:>{width}}" for c in r["classes"])]
     for name in ("samples", "reference"):
         lines.append(f"{name:<10} " + " ".join(f"{k:>{width}}" for k in r[name]["histogram"]))
+    cond = r.get("conditional")
+    if cond is not None:
+        lines += ["", f"classified as the requested class: {cond['accuracy']:.1%} "
+                      f"({cond['per_class_n']} samples per class)", "",
+                  f"{'requested':<10} " + " ".join(f"{c:>{width}}" for c in r["classes"]) + "   accuracy"]
+        for name, row, acc in zip(cond["model_classes"], cond["confusion"], cond["per_class"]):
+            lines.append(f"{name:<10} " + " ".join(f"{k:>{width}}" for k in row) + f"   {acc:.0%}")
     return "\n".join(lines)

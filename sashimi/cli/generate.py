@@ -22,7 +22,7 @@ import time
 
 from sashimi.cli import CLIError
 
-AR_ONLY = ("nucleus_p", "temperature", "top_k", "prefix", "engine", "threads", "weights")
+AR_ONLY = ("nucleus_p", "temperature", "top_k", "prefix", "engine", "threads", "weights", "label")
 DIFFWAVE_ONLY = ("steps",)
 
 
@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ar.add_argument("--temperature", default=None, help="softmax temperature > 0 (default: 1.0)")
     ar.add_argument("--top-k", default=None, help="sample among the k most likely values (default: all)")
     ar.add_argument("--prefix", default=None, metavar="WAV", help="audio to continue (resampled to the model's rate)")
+    ar.add_argument("--label", default=None, metavar="CLASS",
+                    help="class-conditional models: the class to say, by name or index (the bundled model: a "
+                         "digit 0-9); a comma-separated list is cycled over the samples (default: no label)")
     ar.add_argument("--engine", default=None, choices=("auto", "fast", "eager"),
                     help="generation engine (default: auto = fast when possible)")
     ar.add_argument("--threads", default=None,
@@ -254,13 +257,40 @@ def _run_to_files(args: argparse.Namespace) -> int:
 
 def _ar_sampler(model, args, length: int, device):
     kw, prefix = ar_options(model, args, length, device)
+    cycle = parse_labels(model, args.label)
+    done = 0
 
     def sample(count: int, seed):
-        if prefix is None:
-            return model.unconditional_generate(count, length=length, seed=seed, **kw)
-        return model.generate(prefix.expand(count, -1), length, seed=seed, **kw)
+        nonlocal done
+        labels = None if cycle is None else [cycle[(done + i) % len(cycle)] for i in range(count)]
+        done += count
+        if prefix is not None:
+            return model.generate(prefix.expand(count, -1), length, seed=seed, labels=labels, **kw)
+        if labels is not None:
+            return model.conditional_generate(labels, length=length, seed=seed, **kw)
+        return model.unconditional_generate(count, length=length, seed=seed, **kw)
 
     return sample
+
+
+def parse_labels(model, text: str | None) -> list[int] | None:
+    """Class indices from ``--label`` (names or indices, comma-separated), or None without it."""
+    if text is None:
+        return None
+    classes = model.classes
+    if classes is None:
+        raise CLIError("--label needs a class-conditional model; this model is unconditional (it has no classes)")
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if item in classes:
+            out.append(classes.index(item))
+        elif item.isdigit() and int(item) < len(classes):
+            out.append(int(item))
+        else:
+            raise CLIError(f"--label: unknown class {item!r}; the model's classes are {', '.join(classes)} "
+                           f"(or their indices 0-{len(classes) - 1})")
+    return out
 
 
 def ar_options(model, args, length: int, device):

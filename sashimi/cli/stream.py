@@ -70,7 +70,7 @@ class WavStreamWriter:
 def run_stream(args) -> int:
     """`sashimi generate` with ``--stream``: validate (before loading the model), then generate
     and write chunk by chunk."""
-    from sashimi.cli.generate import (_show_engine_messages, ar_options, load_cli_model, model_kind,
+    from sashimi.cli.generate import (_show_engine_messages, ar_options, load_cli_model, model_kind, parse_labels,
                                       parse_number, resolve_device)
 
     n = parse_number(args.n if args.n is not None else "1", int, "n", low=1)
@@ -96,6 +96,9 @@ def run_stream(args) -> int:
     rate = int(model.config.sample_rate)
     length = max(1, round(seconds * rate))
     kw, prefix = ar_options(model, args, length, device)
+    cycle = parse_labels(model, args.label)
+    if cycle is not None:
+        kw["labels"] = [cycle[i % len(cycle)] for i in range(n)]
     chunk = max(1, rate // 10)  # 0.1 s: a player starts within a fraction of a second
     _show_engine_messages(args.quiet)
     stream = model.stream(n, length, chunk, prefix_wav=None if prefix is None else prefix.expand(n, -1),

@@ -55,7 +55,7 @@ thread_local int g_error_kind = 0;  // 0 none, 1 invalid input / runtime error, 
 namespace {
 
 constexpr int64_t kMagic = 0x53415348;  // "SASH"
-constexpr int64_t kVersion = 2;
+constexpr int64_t kVersion = 3;
 
 struct SpecError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -262,6 +262,23 @@ SG_EXPORT int sg_reset(void* e) {
 }
 
 SG_EXPORT int64_t sg_time(void* e) { return static_cast<Engine*>(e)->t; }
+
+// Per-row vectors (B, H0), row-major, added to every input embedding from now on (a class
+// label's embedding); null clears them. Kept across sg_reset.
+SG_EXPORT int sg_set_condition(void* e, const float* cond) {
+  return guarded([&] {
+    Engine& E = *static_cast<Engine*>(e);
+    if (cond == nullptr) {
+      E.has_cond = false;
+      return 0;
+    }
+    const int64_t H0p = pad16(E.H0);
+    E.cond.assign(E.B * H0p, 0.0f);
+    for (int64_t r = 0; r < E.B; ++r) std::memcpy(E.cond.data() + r * H0p, cond + r * E.H0, E.H0 * sizeof(float));
+    E.has_cond = true;
+    return 0;
+  });
+}
 
 // Pin the layout to R row groups x C threads each (R = C = 0: choose by measuring). -1 if the
 // layout is not one the engine can run.

@@ -91,6 +91,8 @@ struct Engine {
   Buf u, y, f, logits;             // (B, wu), (B, wu), (B, wf), (B, Vp)
   int64_t wu = 0, wf = 0;          // widest padded channels / FF width
   std::vector<int64_t> tok;        // (B,) tokens shared by a group's threads
+  Buf cond;                        // (B, H0p) added to each row's input embedding (class conditioning)
+  bool has_cond = false;
   std::vector<std::unique_ptr<Scratch>> scratch;
   std::unique_ptr<Slot[]> group_err;  // per row group: 1 + the step whose logits were not finite
   Team team;
@@ -210,6 +212,10 @@ void step(Engine& E, Ctx& X, int64_t t, const int64_t* tok) {
   X.part(T0.U, a, b);
   for (int64_t r = r0; r < r1; ++r)
     std::memcpy(T0.in.data() + r * T0.Hp + a * kUnit, E.emb + tok[r] * T0.Hp + a * kUnit, (b - a) * kUnit * 4);
+  if (E.has_cond)
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t i = a * kUnit; i < b * kUnit; i += 8)
+        store8(T0.in.data() + r * T0.Hp + i, load8(T0.in.data() + r * T0.Hp + i) + load8(E.cond.data() + r * T0.Hp + i));
   // Down: push this step's input of every running tier into its pool; full pools emit.
   for (size_t k = 0; k <= std::min<size_t>(depth, n ? n - 1 : 0) && k < n; ++k) {
     Pool& P = E.pools[k];

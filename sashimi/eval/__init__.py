@@ -10,6 +10,7 @@ classifiers (one trained on FSDD bundled; the paper's SC09 ResNeXt loadable from
 ``sashimi eval`` scores folders of WAV files (or a model's samples) from the command line.
 """
 from .classifier import Classifier, bundled_classifiers, load_classifier, save_classifier
+from .conditional import label_accuracy, match_classes
 from .frontend import log_mel
 from .likelihood import utterance_nll_bits
 from .metrics import (GaussianStats, am_score, frechet_distance, gaussian_stats, inception_score,
@@ -17,5 +18,6 @@ from .metrics import (GaussianStats, am_score, frechet_distance, gaussian_stats,
 from .models import DigitCNN, ResNeXt
 
 __all__ = ["Classifier", "DigitCNN", "GaussianStats", "ResNeXt", "am_score", "bundled_classifiers",
-           "frechet_distance", "gaussian_stats", "inception_score", "load_classifier", "log_mel",
+           "frechet_distance", "gaussian_stats", "inception_score", "label_accuracy", "load_classifier", "log_mel",
+           "match_classes",
            "modified_inception_score", "save_classifier", "utterance_nll_bits"]

@@ -209,12 +209,20 @@ def get_engine(model, batch: int, kind: str | None = None, threads: int | None =
 
 @torch.no_grad()
 def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None, threads: int | None = None,
-                          weights: str | None = None) -> torch.Tensor:
+                          weights: str | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, T, V) of the fast step fed ``tokens`` (B, T) from a fresh state (the first
-    input is usually SILENCE_TOKEN): the counterpart of looping ``model.step``."""
+    input is usually SILENCE_TOKEN): the counterpart of looping ``model.step`` (with ``labels``,
+    (B,) classes, for a class-conditional model)."""
     engine = get_engine(model, tokens.size(0), kind, threads, weights)
     engine.reset()
+    engine.set_condition(_condition(model, labels, tokens.size(0)))
     return engine.feed(tokens, want_logits=True)
+
+
+def _condition(model, labels, batch: int) -> torch.Tensor | None:
+    """The per-row input vectors (B, d_model) of a class-conditional model, or None."""
+    labels = model.check_labels(labels, batch)
+    return model.label_vectors(labels, batch)
 
 
 BLOCK = 256  # steps per draw of uniforms: fixes the random stream, whatever the chunk sizes
@@ -224,7 +232,7 @@ BLOCK = 256  # steps per draw of uniforms: fixes the random stream, whatever the
 def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *, nucleus_p: float = 1.0,
                   temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None,
                   progress: bool = False, kind: str | None = None, threads: int | None = None,
-                  weights: str | None = None) -> Iterator[torch.Tensor]:
+                  weights: str | None = None, labels: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Tokens continuing ``prefix``, as they are sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
@@ -237,6 +245,7 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
         length: total tokens per sequence, prefix included; None: endless.
         chunk: tokens per yielded chunk.
         progress: show a progress bar with the real-time factor on stderr.
+        labels: class-conditional models: (B,) class indices (None: no label).
         other args: as :func:`generate_tokens`.
 
     Yields:
@@ -249,6 +258,7 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
     engine = get_engine(model, batch, kind, threads, weights)
     engine.reset()
     engine.set_sampling(temperature, top_k, nucleus_p)
+    engine.set_condition(_condition(model, labels, batch))
     dev = engine.device
     if total <= P:  # nothing to generate
         for start in range(0, int(total), chunk):
@@ -287,7 +297,8 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
 @torch.no_grad()
 def generate_tokens(model, prefix: torch.Tensor, length: int, *, nucleus_p: float = 1.0, temperature: float = 1.0,
                     top_k: int | None = None, generator: torch.Generator | None = None, progress: bool = False,
-                    kind: str | None = None, threads: int | None = None, weights: str | None = None) -> torch.Tensor:
+                    kind: str | None = None, threads: int | None = None, weights: str | None = None,
+                    labels: torch.Tensor | None = None) -> torch.Tensor:
     """Tokens (B, length) continuing ``prefix`` (B, P), sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
@@ -299,7 +310,7 @@ def generate_tokens(model, prefix: torch.Tensor, length: int, *, nucleus_p: floa
         return prefix[:, :length].clone()
     chunks = list(stream_tokens(model, prefix, length, length, nucleus_p=nucleus_p, temperature=temperature,
                                 top_k=top_k, generator=generator, progress=progress, kind=kind, threads=threads,
-                                weights=weights))
+                                weights=weights, labels=labels))
     return chunks[0].to(model.head.weight.device)
 
 

@@ -20,7 +20,7 @@ __all__ = ["load_library", "CppEngine", "build_error", "sample", "SOURCE", "WEIG
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "fastgen.cpp"
 HEADERS = [SOURCE.with_name(f"fastgen_{name}.h") for name in ("kernels", "sample", "team", "model")]
-MAGIC, VERSION = 0x53415348, 2
+MAGIC, VERSION = 0x53415348, 3
 UNIT = 16  # kUnit in fastgen_kernels.h: channels per unit, output columns per weight panel
 S4_FORMS = {"diagonal": 0, "dplr": 1, "dplr_untied": 2}
 WEIGHT_TYPES = {"float32": 0, "bfloat16": 1, "float16": 2}  # storage of the linear layers' weights (WType)
@@ -66,6 +66,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.sg_destroy.argtypes, lib.sg_destroy.restype = [P], None
     lib.sg_reset.argtypes, lib.sg_reset.restype = [P], INT
     lib.sg_time.argtypes, lib.sg_time.restype = [P], I64
+    lib.sg_set_condition.argtypes, lib.sg_set_condition.restype = [P, P], INT
     lib.sg_set_layout.argtypes, lib.sg_set_layout.restype = [P, I64, I64], INT
     lib.sg_layouts.argtypes, lib.sg_layouts.restype = [P, P, INT, P], INT
     lib.sg_feed.argtypes, lib.sg_feed.restype = [P, P, I64, I64, P], INT
@@ -278,6 +279,12 @@ class CppEngine:
 
     def set_sampling(self, temperature: float, top_k: int | None, nucleus_p: float) -> None:
         self.sampling = (float(temperature), top_k, float(nucleus_p))
+
+    def set_condition(self, vectors: torch.Tensor | None) -> None:
+        """Add ``vectors`` (B, H0) to each row's input embedding from now on (None: nothing)."""
+        self._cond = None if vectors is None else vectors.detach().to("cpu", torch.float32).contiguous()
+        if self.lib.sg_set_condition(self._ptr, None if self._cond is None else self._cond.data_ptr()):
+            _raise(self.lib, "fast CPU step")
 
     def feed(self, tokens: torch.Tensor, want_logits: bool = False) -> torch.Tensor | None:
         tokens = tokens.to("cpu", torch.int64).contiguous()

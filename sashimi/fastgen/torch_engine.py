@@ -86,6 +86,7 @@ class TorchEngine:
                                "dbuf": torch.zeros(batch, H, p["p"], **to), "ubuf": torch.zeros(batch, H, p["p"], **to)})
         self.tiers = [_Tier(t, batch, device, dtype, cdtype) for t in plan["tiers"]]
         self.tok = torch.full((batch,), 0, dtype=torch.long, device=device)
+        self.cond = torch.zeros(batch, plan["emb"].size(1), **to)  # per-row input bias: class conditioning
         self.logits = torch.zeros(batch, self.V, **to)
         self.u = torch.zeros(batch, dtype=torch.float32, device=device)
         self.sampling = (1.0, None, 1.0)
@@ -109,6 +110,14 @@ class TorchEngine:
         if sampling != self.sampling:
             self.sampling = sampling
             self._graphs = {key: g for key, g in self._graphs.items() if key[0] == "feed"}
+
+    def set_condition(self, vectors: torch.Tensor | None) -> None:
+        """Add ``vectors`` (B, H0) to each row's input embedding from now on (None: nothing).
+        Copied into a fixed buffer, so captured CUDA graphs see it."""
+        if vectors is None:
+            self.cond.zero_()
+        else:
+            self.cond.copy_(vectors.detach())
 
     @torch.no_grad()
     def feed(self, tokens: torch.Tensor, want_logits: bool = False) -> torch.Tensor | None:
@@ -182,6 +191,7 @@ class TorchEngine:
         """Feed ``self.tok``; leave the next logits in ``self.logits``. Tiers 0..depth run."""
         n, tiers = len(self.pools), self.tiers
         torch.index_select(self.emb, 0, self.tok, out=tiers[0].inp)  # tier inputs: preallocated (B, H_k)
+        tiers[0].inp.add_(self.cond)
         for k in range(min(depth, n - 1) + 1 if n else 0):
             pool = self.pools[k]
             pool["dbuf"].copy_(torch.roll(pool["dbuf"], -1, dims=-1))  # queue of the last p inputs

@@ -14,4 +14,4 @@ below, ``<owner>`` being the account that hosts the repository.
 """
 dependencies = ["torch", "yaml", "tqdm"]
 
-from sashimi.hub import sashimi_ar_fsdd, sashimi_ar_sc09, sashimi_diffwave_sc09  # noqa: E402,F401
+from sashimi.pretrained import sashimi_ar_fsdd, sashimi_ar_sc09, sashimi_diffwave_sc09  # noqa: E402,F401

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sashimi.audio import resample  # noqa: E402
+from sashimi.data.audio import resample  # noqa: E402
 from sashimi.eval import load_classifier  # noqa: E402
 from sashimi.eval.augment import perturb, place  # noqa: E402
 from sashimi.eval.training import GAIN_SHIFT, labelled_splits, load_clips  # noqa: E402

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sashimi import load_model  # noqa: E402
 from sashimi.eval import utterance_nll_bits  # noqa: E402
-from sashimi.train.data import list_audio_files  # noqa: E402
+from sashimi.data.datasets import list_audio_files  # noqa: E402
 
 
 def windowed_nll(model, files: list[str], window: int, max_start: int | None = None) -> dict:

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sashimi import load_model  # noqa: E402
-from sashimi.audio import read_audio  # noqa: E402
+from sashimi.data.audio import read_audio  # noqa: E402
 
 
 def spectrogram(wav: np.ndarray, rate: int, n_fft: int = 256, hop: int = 64) -> np.ndarray:

@@ -36,8 +36,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sashimi import load_model  # noqa: E402
-from sashimi.train.data import ARCollate, CropDataset  # noqa: E402
-from sashimi.train.split import fsdd_split, write_split  # noqa: E402
+from sashimi.data.datasets import ARCollate, CropDataset  # noqa: E402
+from sashimi.data.split import fsdd_split, write_split  # noqa: E402
 from sashimi.train.tasks import ar_metric  # noqa: E402
 from sashimi.train import train  # noqa: E402
 from sashimi.train.config import build_config  # noqa: E402

@@ -125,7 +125,7 @@ def _data_batch(args, cfg, batch: int, seq_len: int):
         gen = torch.Generator().manual_seed(1)
         tokens = torch.randint(0, cfg.mu_levels, (batch, seq_len + 1), generator=gen)
         return (tokens[:, :-1], tokens[:, 1:]), None
-    from sashimi.train.data import ARCollate, UtteranceDataset, list_audio_files
+    from sashimi.data.datasets import ARCollate, UtteranceDataset, list_audio_files
 
     files = list_audio_files(args.data)
     t0 = _clock()

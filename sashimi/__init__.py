@@ -1,31 +1,67 @@
-"""SaShiMi: S4-based raw-audio generation ("It's Raw! Audio Generation with State-Space Models")."""
-import os as _os
-import sys as _sys
+"""SaShiMi: S4-based raw-audio generation ("It's Raw! Audio Generation with State-Space Models").
 
-# OpenMP threads that wait at a barrier sleep instead of spinning, unless the variable is set:
-# measured on 2 cores, a training step takes the same time on an idle machine (2.84-2.91 s vs
-# 2.83-2.89 s) and a third of it on a busy one (5.6 s vs 17.7 s), where spinning threads steal the
-# cores the others need. It can only act before PyTorch loads OpenMP, i.e. when sashimi is
-# imported first, as its command line does.
-if "torch" not in _sys.modules:
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from .ar import SashimiAR
-from .backbone import Sashimi
-from .checkpoint import CheckpointError, load_model, save_model
-from .config import ARConfig, DiffWaveConfig
-from .diffusion import NoiseSchedule
-from .diffwave import SashimiDiffWave
-from .eval import am_score, frechet_distance, inception_score, load_classifier, modified_inception_score
-from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
-from .ops.cauchy import cauchy
-from .s4 import S4
-from .sampling import sample_logits
+The public API, by layer (each imports only the layers above it in this list):
+
+- leaves: :mod:`~sashimi.mulaw`, :mod:`~sashimi.sampling`, :mod:`~sashimi.config`, :mod:`~sashimi.errors`;
+- kernels: :mod:`sashimi.ops` (the Cauchy kernel, FFT convolution), :mod:`~sashimi.native` (C++ builds);
+- layers: :mod:`~sashimi.s4`, :mod:`~sashimi.backbone`;
+- generation engines: :mod:`sashimi.fastgen` (they take a model's parts, never its class);
+- models: :mod:`~sashimi.ar`, :mod:`~sashimi.diffusion`, :mod:`~sashimi.diffwave`;
+- persistence: :mod:`sashimi.persistence` (files, the native and published formats);
+- pretrained names: :mod:`sashimi.pretrained`;
+- data: :mod:`sashimi.data`; applications: :mod:`sashimi.train`, :mod:`sashimi.eval`;
+- the command line: :mod:`sashimi.cli`.
+
+Names are imported when first used, so ``import sashimi`` is quick and changes nothing (the
+command line alone sets OpenMP's wait policy, for its own process).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ARConfig", "CheckpointError", "DiffWaveConfig", "NoiseSchedule", "S4", "SILENCE_TOKEN", "Sashimi", "SashimiAR",
-    "SashimiDiffWave", "cauchy", "load_model", "mulaw_decode", "mulaw_encode", "sample_logits", "save_model",
+# public name -> the module that defines it
+_EXPORTS = {
+    "SILENCE_TOKEN": "mulaw", "mulaw_decode": "mulaw", "mulaw_encode": "mulaw",
+    "sample_logits": "sampling", "SamplingOptions": "sampling",
+    "ARConfig": "config", "DiffWaveConfig": "config", "BackboneConfig": "config",
+    "cauchy": "ops.cauchy",
+    "S4": "s4", "Sashimi": "backbone",
+    "SashimiAR": "ar", "NoiseSchedule": "diffusion", "SashimiDiffWave": "diffwave",
+    "CheckpointError": "persistence", "save_model": "persistence",
+    "load_model": "pretrained",
     # sample quality (sashimi.eval)
-    "am_score", "frechet_distance", "inception_score", "load_classifier", "modified_inception_score",
-]
+    "am_score": "eval", "frechet_distance": "eval", "inception_score": "eval", "load_classifier": "eval",
+    "modified_inception_score": "eval",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # once
+        return value
+    raise AttributeError(f"module 'sashimi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .ar import SashimiAR  # noqa: F401
+    from .backbone import Sashimi  # noqa: F401
+    from .config import ARConfig, BackboneConfig, DiffWaveConfig  # noqa: F401
+    from .diffusion import NoiseSchedule  # noqa: F401
+    from .diffwave import SashimiDiffWave  # noqa: F401
+    from .eval import am_score, frechet_distance, inception_score, load_classifier, modified_inception_score  # noqa
+    from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode  # noqa: F401
+    from .ops.cauchy import cauchy  # noqa: F401
+    from .persistence import CheckpointError, save_model  # noqa: F401
+    from .pretrained import load_model  # noqa: F401
+    from .s4 import S4  # noqa: F401
+    from .sampling import SamplingOptions, sample_logits  # noqa: F401

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from sashimi.cli import CLIError
@@ -24,7 +25,20 @@ COMMANDS = {
 }
 
 
+def _quiet_openmp() -> None:
+    """OpenMP threads that wait at a barrier sleep instead of spinning, unless the variable is set.
+
+    Measured on 2 cores: a training step takes the same time on an idle machine (2.84-2.91 s vs
+    2.83-2.89 s) and a third of it on a busy one (5.6 s vs 17.7 s), where spinning threads steal
+    the cores the others need. It only acts before PyTorch loads OpenMP, so the command line sets
+    it for its own process, first thing; importing the library changes nothing.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_openmp()
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="sashimi", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

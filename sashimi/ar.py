@@ -10,11 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fastgen
 from .backbone import Sashimi
 from .config import ARConfig
 from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
 from .s4 import check_float_params
-from .sampling import check_sampling_args, make_generator, sample_logits
+from .sampling import SamplingOptions, make_generator, sample_logits
 
 __all__ = ["SashimiAR"]
 
@@ -38,10 +39,7 @@ class SashimiAR(nn.Module):
         super().__init__()
         self.config = config = config if config is not None else ARConfig()
         self.mu_embedder = nn.Embedding(config.mu_levels, config.d_model)
-        self.sashimi = Sashimi(
-            d_model=config.d_model, n_layers=config.n_layers, pool=config.pool, expand=config.expand,
-            ff=config.ff, bidirectional=False, glu=config.glu, unet=config.unet, dropout=config.dropout,
-            d_state=config.d_state, l_max=config.l_max, tie_state=config.tie_state, lr=config.lr)
+        self.sashimi = Sashimi.from_config(config)
         self.head = nn.Linear(config.d_model, config.mu_levels)
         if config.num_classes:
             # zero at first: a conditional model starts as the unconditional one it may be tuned from
@@ -175,7 +173,7 @@ class SashimiAR(nn.Module):
     def unconditional_generate(self, N: int, nucleus_p: float = 1.0, progress: bool = True, *,
                                length: int | None = None, temperature: float = 1.0, top_k: int | None = None,
                                seed: int | None = None, mode: str | None = None, engine: str = "auto") -> torch.Tensor:
-        """Sample ``N`` waveforms from silence.
+        """Sample ``N`` waveforms from silence (a class-conditional model: with no label).
 
         Args:
             N: number of waveforms.
@@ -196,12 +194,10 @@ class SashimiAR(nn.Module):
         Returns:
             float (N, length) waveforms in [-1, 1].
         """
-        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N!r}")
-        if length is None:
-            length = int(self.config.sample_rate)
-        prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
-        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
+        _check_count(N, "N")
+        request = _Request(self._silence(N), self._one_second(length), SamplingOptions(temperature, top_k, nucleus_p),
+                           seed, None, mode, engine, progress)
+        return self._decode(self._token_chunks(request))
 
     @torch.no_grad()
     def conditional_generate(self, labels, nucleus_p: float = 1.0, progress: bool = True, *,
@@ -224,10 +220,9 @@ class SashimiAR(nn.Module):
             raise ValueError("labels must be the classes to generate, got None (use unconditional_generate)")
         n = len(labels) if not torch.is_tensor(labels) or labels.dim() else 1
         labels = self.check_labels(labels, n, allow_none_class=False)
-        if length is None:
-            length = int(self.config.sample_rate)
-        prefix = torch.empty(n, 0, dtype=torch.long, device=self.device)
-        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine, labels)
+        request = _Request(self._silence(n), self._one_second(length), SamplingOptions(temperature, top_k, nucleus_p),
+                           seed, labels, mode, engine, progress)
+        return self._decode(self._token_chunks(request))
 
     @torch.no_grad()
     def generate(self, prefix_wav: torch.Tensor, length: int, nucleus_p: float = 1.0, progress: bool = True, *,
@@ -248,8 +243,11 @@ class SashimiAR(nn.Module):
         if prefix_wav.dim() == 1:
             prefix_wav = prefix_wav.unsqueeze(0)
         prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
-        labels = self.check_labels(labels, prefix.size(0))
-        return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine, labels)
+        if not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1):
+            raise ValueError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+        request = _Request(prefix, length, SamplingOptions(temperature, top_k, nucleus_p), seed,
+                           self.check_labels(labels, prefix.size(0)), mode, engine, progress)
+        return self._decode(self._token_chunks(request))
 
     def stream(self, N: int, length: int | None = 16000, chunk: int = 1600, *, prefix_wav: torch.Tensor | None = None,
                nucleus_p: float = 1.0, temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
@@ -279,53 +277,50 @@ class SashimiAR(nn.Module):
             for audio in model.stream(1, length=None, top_k=100, seed=0):  # endless
                 play(audio[0])
         """
-        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N!r}")
-        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
-            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+        _check_count(N, "N")
+        _check_count(chunk, "chunk")
         if prefix_wav is None:
-            prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
+            prefix = self._silence(N)
         else:
             prefix_wav = _check_audio(prefix_wav, "prefix_wav")
             prefix_wav = prefix_wav.unsqueeze(0).expand(N, -1) if prefix_wav.dim() == 1 else prefix_wav
             if prefix_wav.size(0) != N:
                 raise ValueError(f"prefix_wav holds {prefix_wav.size(0)} waveforms, N is {N}")
             prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
-        labels = self.check_labels(labels, N)
-        chunks = self._token_chunks(prefix, length, chunk, nucleus_p, progress, temperature, top_k, seed, mode, engine,
-                                    labels)
+        request = _Request(prefix, length, SamplingOptions(temperature, top_k, nucleus_p), seed,
+                           self.check_labels(labels, N), mode, engine, progress, chunk)
+        chunks = self._token_chunks(request)
         return (mulaw_decode(c.to(self.device), self.config.mu_levels) for c in chunks)
 
-    def _continue(self, prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine="auto",
-                  labels=None):
-        if not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1):
-            raise ValueError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
-        chunks = self._token_chunks(prefix, length, length, nucleus_p, progress, temperature, top_k, seed, mode, engine,
-                                    labels)
+    # ---- generation internals: one request value travels down ------------------------------
+    def _silence(self, n: int) -> torch.Tensor:
+        return torch.empty(n, 0, dtype=torch.long, device=self.device)
+
+    def _one_second(self, length: int | None) -> int:
+        return int(self.config.sample_rate) if length is None else length
+
+    def _decode(self, chunks) -> torch.Tensor:
         return mulaw_decode(torch.cat([c.to(self.device) for c in chunks], 1), self.config.mu_levels)
 
-    def _token_chunks(self, prefix, length, chunk, nucleus_p, progress, temperature, top_k, seed, mode, engine,
-                      labels=None):
+    def _token_chunks(self, request: "_Request") -> Iterator[torch.Tensor]:
         """Validate, pick the engine and return an iterator over (B, chunk) token chunks
         (``length`` None: endless)."""
-        check_sampling_args(temperature, top_k, nucleus_p)
+        prefix, length = request.prefix, request.length
         if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1)):
             raise ValueError(f"length must be None or an integer >= the prefix length {prefix.size(1)}, got {length!r}")
-        generator = make_generator(seed, self.device)
+        generator = make_generator(request.seed, self.device)
         check_float_params(self.head.weight.dtype, type(self).__name__)
-        from . import fastgen
-
-        use = fastgen.resolve_engine(self, engine, mode)
-        if use == "fast":
-            return fastgen.stream_tokens(self, prefix, length, chunk, nucleus_p=nucleus_p, temperature=temperature,
-                                         top_k=top_k, generator=generator, progress=progress, labels=labels)
-        return self._eager_chunks(prefix, length, chunk, nucleus_p, progress, temperature, top_k, generator, mode,
-                                  labels)
+        if fastgen.resolve_engine(self, request.engine, request.mode) == "fast":
+            return fastgen.stream_tokens(self, prefix, length, request.chunk or length, sampling=request.sampling,
+                                         generator=generator, progress=request.progress,
+                                         condition=self.label_vectors(request.labels, prefix.size(0)))
+        return self._eager_chunks(request, generator)
 
     @torch.no_grad()
-    def _eager_chunks(self, prefix, length, chunk, nucleus_p, progress, temperature, top_k, generator, mode,
-                      labels=None):
+    def _eager_chunks(self, request: "_Request", generator) -> Iterator[torch.Tensor]:
         """The reference loop over :meth:`step`, yielding (B, chunk) token chunks (the prefix first)."""
+        prefix, length, labels, sampling = request.prefix, request.length, request.labels, request.sampling
+        chunk = request.chunk or length
         n, P = prefix.shape
         total = math.inf if length is None else length
         if total <= P:  # nothing to generate
@@ -336,13 +331,13 @@ class SashimiAR(nn.Module):
         while start + chunk <= P:
             yield prefix[:, start:start + chunk].clone()
             start += chunk
-        logits, state = self.prime(prefix, mode or "diagonal", labels)
+        logits, state = self.prime(prefix, request.mode or "diagonal", labels)
         out = torch.empty(n, int(min(chunk, total - start)), dtype=torch.long, device=self.device)
         fill = P - start
         out[:, :fill] = prefix[:, start:]
         steps = range(P, length) if length is not None else itertools.count(P)
-        for t in _progress(steps, progress, n):
-            token = sample_logits(logits, temperature, top_k, nucleus_p, generator)
+        for t in _progress(steps, request.progress, n):
+            token = sample_logits(logits, sampling.temperature, sampling.top_k, sampling.nucleus_p, generator)
             out[:, fill] = token
             fill += 1
             if t + 1 < total:
@@ -446,6 +441,38 @@ class SashimiAR(nn.Module):
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())
         return f"{n:,} parameters, config={dataclasses.asdict(self.config)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """One generation request, as it travels from the public methods to an engine.
+
+    Attributes:
+        prefix: int64 (B, P) tokens to continue (P may be 0).
+        length: total tokens per sequence, prefix included (None: endless).
+        sampling: temperature, top-k and nucleus, checked.
+        seed: the generator's seed (None: torch's global RNG).
+        labels: checked (B,) class indices of a conditional model, or None (no label).
+        mode: the eager loop's S4 step mode (giving it selects the eager loop under 'auto').
+        engine: 'auto', 'fast' or 'eager'.
+        progress: show a progress bar.
+        chunk: tokens per yielded chunk (None: the whole length at once).
+    """
+
+    prefix: torch.Tensor
+    length: int | None
+    sampling: SamplingOptions
+    seed: int | None
+    labels: torch.Tensor | None
+    mode: str | None
+    engine: str
+    progress: bool
+    chunk: int | None = None
+
+
+def _check_count(n, name: str) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
 
 
 def _check_audio(x, name: str) -> torch.Tensor:

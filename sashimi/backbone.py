@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .s4 import S4, _channel_dropout
+from .s4 import S4, channel_dropout
 
 __all__ = ["Sashimi", "DownPool", "UpPool", "FFBlock", "ResidualBlock", "WeightNormLinear"]
 
@@ -112,7 +112,7 @@ class FFBlock(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(_channel_dropout(F.gelu(self.fc1(x)), self.dropout, self.training))
+        return self.fc2(channel_dropout(F.gelu(self.fc1(x)), self.dropout, self.training))
 
     def default_state(self, *batch_shape: int, device=None):
         return None
@@ -148,7 +148,7 @@ class ResidualBlock(nn.Module):
         return z
 
     def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
-        return x + _channel_dropout(self.layer(self._pre(x, cond)), self.dropout, self.training)
+        return x + channel_dropout(self.layer(self._pre(x, cond)), self.dropout, self.training)
 
     def default_state(self, *batch_shape: int, device=None):
         return self.layer.default_state(*batch_shape, device=device)
@@ -220,6 +220,15 @@ class Sashimi(nn.Module):
         self.c_layers = nn.ModuleList(c_layers)
         self.u_layers = nn.ModuleList(u_layers)
         self.norm = nn.LayerNorm(d_model)
+
+    @classmethod
+    def from_config(cls, config, d_cond: int | None = None) -> "Sashimi":
+        """The backbone a :class:`~sashimi.config.BackboneConfig` (or a model config built on it)
+        describes; ``d_cond``: the per-block conditioning size (DiffWave's step embedding)."""
+        return cls(d_model=config.d_model, n_layers=config.n_layers, pool=config.pool, expand=config.expand,
+                   ff=config.ff, bidirectional=config.bidirectional, glu=config.glu, unet=config.unet,
+                   dropout=config.dropout, d_state=config.d_state, l_max=config.l_max, tie_state=config.tie_state,
+                   lr=config.lr, d_cond=d_cond)
 
     @property
     def total_pool(self) -> int:

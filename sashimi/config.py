@@ -8,35 +8,31 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ARConfig", "DiffWaveConfig", "config_from_dict"]
+__all__ = ["BackboneConfig", "ARConfig", "DiffWaveConfig", "config_from_dict"]
 
 
 @dataclass
-class ARConfig:
-    """Autoregressive SaShiMi on mu-law tokens. Defaults: the published SC09 model (4.8M params).
+class BackboneConfig:
+    """The SaShiMi backbone's settings, shared by every model built on it (defaults: the published
+    SC09 autoregressive model). :meth:`sashimi.Sashimi.from_config` builds the backbone from it.
 
     Attributes:
-        mu_levels: vocabulary size (mu-law levels).
         d_model: channels of the outer tier.
-        n_layers: S4 blocks per tier.
+        n_layers: S4 blocks per tier (each followed by an FF block when ``ff > 0``).
         pool: pooling factors between tiers, outermost first.
         expand: channel multiplier per tier.
         ff: feed-forward expansion (0: no FF blocks).
         glu: GLU output projection in S4 layers.
-        bidirectional: must be False for an autoregressive model.
-        unet: U-Net variant (blocks before each down pool too).
+        bidirectional: bidirectional S4 (non-causal; no step mode).
+        unet: U-Net variant (blocks before each down pool too, skips around every layer).
         dropout: channel dropout.
         d_state: S4 state size (2N).
         l_max: sequence length the S4 kernels are defined for.
         tie_state: share S4 state matrices across channels.
-        lr: learning rate for the S4 state parameters.
+        lr: learning rate for the S4 state parameters (None: the optimiser's default).
         sample_rate: audio sample rate the model was trained at (Hz).
-        num_classes: classes the model is conditioned on (0: unconditional). A conditional model
-            also has a "no label" class, index ``num_classes``, for unconditional generation.
-        class_names: the classes' names (``num_classes`` strings; None: their indices as text).
     """
 
-    mu_levels: int = 256
     d_model: int = 64
     n_layers: int = 8
     pool: list = field(default_factory=lambda: [4, 4])
@@ -49,44 +45,48 @@ class ARConfig:
     d_state: int = 64
     l_max: int = 16000
     tie_state: bool = True
-    lr: float = 1e-3
+    lr: float | None = 1e-3
     sample_rate: int = 16000
+
+    def __post_init__(self):
+        self.pool = _int_list(self, "pool")
+        _check_positive(self, "d_model", "n_layers", "expand", "d_state", "l_max", "sample_rate")
+        if any(p < 1 for p in self.pool):
+            raise ValueError(f"{type(self).__name__}.pool must hold positive integers, got {self.pool}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{type(self).__name__}.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class ARConfig(BackboneConfig):
+    """Autoregressive SaShiMi on mu-law tokens. Defaults: the published SC09 model (4.8M params).
+
+    Attributes (besides :class:`BackboneConfig`'s, whose defaults it keeps):
+        mu_levels: vocabulary size (mu-law levels).
+        num_classes: classes the model is conditioned on (0: unconditional). A conditional model
+            also has a "no label" class, index ``num_classes``, for unconditional generation.
+        class_names: the classes' names (``num_classes`` strings; None: their indices as text).
+    """
+
+    mu_levels: int = 256
     num_classes: int = 0
     class_names: list | None = None
 
     def __post_init__(self):
-        self.pool = _int_list(self, "pool")
+        super().__post_init__()
         _check_classes(self)
         if self.bidirectional:
             raise ValueError("ARConfig.bidirectional must be False: an autoregressive model is causal")
-        _check_positive(self, "mu_levels", "d_model", "n_layers", "expand", "d_state", "l_max", "sample_rate")
-        if any(p < 1 for p in self.pool):
-            raise ValueError(f"ARConfig.pool must hold positive integers, got {self.pool}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"ARConfig.dropout must be in [0, 1), got {self.dropout}")
+        _check_positive(self, "mu_levels")
 
 
 @dataclass
-class DiffWaveConfig:
+class DiffWaveConfig(BackboneConfig):
     """DiffWave with a SaShiMi backbone. Defaults: the published SC09 model (23.5M params).
 
     The published DiffWave+SaShiMi files carry no config: they were all trained with these values.
 
-    Attributes:
-        d_model: channels of the outer tier.
-        n_layers: S4 blocks per tier (each followed by an FF block when ``ff > 0``).
-        pool: pooling factors between tiers, outermost first.
-        expand: channel multiplier per tier.
-        ff: feed-forward expansion (0: no FF blocks).
-        glu: GLU output projection in S4 layers.
-        unet: U-Net variant (blocks before each down pool, skips around every layer).
-        bidirectional: bidirectional S4 (the denoiser sees the whole waveform).
-        tie_state: share S4 state matrices across channels.
-        dropout: channel dropout.
-        d_state: S4 state size (2N).
-        l_max: sequence length the S4 kernels are defined for (longest waveform).
-        lr: learning rate for the S4 state parameters (None: the optimiser's default).
-        sample_rate: audio sample rate the model was trained at (Hz).
+    Attributes (besides :class:`BackboneConfig`'s; the defaults that differ are redeclared):
         d_step_embed: size of the sinusoidal diffusion-step embedding.
         d_step_hidden: width of the step-embedding MLP (and of the per-block conditioning).
         T: number of diffusion steps.
@@ -95,18 +95,10 @@ class DiffWaveConfig:
 
     d_model: int = 128
     n_layers: int = 6
-    pool: list = field(default_factory=lambda: [4, 4])
-    expand: int = 2
-    ff: int = 2
-    glu: bool = True
     unet: bool = True
     bidirectional: bool = True
     tie_state: bool = False
-    dropout: float = 0.0
-    d_state: int = 64
-    l_max: int = 16000
     lr: float | None = None
-    sample_rate: int = 16000
     d_step_embed: int = 128
     d_step_hidden: int = 512
     T: int = 200
@@ -114,15 +106,10 @@ class DiffWaveConfig:
     beta_end: float = 0.02
 
     def __post_init__(self):
-        self.pool = _int_list(self, "pool")
-        _check_positive(self, "d_model", "n_layers", "expand", "d_state", "l_max", "sample_rate",
-                        "d_step_hidden", "T")
-        if any(p < 1 for p in self.pool):
-            raise ValueError(f"DiffWaveConfig.pool must hold positive integers, got {self.pool}")
+        super().__post_init__()
+        _check_positive(self, "d_step_hidden", "T")
         if not isinstance(self.d_step_embed, int) or self.d_step_embed < 4 or self.d_step_embed % 2:
             raise ValueError(f"DiffWaveConfig.d_step_embed must be an even integer >= 4, got {self.d_step_embed!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"DiffWaveConfig.dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.beta_start <= self.beta_end < 1.0:
             raise ValueError("DiffWaveConfig needs 0 < beta_start <= beta_end < 1, got "
                              f"beta_start={self.beta_start}, beta_end={self.beta_end}")

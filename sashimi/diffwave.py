@@ -7,13 +7,13 @@
                                                         -> predicted noise (B, L)
 
 1x1 convolutions are written as linear layers on channel-last tensors. The published files
-(RF5/DiffWave-unconditional) load through :func:`sashimi.load_model` (converted here).
+(RF5/DiffWave-unconditional) load through :func:`sashimi.load_model` (converted in
+:mod:`sashimi.persistence.published`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from functools import cached_property
 
 import torch
@@ -21,15 +21,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Sashimi, WeightNormLinear
-from .checkpoint import (CheckpointError, _infer_state_config, build_uninitialized, check_state_dict,
-                         convert_rf5_state_dict, load_published_state_dict, register_foreign_format,
-                         register_model_kind)
-from .config import DiffWaveConfig, config_from_dict
+from .config import DiffWaveConfig
 from .diffusion import NoiseSchedule, ddpm_sample, sampling_plan, training_loss
 from .s4 import check_float_params
 from .sampling import make_generator
 
-__all__ = ["SashimiDiffWave", "step_embedding", "convert_rf5_diffwave_state_dict", "load_rf5_diffwave"]
+__all__ = ["SashimiDiffWave", "step_embedding"]
 
 
 def step_embedding(steps: torch.Tensor, dim: int = 128) -> torch.Tensor:
@@ -78,11 +75,7 @@ class SashimiDiffWave(nn.Module):
         H = config.d_model
         self.init_conv = WeightNormLinear(1, H)
         self.step_embed = StepEmbedding(config.d_step_embed, config.d_step_hidden)
-        self.sashimi = Sashimi(
-            d_model=H, n_layers=config.n_layers, pool=config.pool, expand=config.expand, ff=config.ff,
-            bidirectional=config.bidirectional, glu=config.glu, unet=config.unet, dropout=config.dropout,
-            d_state=config.d_state, l_max=config.l_max, tie_state=config.tie_state, lr=config.lr,
-            d_cond=config.d_step_hidden)
+        self.sashimi = Sashimi.from_config(config, d_cond=config.d_step_hidden)
         self.final_conv = WeightNormLinear(H, H)
         self.final_proj = nn.Linear(H, 1)
         nn.init.zeros_(self.final_proj.weight)
@@ -222,94 +215,3 @@ class SashimiDiffWave(nn.Module):
 
 
 # ---- the published format (RF5/DiffWave-unconditional) -------------------------------------
-# Seed prefix -> native prefix; 1x1 conv weights (out, in, 1) become linear weights (out, in).
-_RF5_DIFFWAVE_RENAMES = [
-    ("sashimi.init_conv.0.conv.", "init_conv."),
-    ("sashimi.fc_t1.", "step_embed.fc1."),
-    ("sashimi.fc_t2.", "step_embed.fc2."),
-    ("sashimi.final_conv.0.conv.", "final_conv."),
-    ("sashimi.final_conv.2.conv.", "final_proj."),
-]
-
-
-def convert_rf5_diffwave_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a published DiffWave+SaShiMi ``model_state_dict`` to :class:`SashimiDiffWave` keys.
-
-    Backbone keys (``sashimi.d_layers...``, ``sashimi.norm``) keep their prefix and go through
-    :func:`sashimi.checkpoint.convert_rf5_state_dict` (which drops the FFT-node caches
-    ``omega``/``z`` on purpose: they are recomputed accurately). Every other tensor is kept.
-    """
-    out, backbone = {}, {}
-    for key, value in state_dict.items():
-        for old, new in _RF5_DIFFWAVE_RENAMES:
-            if key.startswith(old):
-                if value.dim() == 3 and value.size(-1) == 1:  # conv (out, in, 1) / weight_g (out, 1, 1)
-                    value = value.squeeze(-1)
-                out[new + key[len(old):]] = value
-                break
-        else:
-            backbone[key] = value
-    out.update(convert_rf5_state_dict(backbone))
-    return out
-
-
-def _infer_config_fields(state_dict: dict) -> dict:
-    """Sizes readable off the weights (the files carry no config): d_model, n_layers, d_state,
-    tie_state, l_max. Everything else comes from the SC09 config."""
-    fields = {}
-    g = state_dict.get("sashimi.init_conv.0.conv.weight_g")
-    if torch.is_tensor(g):
-        fields["d_model"] = g.shape[0]
-    center = {m.group(1) for k in state_dict if (m := re.match(r"sashimi\.c_layers\.(\d+)\.fc_t\.weight$", k))}
-    if center:
-        fields["n_layers"] = len(center)
-    fields.update(_infer_state_config(state_dict))
-    for key, value in state_dict.items():
-        if key.endswith(".kernel.kernel.omega") and torch.is_tensor(value) and value.dim() >= 1:
-            fields["l_max"] = 2 * (value.shape[0] - 1)
-            break
-    return fields
-
-
-def _is_rf5_diffwave(ckpt: dict) -> bool:
-    sd = ckpt.get("model_state_dict")
-    return isinstance(sd, dict) and "cfg_yaml" not in ckpt and any(
-        isinstance(k, str) and k.startswith("sashimi.init_conv") for k in sd)
-
-
-def load_rf5_diffwave(ckpt: dict, source: str = "<dict>", config: DiffWaveConfig | dict | None = None) -> SashimiDiffWave:
-    """Build a :class:`SashimiDiffWave` from a published DiffWave-unconditional checkpoint dict.
-
-    Args:
-        ckpt: the loaded file (``model_state_dict``, ``optimizer_state_dict``).
-        source: name for error messages.
-        config: the architecture. None: the SC09 config with the sizes read off the weights
-            (d_model, n_layers, d_state, tie_state, l_max); a dict: overrides of that.
-
-    Returns:
-        the model (train mode, CPU), every tensor loaded strictly.
-
-    Raises:
-        CheckpointError: not such a file, a bad config, or weights that do not fit it.
-    """
-    if not isinstance(ckpt, dict) or not _is_rf5_diffwave(ckpt):
-        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{source}: not a published DiffWave+SaShiMi checkpoint (expected 'model_state_dict' "
-                              f"with 'sashimi.init_conv...' keys and no 'cfg_yaml'; found {keys})")
-    state_dict = check_state_dict(ckpt["model_state_dict"], source, "model_state_dict")
-    if not isinstance(config, DiffWaveConfig):
-        values = dataclasses.asdict(DiffWaveConfig())
-        values.update(_infer_config_fields(state_dict))
-        values.update(config or {})
-        try:
-            config = config_from_dict(DiffWaveConfig, values, where=f"{source}: config")
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(str(e)) from e
-    model = build_uninitialized(SashimiDiffWave, config)
-    load_published_state_dict(model, state_dict, source, published_l_max=config.l_max,
-                              convert=convert_rf5_diffwave_state_dict)
-    return model
-
-
-register_model_kind("diffwave", SashimiDiffWave, DiffWaveConfig)
-register_foreign_format("rf5-diffwave", _is_rf5_diffwave, load_rf5_diffwave)

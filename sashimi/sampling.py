@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["sample_logits", "filtered_probs", "check_sampling_args", "make_generator", "MIN_TEMPERATURE"]
+__all__ = ["SamplingOptions", "sample_logits", "filtered_probs", "check_sampling_args", "make_generator",
+           "MIN_TEMPERATURE"]
 
 #: The lowest temperature accepted. Below it, logits / temperature overflows float32 for ordinary
 #: logits (1e-45 turns every logit into inf), and the distribution is already the argmax: greedy
@@ -23,6 +25,24 @@ def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, nucl
                          "(for greedy decoding use top_k=1)")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to draw a token from logits, as one checked value (see :func:`sample_logits`).
+
+    Attributes:
+        temperature: divides the logits (>= :data:`MIN_TEMPERATURE`).
+        top_k: keep only the k most likely tokens (None: all).
+        nucleus_p: keep the smallest set of most likely tokens whose probability reaches p (1.0: all).
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    nucleus_p: float = 1.0
+
+    def __post_init__(self):
+        check_sampling_args(self.temperature, self.top_k, self.nucleus_p)
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,

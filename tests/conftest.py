@@ -34,7 +34,7 @@ def dense_logits(model, tokens):
 def write_sawtooth_wavs(folder, lengths, rate: int = 8000) -> str:
     """Short noisy-sawtooth WAV files ``0.wav``, ``1.wav``, ... of the given lengths: training data
     for tiny models. Returns the folder."""
-    from sashimi.audio import write_wav
+    from sashimi.data.audio import write_wav
 
     rng = np.random.default_rng(0)
     for i, n in enumerate(lengths):
@@ -57,12 +57,12 @@ def ckpt(fixtures_dir) -> str:
 @pytest.fixture
 def tiny_diffwave(monkeypatch):
     """A tiny DiffWave model served as the pretrained 'sashimi_diffwave_sc09' (no download)."""
-    import sashimi.hub
+    import sashimi.pretrained.factories
     from sashimi import DiffWaveConfig, SashimiDiffWave
 
     torch.manual_seed(0)
     model = SashimiDiffWave(DiffWaveConfig(d_model=8, n_layers=1, l_max=256, d_step_hidden=16, d_step_embed=8)).eval()
-    monkeypatch.setattr(sashimi.hub, "sashimi_diffwave_sc09", lambda device=None, **kw: model.to(device))
+    monkeypatch.setattr(sashimi.pretrained.factories, "sashimi_diffwave_sc09", lambda device=None, **kw: model.to(device))
     return model
 
 

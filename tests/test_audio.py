@@ -1,11 +1,11 @@
-"""sashimi.audio: WAV read/write, resampling, and clear refusals of audio it cannot use as is."""
+"""sashimi.data.audio: WAV read/write, resampling, and clear refusals of audio it cannot use as is."""
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 from sashimi import audio
-from sashimi.audio import AudioError, read_audio, resample, write_wav
+from sashimi.data.audio import AudioError, read_audio, resample, write_wav
 
 
 def _tone(n=800, rate=8000, freq=440.0, amp=0.5):

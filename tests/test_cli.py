@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-import sashimi.hub
+import sashimi.pretrained.factories
 from sashimi import mulaw_decode
 from conftest import run_cli
 from sashimi.__main__ import main
-from sashimi.audio import read_audio, write_wav
+from sashimi.data.audio import read_audio, write_wav
 
 sf = pytest.importorskip("soundfile")
 
@@ -71,7 +71,7 @@ def test_hub_names_and_diffwave(tmp_path, capsys, monkeypatch, ckpt, tiny_diffwa
     from sashimi import load_model
 
     ar = load_model(ckpt)
-    monkeypatch.setattr(sashimi.hub, "sashimi_ar_sc09", lambda device=None, **kw: ar.to(device))
+    monkeypatch.setattr(sashimi.pretrained.factories, "sashimi_ar_sc09", lambda device=None, **kw: ar.to(device))
     code, _, err = run_cli(capsys, "generate", "--model", "sashimi_ar_sc09", "--n", "1", "--seconds", "0.01",
                            "--out", str(tmp_path / "ar"), "-q")
     assert code == 0, err

@@ -88,15 +88,18 @@ def test_every_engine_matches_the_eager_reference_with_labels(kind):
 
         if kind == "cpp" and cpu.load_library() is None:
             pytest.skip(f"no C++ build: {cpu.build_error}")
-        got = fastgen.teacher_forced_logits(model, tok, kind=kind, labels=labels)
+        got = fastgen.teacher_forced_logits(model, tok, kind=kind, condition=model.label_vectors(labels, 4))
     assert (got - ref).abs().max() < 1e-5  # today's tolerance for the unconditional engines
 
 
 def test_an_engine_forgets_the_labels_of_the_previous_request():
     model, tok = _model(), _tokens()
-    fastgen.teacher_forced_logits(model, tok, kind="torch", labels=torch.tensor([0, 1, 2, 0]))
-    got = fastgen.teacher_forced_logits(model, tok, kind="torch")
-    assert (got - model(tok)).abs().max() < 1e-5
+    for kind in ("torch", "cpp"):
+        plain = fastgen.teacher_forced_logits(model, tok, kind=kind)
+        fastgen.teacher_forced_logits(model, tok, kind=kind, condition=model.label_vectors(torch.tensor([0, 1, 2, 0]), 4))
+        assert torch.equal(fastgen.teacher_forced_logits(model, tok, kind=kind), plain)
+    no_label = fastgen.teacher_forced_logits(model, tok, kind="torch", condition=model.label_vectors(None, 4))
+    assert (no_label - model(tok)).abs().max() < 1e-5  # labels=None is the "no label" class
 
 
 def test_generation_with_labels_is_reproducible_and_shaped():
@@ -183,10 +186,10 @@ def test_train_py_trains_a_conditional_model_from_fsdd_names(tmp_path, capsys):
 
 
 def test_label_sources_and_their_errors(tmp_path):
-    from sashimi.train.data import class_names_of, file_labels
+    from sashimi.data.datasets import class_names_of, file_labels
 
     csv = _fsdd_csv(tmp_path, names="01", column="label")
-    files = sashimi.train.data.list_audio_files(csv)
+    files = sashimi.data.datasets.list_audio_files(csv)
     assert set(file_labels(csv, files, "csv")) == {"0x", "1x"}
     assert set(file_labels(csv, files, "fsdd")) == {"0", "1"}
     with pytest.raises(ValueError, match="no 'digit' column"):

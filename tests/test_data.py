@@ -1,4 +1,4 @@
-"""sashimi.train.data and sashimi.train.split: file lists, crops, collation, resumable sampling, dataset splits."""
+"""sashimi.data.datasets and sashimi.data.split: file lists, crops, collation, resumable sampling, dataset splits."""
 import csv
 import os
 
@@ -8,11 +8,11 @@ import soundfile as sf
 import torch
 
 from sashimi.__main__ import main
-from sashimi.audio import AudioError, write_wav
-from sashimi.train.data import (ARCollate, CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, WaveCollate,
+from sashimi.data.audio import AudioError, write_wav
+from sashimi.data.datasets import (ARCollate, CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, WaveCollate,
                                 decoded_bytes, list_audio_files, read_csv_paths)
 from sashimi.mulaw import SILENCE_TOKEN, mulaw_encode
-from sashimi.train.split import detect_layout, fsdd_split, speech_commands_split, write_split
+from sashimi.data.split import detect_layout, fsdd_split, speech_commands_split, write_split
 
 
 def _wav(path, n, rate=8000, seed=0):

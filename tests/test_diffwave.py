@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from sashimi import CheckpointError, DiffWaveConfig, NoiseSchedule, S4, SashimiDiffWave, load_model, save_model
-from sashimi.checkpoint import build_uninitialized, load_state_dict_strict
+from sashimi.persistence.checkpoint import build_uninitialized, load_state_dict_strict
 from sashimi.diffusion import FAST_BETAS, ddpm_sample, q_sample, sampling_plan, training_loss
-from sashimi.diffwave import (_infer_config_fields, _is_rf5_diffwave,
-                              convert_rf5_diffwave_state_dict, step_embedding)
+from sashimi.diffwave import step_embedding
+from sashimi.persistence.published import convert_rf5_diffwave_state_dict, infer_config_fields, is_rf5_diffwave
 
 REPO = str(Path(__file__).resolve().parents[1])
 TINY = dict(d_model=8, n_layers=1, l_max=64, d_state=8)
@@ -71,8 +71,8 @@ def test_sc09_parameter_count(manifest):
 def test_every_manifest_key_is_accepted(manifest):
     ckpt = _published_like(manifest)
     sd = ckpt["model_state_dict"]
-    assert _is_rf5_diffwave(ckpt)
-    assert _infer_config_fields(sd) == dict(d_model=128, n_layers=6, d_state=64, tie_state=False, l_max=16000)
+    assert is_rf5_diffwave(ckpt)
+    assert infer_config_fields(sd) == dict(d_model=128, n_layers=6, d_state=64, tie_state=False, l_max=16000)
     native = convert_rf5_diffwave_state_dict(sd)
     dropped = [k for k in sd if k.endswith((".omega", ".z"))]
     assert len(native) == len(sd) - len(dropped) and len(dropped) == 2 * 5 * 6  # 6 S4 layers in each of 5 stages
@@ -90,7 +90,7 @@ def test_every_manifest_key_is_accepted(manifest):
 
 def test_misfitting_published_file_is_refused(fixtures_dir):
     ckpt = torch.load(fixtures_dir / "rf5_diffwave_small.ckpt.pt", weights_only=True)
-    from sashimi.diffwave import load_rf5_diffwave
+    from sashimi.persistence.published import load_rf5_diffwave
 
     with pytest.raises(CheckpointError, match="do not fit"):
         load_rf5_diffwave(ckpt, "small", config={"n_layers": 2})

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sashimi import ARConfig, CheckpointError, SashimiAR, load_model, save_model
-from sashimi.download import DownloadError, cache_path, sha256_file
+from sashimi.persistence.download import DownloadError, cache_path, sha256_file
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +87,7 @@ def test_network_failure_says_what_happened_and_what_to_do_offline(monkeypatch):
     with pytest.raises(DownloadError, match=r"\(HTTP Error 404: Not Found\)"):
         load_model(url, progress=False)
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    from sashimi.hub import sashimi_ar_sc09
+    from sashimi.pretrained.factories import sashimi_ar_sc09
 
     with pytest.raises(DownloadError, match="could not download https://github.com/RF5/simple-sashimi"):
         sashimi_ar_sc09(progress=False, device="cpu")

@@ -5,9 +5,9 @@ import shutil
 import pytest
 import torch
 
-from sashimi.audio import read_audio, resample
+from sashimi.data.audio import read_audio, resample
 from sashimi.eval import Classifier, DigitCNN, ResNeXt, inception_score, load_classifier, save_classifier
-from sashimi.eval import classifier as classifier_module
+from sashimi.pretrained import registry
 from sashimi.eval.augment import perturb, place
 
 FSDD = "fsdd"
@@ -53,8 +53,8 @@ def test_bundled_fsdd_classifier_on_real_clips(fsdd_classifier, fsdd_clips):
 
 
 def test_bundled_weights_are_hash_checked(monkeypatch):
-    name, digest = classifier_module.BUNDLED[FSDD]
-    monkeypatch.setitem(classifier_module.BUNDLED, FSDD, (name, "0" * 64))
+    name, digest = registry.BUNDLED_CLASSIFIERS[FSDD]
+    monkeypatch.setitem(registry.BUNDLED_CLASSIFIERS, FSDD, (name, "0" * 64))
     with pytest.raises(ValueError, match="SHA-256"):
         load_classifier(FSDD)
     with pytest.raises(FileNotFoundError, match="not a bundled name"):

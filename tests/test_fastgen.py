@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from sashimi import ARConfig, SashimiAR
+from sashimi import ARConfig, SamplingOptions, SashimiAR
 from sashimi.sampling import filtered_probs
 from sashimi import fastgen
 from sashimi.fastgen import cpu, pack
@@ -145,9 +145,9 @@ def test_sampler_random_draws_chi_square():
 @pytest.mark.parametrize("kind", KINDS)
 def test_generate_tokens_reproducible_and_continues_prefix(ar_small, speech, kind):
     prefix = speech[:, 1:50]
-    a = fastgen.generate_tokens(ar_small, prefix, 400, top_k=50, nucleus_p=0.95, temperature=0.9,
+    a = fastgen.generate_tokens(ar_small, prefix, 400, sampling=SamplingOptions(0.9, 50, 0.95),
                                 generator=torch.Generator().manual_seed(3), kind=kind)
-    b = fastgen.generate_tokens(ar_small, prefix, 400, top_k=50, nucleus_p=0.95, temperature=0.9,
+    b = fastgen.generate_tokens(ar_small, prefix, 400, sampling=SamplingOptions(0.9, 50, 0.95),
                                 generator=torch.Generator().manual_seed(3), kind=kind)
     assert a.shape == (2, 400) and torch.equal(a, b) and torch.equal(a[:, :49], prefix)
     assert int(a.min()) >= 0 and int(a.max()) < 256
@@ -264,8 +264,8 @@ def test_cuda_graph_bookkeeping_simulated_on_cpu(ar_small, speech, dense_ref, mo
     assert float((logits - dense_ref[:, :400]).abs().max()) <= TOL
     assert sorted(set(captured)) == [("feed", 0), ("feed", 1), ("feed", 2)] and len(captured) == 3
     out = torch.zeros(2, 64, dtype=torch.long)
-    engine.set_sampling(0.9, 10, 0.95)
+    engine.set_sampling(SamplingOptions(0.9, 10, 0.95))
     engine.sample_and_feed(out, 0, 64, torch.rand(2, 64), feed_last=False)
     assert len(captured) == 6 and engine.t == 400 + 63
-    engine.set_sampling(1.0, None, 1.0)  # new sampling settings: the sampling graphs are recaptured
+    engine.set_sampling(SamplingOptions())  # new sampling settings: the sampling graphs are recaptured
     assert set(k for k, _ in engine._graphs) == {"feed"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sashimi import ARConfig, SashimiAR, fastgen
+from sashimi import ARConfig, SamplingOptions, SashimiAR, fastgen
 from sashimi.fastgen import cpu
 from conftest import dense_logits
 
@@ -62,7 +62,7 @@ def test_odd_shapes_split_across_threads(cfg):
     torch.manual_seed(0)
     model = SashimiAR(ARConfig(**cfg)).eval()
     tokens = torch.randint(0, 256, (3, 200), generator=torch.Generator().manual_seed(0))
-    ref = TorchEngine(fastgen._entry(model)["plan"], 3, "cpu")
+    ref = TorchEngine(fastgen.plan_for(model), 3, "cpu")
     ref.reset()
     expected = ref.feed(tokens, want_logits=True)
     for layout in [(1, 1), (1, 2), (2, 1), (2, 2)]:
@@ -77,8 +77,8 @@ def test_sampling_identical_in_every_layout(ar_small):
     runs = []
     for layout in [(1, 1), (1, 2), (2, 1), (1, 3)]:
         pinned(ar_small, 3, *layout)
-        runs.append(fastgen.generate_tokens(ar_small, torch.empty(3, 0, dtype=torch.long), 600, top_k=40,
-                                            nucleus_p=0.9, generator=torch.Generator().manual_seed(5), kind="cpp",
+        runs.append(fastgen.generate_tokens(ar_small, torch.empty(3, 0, dtype=torch.long), 600, sampling=SamplingOptions(top_k=40, nucleus_p=0.9),
+                                            generator=torch.Generator().manual_seed(5), kind="cpp",
                                             threads=max(2, layout[0] * layout[1])))
     assert all(torch.equal(runs[0], r) for r in runs[1:])
 
@@ -135,7 +135,7 @@ def test_weight_storage_setting_applies_to_generation(ar_small):
     fastgen.set_weight_storage("float16")
     try:
         ar_small.unconditional_generate(1, length=32, progress=False, seed=0)
-        assert any(key[3] == "float16" for key in fastgen._entry(ar_small)["engines"])
+        assert any(key[3] == "float16" for key in fastgen.cached_engine_keys(ar_small))
     finally:
         fastgen.set_weight_storage("float32")
     with pytest.raises(ValueError, match="weight storage"):
@@ -169,7 +169,7 @@ def test_portable_build_matches_native(tmp_path, ar_small, speech):
 
 # ---- errors reach Python as exceptions, never abort the interpreter --------------------------------
 def test_allocation_failure_is_a_memory_error(ar_small):
-    plan = fastgen._entry(ar_small)["plan"]
+    plan = fastgen.plan_for(ar_small)
     with pytest.raises(MemoryError, match="out of memory"):
         cpu.CppEngine(plan, 2**40, cpu.load_library())
 
@@ -202,8 +202,8 @@ def test_bad_inputs_raise(ar_small):
     with pytest.raises(FloatingPointError, match="non-finite"):
         cpu.sample(cpu.load_library(), torch.full((1, 8), float("nan")), torch.zeros(1))
     with pytest.raises(RuntimeError, match="bad spec"):
-        spec, weights = cpu._pack(fastgen._entry(ar_small)["plan"])
-        cpu.CppEngine(fastgen._entry(ar_small)["plan"], 1, cpu.load_library(), packed=(spec[:20].clone(), weights))
+        spec, weights = cpu.pack_plan(fastgen.plan_for(ar_small))
+        cpu.CppEngine(fastgen.plan_for(ar_small), 1, cpu.load_library(), packed=(spec[:20].clone(), weights))
 
 
 def _generate_in_child(model, queue):

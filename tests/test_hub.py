@@ -31,14 +31,14 @@ def test_readme_one_liner_runs_from_a_clone(fixtures_dir, tmp_path, monkeypatch)
     here from a file:// URL) and says what the '<owner>' placeholder of the GitHub form stands for."""
     import re
 
-    import sashimi.hub
+    import sashimi.pretrained.factories
 
     readme = (Path(REPO) / "README.md").read_text(encoding="utf-8")
     block = re.search(r"## Generate speech in one line\n.*?```python\n(.*?)```", readme, re.S).group(1)
     load = next(line for line in block.splitlines() if line.startswith("model = "))
     assert "<owner>" not in block and "`<owner>` stands for the GitHub account" in readme
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(sashimi.hub, "AR_SC09_URL", (fixtures_dir / "rf5_ar_small.ckpt.pt").resolve().as_uri())
+    monkeypatch.setattr(sashimi.pretrained.factories, "AR_SC09_URL", (fixtures_dir / "rf5_ar_small.ckpt.pt").resolve().as_uri())
     monkeypatch.chdir(REPO)
     scope = {"torch": torch}
     exec(load, scope)

@@ -5,7 +5,7 @@ import yaml
 
 from sashimi import ARConfig, CheckpointError, SashimiAR, load_model
 from sashimi.__main__ import main
-from sashimi.checkpoint import native_checkpoint
+from sashimi.persistence.checkpoint import native_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_cli_prints_one_line_for_a_malformed_checkpoint(native, tmp_path, capsys
     bad = tmp_path / "bad.pt"
     torch.save({k: v for k, v in native.items() if k != "state_dict"}, bad)
     wav = tmp_path / "x.wav"
-    from sashimi.audio import write_wav
+    from sashimi.data.audio import write_wav
 
     write_wav(wav, torch.zeros(100), 16000)
     args = ["--out", str(tmp_path / "out")] if command == "generate" else [str(wav)]
@@ -64,7 +64,7 @@ def test_malformed_training_checkpoint_is_refused_in_one_line(native, tmp_path, 
     torch.save({**native, "step": "three", "epoch": 0, "batch_in_epoch": 0, "optimizer": {}, "rng": []}, bad)
     wavs = tmp_path / "wavs"
     wavs.mkdir()
-    from sashimi.audio import write_wav
+    from sashimi.data.audio import write_wav
 
     write_wav(wavs / "a.wav", 0.1 * torch.randn(400), 8000)
     write_wav(wavs / "b.wav", 0.1 * torch.randn(400), 8000)

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import sashimi
-from sashimi import pretrained
-from sashimi.download import sha256_file
+from sashimi.pretrained import registry
+from sashimi.persistence.download import sha256_file
 from sashimi.eval import utterance_nll_bits
 from sashimi.pretrained import BUNDLED_MODELS, bundled_model_path
-from sashimi.train.data import list_audio_files
+from sashimi.data.datasets import list_audio_files
 
 from conftest import FIXTURES, run_cli
 
@@ -36,7 +36,7 @@ def offline(monkeypatch):
 def test_bundled_file_is_in_the_package_with_its_listed_hash():
     entry = BUNDLED_MODELS["sashimi_ar_fsdd"]
     path = bundled_model_path("sashimi_ar_fsdd")
-    assert path.parent == pretrained.WEIGHTS_DIR
+    assert path.parent == registry.WEIGHTS_DIR
     assert sha256_file(path) == entry.sha256
     assert entry.file.startswith("sashimi_ar_fsdd-") and entry.file.endswith(f"-{entry.sha256[:8]}.pt")
     assert path.stat().st_size < 10 * 2**20
@@ -84,13 +84,13 @@ def test_generate_command_defaults_to_it_offline(offline, capsys, tmp_path):
 def test_damaged_file_is_refused(monkeypatch, tmp_path):
     entry = BUNDLED_MODELS["sashimi_ar_fsdd"]
     damaged = tmp_path / entry.file
-    shutil.copy(pretrained.WEIGHTS_DIR / entry.file, damaged)
+    shutil.copy(registry.WEIGHTS_DIR / entry.file, damaged)
     with open(damaged, "r+b") as f:
         f.seek(-100, os.SEEK_END)
         byte = f.read(1)
         f.seek(-100, os.SEEK_END)
         f.write(bytes([byte[0] ^ 0xFF]))
-    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(ValueError, match="SHA-256"):
         sashimi.load_model("sashimi_ar_fsdd")
     damaged.unlink()
@@ -157,10 +157,10 @@ def test_recipe_builds_the_bundled_architecture():
 
 def test_generate_with_the_published_name_still_downloads_it(capsys, tmp_path, monkeypatch):
     """`--model sashimi_ar_sc09` fetches the published file (served here from a file:// URL)."""
-    import sashimi.hub
+    import sashimi.pretrained.factories
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(sashimi.hub, "AR_SC09_URL", (FIXTURES / "rf5_ar_small.ckpt.pt").resolve().as_uri())
+    monkeypatch.setattr(sashimi.pretrained.factories, "AR_SC09_URL", (FIXTURES / "rf5_ar_small.ckpt.pt").resolve().as_uri())
     code, out, err = run_cli(capsys, "generate", "--model", "sashimi_ar_sc09", "--n", "1", "--seconds", "0.01",
                              "--quiet", "--out", str(tmp_path / "wavs"))
     assert code == 0, err

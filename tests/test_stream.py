@@ -69,7 +69,7 @@ def test_stream_validates_before_the_first_chunk(ar_small):
 def test_wav_stream_writer_matches_write_wav(tmp_path):
     """Exact header, interleaved channels, the PCM conversion of write_wav (clipping, NaN -> 0);
     written in pieces to a non-seekable stream."""
-    from sashimi.audio import write_wav
+    from sashimi.data.audio import write_wav
 
     audio = torch.rand(2, 1000) * 2.4 - 1.2
     audio[0, 5] = float("nan")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sashimi import ARConfig, SashimiAR
-from sashimi.audio import write_wav
+from sashimi.data.audio import write_wav
 
 DRIVER = textwrap.dedent("""
     import os, sys, torch

@@ -10,7 +10,7 @@ import torch
 
 import sashimi
 from conftest import write_sawtooth_wavs
-from sashimi.audio import AudioError, read_audio
+from sashimi.data.audio import AudioError, read_audio
 from sashimi.train import train
 from sashimi.train.checkpoint import list_checkpoints
 from sashimi.train.config import ConfigError, build_config

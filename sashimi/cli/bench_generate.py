@@ -179,11 +179,11 @@ def _profile(base: dict, sizes: list[int], weights: str) -> None:
     if base.get("threads"):
         torch.set_num_threads(base["threads"])
     model = _model(dict(base, device=torch.device("cpu")), torch)
-    entry = fastgen._entry(model)
-    packed = cpu._pack(entry["plan"], weights)
+    plan = fastgen.plan_for(model)
+    packed = cpu.pack_plan(plan, weights)
     steps = base["steps"]
     for batch in sizes:
-        engine = cpu.CppEngine(entry["plan"], batch, lib, packed=packed, threads=fastgen.get_num_threads())
+        engine = cpu.CppEngine(plan, batch, lib, packed=packed, threads=fastgen.get_num_threads())
         engine.reset()
         engine.feed(torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long))
         out = torch.empty(batch, steps, dtype=torch.long)

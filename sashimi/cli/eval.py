@@ -133,7 +133,7 @@ def _sample_paths(args, n: int) -> list[str]:
 
 
 def _list(source: str, flag: str) -> list[str]:
-    from sashimi.train.data import list_audio_files
+    from sashimi.data.datasets import list_audio_files
 
     try:
         files = list_audio_files(source)
@@ -149,7 +149,7 @@ def _classify_files(classifier, files: list[str], what: str, quiet: bool):
     """Read files (each at its own rate) and classify them on their first second, in file order."""
     import torch
 
-    from sashimi.audio import AudioError, read_audio
+    from sashimi.data.audio import AudioError, read_audio
 
     by_rate: dict[int, list[tuple[int, torch.Tensor]]] = {}
     it = files if quiet else _tqdm(files, f"reading {what}", "file")
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         if opts["generate"]:
             lengths = torch.full((wavs.size(0),), wavs.size(1), dtype=torch.long)
         else:
-            from sashimi.audio import read_audio
+            from sashimi.data.audio import read_audio
 
             rate = int(model.config.sample_rate)
             wavs, lengths = _stack([read_audio(p, rate, mono=True)[0] for p in sample_files])
@@ -339,16 +339,16 @@ def _finite_or_null(x):
 
 def _classifier_id(spec: str) -> str:
     """The classifier's name plus the start of its file's hash (what --reference caches are keyed on)."""
-    from sashimi.download import sha256_file
-    from sashimi.eval.classifier import BUNDLED
+    from sashimi.persistence.download import sha256_file
+    from sashimi.pretrained.registry import BUNDLED_CLASSIFIERS
 
-    if spec in BUNDLED:
-        return f"{spec}:{BUNDLED[spec][1][:12]}"
+    if spec in BUNDLED_CLASSIFIERS:
+        return f"{spec}:{BUNDLED_CLASSIFIERS[spec][1][:12]}"
     return f"{os.path.basename(spec)}:{sha256_file(spec)[:12]}"
 
 
 def _write_wavs(paths: list[str], wavs, rate: int) -> None:
-    from sashimi.audio import write_wav
+    from sashimi.data.audio import write_wav
 
     os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
     for path, wav in zip(paths, wavs):

@@ -6,7 +6,7 @@
     sashimi generate --model sashimi_ar_sc09 --prefix prompt.wav --seconds 2 --out continued/
     sashimi generate --model sashimi_diffwave_sc09 --steps fast --n 8 --out diffwave/
 
-``--model`` is a pretrained name from :mod:`sashimi.hub`, a checkpoint path or a URL. Files are
+``--model`` is a pretrained name from :mod:`sashimi.pretrained.factories`, a checkpoint path or a URL. Files are
 named ``sample_000.wav``, ... in ``--out``; existing files are never overwritten without ``-f``.
 Nothing is written unless generation succeeds.
 """
@@ -111,11 +111,11 @@ def resolve_device(name: str | None):
 
 def load_cli_model(spec: str, device):
     """A model from a hub name, a checkpoint path or a URL, in eval mode on ``device``."""
-    import sashimi.hub as hub
-    from sashimi.checkpoint import CheckpointError, load_model
+    from sashimi.persistence.checkpoint import CheckpointError
+    from sashimi.pretrained import PRETRAINED_NAMES, load_model
 
-    if "://" not in spec and not os.path.exists(spec) and spec not in hub.PRETRAINED_NAMES:
-        raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(hub.PRETRAINED_NAMES)}): "
+    if "://" not in spec and not os.path.exists(spec) and spec not in PRETRAINED_NAMES:
+        raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(PRETRAINED_NAMES)}): "
                        f"{spec}")
     if os.path.exists(spec) and not os.path.isfile(spec):
         raise CLIError(f"--model: {spec} is not a file")
@@ -309,7 +309,7 @@ def ar_options(model, args, length: int, device):
     top_k = parse_number(args.top_k, int, "top-k", low=1) if args.top_k is not None else None
     prefix = None
     if args.prefix is not None:
-        from sashimi.audio import AudioError, audio_info, read_audio
+        from sashimi.data.audio import AudioError, audio_info, read_audio
 
         try:
             channels = audio_info(args.prefix)[1]
@@ -352,7 +352,7 @@ def _show_engine_messages(quiet: bool) -> None:
 
 
 def _write_all(paths: list[str], wavs, rate: int) -> None:
-    from sashimi.audio import write_wav
+    from sashimi.data.audio import write_wav
 
     os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
     for path, wav in zip(paths, wavs):

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _files(inputs: list[str]) -> list[str]:
-    from sashimi.audio import AUDIO_EXTENSIONS
+    from sashimi.data.audio import AUDIO_EXTENSIONS
 
     files = []
     for path in inputs:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_cli_model(args.model, resolve_device(args.device))
     if model_kind(model) != "ar":
         raise CLIError(f"nll needs an autoregressive model; {args.model} is a {type(model).__name__}")
-    from sashimi.audio import AudioError, read_audio
+    from sashimi.data.audio import AudioError, read_audio
 
     rate = int(model.config.sample_rate)
     results = []

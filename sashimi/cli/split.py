@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sashimi.train import split
+    from sashimi.data import split
 
     try:
         layout = split.detect_layout(args.root_path) if args.dataset == "auto" else args.dataset

@@ -61,7 +61,7 @@ class WavStreamWriter:
             raise ValueError(f"expected ({self.channels}, n) audio, got shape {tuple(x.shape)}")
         if self.frames is not None and self.written + x.shape[1] > self.frames:
             raise ValueError(f"more than the {self.frames} frames the header announced")
-        pcm = np.round(np.clip(np.nan_to_num(x), -1.0, 1.0) * 32767.0).astype("<i2")  # as sashimi.audio.write_wav
+        pcm = np.round(np.clip(np.nan_to_num(x), -1.0, 1.0) * 32767.0).astype("<i2")  # as sashimi.data.audio.write_wav
         self.out.write(np.ascontiguousarray(pcm.T).tobytes())  # frames of interleaved channels
         self.out.flush()
         self.written += x.shape[1]

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..download import sha256_file, verified_file
+from ..persistence.download import sha256_file
+from ..pretrained.registry import BUNDLED_CLASSIFIERS, bundled_classifier_path
 from .frontend import check_wavs, fix_length, log_mel
 from .models import ARCHITECTURES, ResNeXt
 
@@ -31,19 +32,11 @@ __all__ = ["Classifier", "load_classifier", "save_classifier", "bundled_classifi
 FORMAT_NAME = "sashimi-classifier"
 FORMAT_VERSION = 1
 SC09_CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-#: bundled classifiers: name -> (file in sashimi/eval/weights/, its SHA-256)
-BUNDLED: dict[str, tuple[str, str]] = {
-    # DigitCNN (24, 48, 96), 163k parameters, trained on FSDD (CC BY-SA 4.0) takes 10-49, selected on takes 5-9;
-    # test (takes 0-4) accuracy 100% clean and with random gain and shift (see sashimi/eval/weights/README.md)
-    "fsdd": ("fsdd_digits-ca56bedc.pt", "ca56bedc55100938af0152b2d8b06540c03def869141fa769722f05506582425"),
-}
 
 
 def bundled_classifiers() -> list[str]:
     """Names accepted by :func:`load_classifier` besides file paths."""
-    return sorted(BUNDLED)
+    return sorted(BUNDLED_CLASSIFIERS)
 
 
 class Classifier:
@@ -84,7 +77,7 @@ class Classifier:
         """The model's input: (N, L) waveforms -> (N, 1, 32, 32) dB images (float32, on its device)."""
         wavs = check_wavs(wavs, sample_rate)
         if self.data_rate is not None and sample_rate > self.data_rate:
-            from ..audio import resample
+            from ..data.audio import resample
 
             wavs = resample(wavs.detach().cpu().float(), int(sample_rate), self.data_rate)
             sample_rate = self.data_rate
@@ -193,9 +186,8 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) ->
         FileNotFoundError: no such file.
     """
     key = os.fspath(name_or_path)
-    if key in BUNDLED:
-        file_name, digest = BUNDLED[key]
-        path = Path(verified_file(WEIGHTS_DIR / file_name, digest, f"bundled classifier {key!r}"))
+    if key in BUNDLED_CLASSIFIERS:
+        path = bundled_classifier_path(key)
         name = key
     else:
         path = Path(key)

@@ -163,7 +163,7 @@ def log_mel(wavs, sample_rate: int, *, seconds: float = 1.0, pad_mode: str = "re
 
     Args:
         wavs: (N, L) float waveforms (tensor or numpy), any finite values.
-        sample_rate: their rate in Hz (resampled to 16 kHz with :func:`sashimi.audio.resample`
+        sample_rate: their rate in Hz (resampled to 16 kHz with :func:`sashimi.data.audio.resample`
             when different, e.g. 8 kHz FSDD audio or samples).
         seconds: duration the audio is cut or padded to (the classifiers use 1 s).
         pad_mode: STFT frame padding, see :func:`mel_spectrogram`.
@@ -173,7 +173,7 @@ def log_mel(wavs, sample_rate: int, *, seconds: float = 1.0, pad_mode: str = "re
     """
     wavs = check_wavs(wavs, sample_rate)
     if sample_rate != SAMPLE_RATE:
-        from ..audio import resample
+        from ..data.audio import resample
 
         wavs = resample(wavs.detach().cpu().float(), int(sample_rate), SAMPLE_RATE).to(wavs.device)
     wavs = fix_length(wavs, round(seconds * SAMPLE_RATE))

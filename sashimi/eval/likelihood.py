@@ -14,7 +14,7 @@ def utterance_nll_bits(model, files: list[str], window: int | None = None, batch
     """Bits per sample of each recording, placed in the middle of a window of silence.
 
     The way an utterance-window model saw its data (there at a random place, see
-    :class:`sashimi.train.data.UtteranceDataset`): the silence around the word is scored too,
+    :class:`sashimi.data.datasets.UtteranceDataset`): the silence around the word is scored too,
     on every sample of the window after a leading zero sample (:meth:`SashimiAR.nll`).
 
     Args:
@@ -28,7 +28,7 @@ def utterance_nll_bits(model, files: list[str], window: int | None = None, batch
     Returns:
         float (N,) bits per sample, one per file.
     """
-    from ..train.data import UtteranceDataset
+    from ..data.datasets import UtteranceDataset
 
     if not files:
         raise ValueError("files: expected at least one audio file")

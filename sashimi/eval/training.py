@@ -3,7 +3,7 @@
     from sashimi.eval.training import train_classifier
     classifier, report = train_classifier("data/fsdd", epochs=30)
 
-The command line is ``sashimi train-classifier``. Splits follow :mod:`sashimi.train.split`:
+The command line is ``sashimi train-classifier``. Splits follow :mod:`sashimi.data.split`:
 
 - FSDD: takes 0-4 are the test set, takes 5-9 the validation set (model selection), takes 10-49
   the training set. The test set is scored once, after training, and never used for choices.
@@ -28,8 +28,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..audio import read_audio
-from ..train.split import FSDD_PATTERN, SC09_WORDS, detect_layout, fsdd_split, speech_commands_split
+from ..data.audio import read_audio
+from ..data.split import FSDD_PATTERN, SC09_WORDS, detect_layout, fsdd_split, speech_commands_split
 from .augment import perturb, place
 from .classifier import Classifier
 from .models import DigitCNN

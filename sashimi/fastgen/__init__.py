@@ -1,5 +1,9 @@
 """Fast autoregressive generation: the engines behind ``SashimiAR.unconditional_generate``.
 
+The engines take a model's parts (its token embedding ``mu_embedder``, its causal ``sashimi``
+backbone and its ``head``; ``config.sample_rate`` for progress bars), never its class: models
+sit above this package and call it.
+
 Same output distribution as the eager loop, much less time per sample:
 
 - the S4 recurrences are O(N) per channel with the conjugate partners implicit (real output
@@ -16,7 +20,8 @@ Same output distribution as the eager loop, much less time per sample:
 - opt-in reduced-precision weights for the C++ engine (:func:`set_weight_storage`): the linear
   layers' weights stored as float16, computed in float32.
 
-The engine protocol: ``reset()``, ``set_sampling(temperature, top_k, nucleus_p)``,
+The engine protocol: ``reset()``, ``set_sampling(options: SamplingOptions)``,
+``set_condition(vectors (B, H0) | None)`` (per-row input vectors: class conditioning),
 ``feed(tokens (B, T), want_logits) -> logits (B, T, V) | None`` (teacher forcing),
 ``sample_and_feed(out, t0, t1, uniforms, feed_last)`` and ``last_logits()``.
 """
@@ -34,12 +39,13 @@ import torch
 
 from ..mulaw import SILENCE_TOKEN
 from ..s4 import one_thread
+from ..sampling import SamplingOptions
 from .pack import build_plan, s4_modes, unsupported_reason
 from .sampler import draw_uniforms, sample_with_uniforms
 
 __all__ = ["ENGINES", "WEIGHT_STORAGE", "get_engine", "generate_tokens", "stream_tokens", "teacher_forced_logits",
            "resolve_engine", "unsupported_reason", "sample_with_uniforms", "set_num_threads", "get_num_threads",
-           "set_weight_storage", "get_weight_storage"]
+           "set_weight_storage", "get_weight_storage", "plan_for", "cached_engine_keys"]
 
 ENGINES = ("auto", "fast", "eager")
 logger = logging.getLogger("sashimi")
@@ -132,6 +138,17 @@ def _fingerprint(model) -> tuple:
     return params + (model.training,)
 
 
+def plan_for(model) -> dict:
+    """The float64 plan of ``model`` (see :func:`sashimi.fastgen.pack.build_plan`), cached while its
+    weights are unchanged."""
+    return _entry(model)["plan"]
+
+
+def cached_engine_keys(model) -> list[tuple]:
+    """(kind, batch, threads, weight storage) of the engines kept for ``model``."""
+    return list(_entry(model)["engines"])
+
+
 def _entry(model) -> dict:
     key = _fingerprint(model)
     entry = _cache.get(model)
@@ -189,7 +206,7 @@ def get_engine(model, batch: int, kind: str | None = None, threads: int | None =
             if lib is None:
                 raise RuntimeError(f"the fast C++ CPU step is unavailable: {cpu.build_error}")
             if weights not in entry["packed"]:
-                entry["packed"][weights] = cpu._pack(entry["plan"], weights)
+                entry["packed"][weights] = cpu.pack_plan(entry["plan"], weights)
             engine = cpu.CppEngine(entry["plan"], batch, lib, packed=entry["packed"][weights], threads=threads)
         elif kind in ("cuda-graphs", "torch"):
             from .torch_engine import TorchEngine
@@ -209,30 +226,24 @@ def get_engine(model, batch: int, kind: str | None = None, threads: int | None =
 
 @torch.no_grad()
 def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None, threads: int | None = None,
-                          weights: str | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+                          weights: str | None = None, condition: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, T, V) of the fast step fed ``tokens`` (B, T) from a fresh state (the first
-    input is usually SILENCE_TOKEN): the counterpart of looping ``model.step`` (with ``labels``,
-    (B,) classes, for a class-conditional model)."""
+    input is usually SILENCE_TOKEN): the counterpart of looping ``model.step``. ``condition``:
+    (B, H0) vectors added to every input embedding (a class-conditional model's label vectors)."""
     engine = get_engine(model, tokens.size(0), kind, threads, weights)
     engine.reset()
-    engine.set_condition(_condition(model, labels, tokens.size(0)))
+    engine.set_condition(condition)
     return engine.feed(tokens, want_logits=True)
-
-
-def _condition(model, labels, batch: int) -> torch.Tensor | None:
-    """The per-row input vectors (B, d_model) of a class-conditional model, or None."""
-    labels = model.check_labels(labels, batch)
-    return model.label_vectors(labels, batch)
 
 
 BLOCK = 256  # steps per draw of uniforms: fixes the random stream, whatever the chunk sizes
 
 
 @torch.no_grad()
-def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *, nucleus_p: float = 1.0,
-                  temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None,
+def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *,
+                  sampling: SamplingOptions | None = None, generator: torch.Generator | None = None,
                   progress: bool = False, kind: str | None = None, threads: int | None = None,
-                  weights: str | None = None, labels: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                  weights: str | None = None, condition: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Tokens continuing ``prefix``, as they are sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
@@ -240,13 +251,15 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
     ``chunk``: uniforms are drawn in blocks of 256 steps).
 
     Args:
-        model: a SashimiAR the fast engines support.
+        model: a token model the fast engines support (see :func:`unsupported_reason`).
         prefix: int64 (B, P) tokens to continue (P may be 0).
         length: total tokens per sequence, prefix included; None: endless.
         chunk: tokens per yielded chunk.
+        sampling: temperature, top-k and nucleus (None: plain sampling from the full distribution).
+        generator: the random generator (None: torch's global RNG).
+        kind, threads, weights: see :func:`get_engine`.
         progress: show a progress bar with the real-time factor on stderr.
-        labels: class-conditional models: (B,) class indices (None: no label).
-        other args: as :func:`generate_tokens`.
+        condition: (B, H0) vectors added to every input embedding (class conditioning), or None.
 
     Yields:
         int64 (B, chunk) tokens on the engine's device, positions [k chunk, (k + 1) chunk) for
@@ -257,8 +270,8 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
     total = math.inf if length is None else length
     engine = get_engine(model, batch, kind, threads, weights)
     engine.reset()
-    engine.set_sampling(temperature, top_k, nucleus_p)
-    engine.set_condition(_condition(model, labels, batch))
+    engine.set_sampling(sampling or SamplingOptions())
+    engine.set_condition(condition)
     dev = engine.device
     if total <= P:  # nothing to generate
         for start in range(0, int(total), chunk):
@@ -295,22 +308,21 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
 
 
 @torch.no_grad()
-def generate_tokens(model, prefix: torch.Tensor, length: int, *, nucleus_p: float = 1.0, temperature: float = 1.0,
-                    top_k: int | None = None, generator: torch.Generator | None = None, progress: bool = False,
+def generate_tokens(model, prefix: torch.Tensor, length: int, *, sampling: SamplingOptions | None = None,
+                    generator: torch.Generator | None = None, progress: bool = False,
                     kind: str | None = None, threads: int | None = None, weights: str | None = None,
-                    labels: torch.Tensor | None = None) -> torch.Tensor:
+                    condition: torch.Tensor | None = None) -> torch.Tensor:
     """Tokens (B, length) continuing ``prefix`` (B, P), sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
     prefix, then each sampled token; only the random stream differs. The same tokens as
-    :func:`stream_tokens` with the same generator.
+    :func:`stream_tokens` with the same generator (same arguments).
     """
     batch, P = prefix.shape
     if P >= length:
         return prefix[:, :length].clone()
-    chunks = list(stream_tokens(model, prefix, length, length, nucleus_p=nucleus_p, temperature=temperature,
-                                top_k=top_k, generator=generator, progress=progress, kind=kind, threads=threads,
-                                weights=weights, labels=labels))
+    chunks = list(stream_tokens(model, prefix, length, length, sampling=sampling, generator=generator,
+                                progress=progress, kind=kind, threads=threads, weights=weights, condition=condition))
     return chunks[0].to(model.head.weight.device)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from .. import native
 from ..native import build_library
+from ..sampling import SamplingOptions
 
 __all__ = ["load_library", "CppEngine", "build_error", "sample", "SOURCE", "WEIGHT_TYPES"]
 
@@ -169,7 +170,7 @@ def _slot_major(H: int, p: int) -> torch.Tensor:
     return (s * _pad16(H) + h).flatten()
 
 
-def _pack(plan: dict, weights: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+def pack_plan(plan: dict, weights: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
     """(spec int64, weights float32) in the order and layouts sashimi/csrc/fastgen.cpp:build reads.
 
     Args:
@@ -257,12 +258,12 @@ class CppEngine:
     def __init__(self, plan: dict, batch: int, lib: ctypes.CDLL, packed=None, threads: int = 1):
         self.lib, self.batch, self.V, self.threads = lib, batch, plan["V"], int(threads)
         self.dtype, self.device = torch.float32, torch.device("cpu")
-        self.spec, self.weights = packed if packed is not None else _pack(plan)  # kept alive: the engine points into them
+        self.spec, self.weights = packed if packed is not None else pack_plan(plan)  # kept alive: the engine points into them
         self._ptr = lib.sg_create(self.spec.data_ptr(), self.spec.numel(), self.weights.data_ptr(),
                                   self.weights.numel(), batch, self.threads)
         if not self._ptr:
             _raise(lib, f"fast CPU step (batch {batch})")
-        self.sampling = (1.0, None, 1.0)
+        self.sampling = SamplingOptions()
 
     def __del__(self):
         if getattr(self, "_ptr", None):
@@ -277,8 +278,8 @@ class CppEngine:
         if self.lib.sg_reset(self._ptr):
             _raise(self.lib, "fast CPU step")
 
-    def set_sampling(self, temperature: float, top_k: int | None, nucleus_p: float) -> None:
-        self.sampling = (float(temperature), top_k, float(nucleus_p))
+    def set_sampling(self, options: SamplingOptions) -> None:
+        self.sampling = options
 
     def set_condition(self, vectors: torch.Tensor | None) -> None:
         """Add ``vectors`` (B, H0) to each row's input embedding from now on (None: nothing)."""
@@ -300,7 +301,7 @@ class CppEngine:
         last one only if ``feed_last``). ``uniforms``: (B, t1 - t0) in [0, 1)."""
         assert out.dtype == torch.int64 and out.stride(1) == 1 and out.device.type == "cpu" and 0 <= t0 <= t1 <= out.size(1)
         uniforms = uniforms.to("cpu", torch.float32).contiguous()
-        temperature, top_k, nucleus_p = self.sampling
+        temperature, top_k, nucleus_p = self.sampling.temperature, self.sampling.top_k, self.sampling.nucleus_p
         rc = self.lib.sg_generate(self._ptr, out.data_ptr() + t0 * out.element_size(), out.stride(0), t1 - t0,
                                   uniforms.data_ptr(), uniforms.stride(0), temperature, top_k or 0, nucleus_p,
                                   int(feed_last))

@@ -1,4 +1,8 @@
-"""Precompute everything the fast engines need from a SashimiAR, once, in float64.
+"""Precompute everything the fast engines need from a model's parts, once, in float64.
+
+The parts: a token model with ``mu_embedder`` (nn.Embedding), ``sashimi`` (a causal
+:class:`~sashimi.backbone.Sashimi`) and ``head`` (nn.Linear), as :class:`sashimi.SashimiAR` has;
+nothing here knows the model class.
 
 The result is a plain nested dict (a "plan") of float64 / complex128 CPU tensors; each engine
 casts and lays it out as it likes. Per S4 layer, with u the layer input (after LayerNorm) and
@@ -21,24 +25,23 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..backbone import DownPool, FFBlock, ResidualBlock, UpPool
-from ..s4 import _DIAGONAL_MAX_ERROR, S4
+from ..backbone import DownPool, FFBlock, ResidualBlock, Sashimi, UpPool
+from ..s4 import S4
 
 __all__ = ["build_plan", "unsupported_reason"]
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
     """Why the fast engines cannot run ``model`` (None if they can)."""
-    from ..ar import SashimiAR
-
-    if not isinstance(model, SashimiAR):
-        return f"not a SashimiAR ({type(model).__name__})"
+    parts = [getattr(model, name, None) for name in ("mu_embedder", "sashimi", "head")]
+    if not (isinstance(parts[0], nn.Embedding) and isinstance(parts[1], Sashimi) and isinstance(parts[2], nn.Linear)):
+        return f"not a token model with mu_embedder, a Sashimi backbone and a head ({type(model).__name__})"
     net = model.sashimi
     if net.unet or net.bidirectional:
         return "U-Net / bidirectional backbones are not supported"
     if model.head.weight.dtype not in (torch.float32, torch.float64):
         return f"dtype {model.head.weight.dtype} (float32 and float64 only)"
-    if model.training and model.config.dropout > 0:
+    if model.training and any(isinstance(getattr(m, "dropout", None), (int, float)) and m.dropout > 0 for m in net.modules()):
         return "the model is in training mode with dropout (call model.eval())"
     if any(isinstance(layer, nn.Module) and not isinstance(layer, DownPool) for layer in net.d_layers):
         return "unexpected layers before the down pools"
@@ -75,7 +78,7 @@ def _s4_plan(layer: S4, dtype: torch.dtype, prefer: str) -> dict:
     H, N = k.H, k.N
     D = _d(layer.D)[0]  # (H,)
     diag = None
-    if prefer == "diagonal" and k.diagonal_error_estimate(dtype) <= _DIAGONAL_MAX_ERROR.get(dtype, 1e-5):
+    if prefer == "diagonal" and k.diagonal_is_accurate(dtype):
         diag = _diagonal(k, H, N)
     out = layer.output_linear
     entry = {"type": "s4", "N": N, "glu": bool(layer.glu), "D": D, "out_w": _d(out.weight), "out_b": _d(out.bias)}
@@ -124,7 +127,7 @@ def build_plan(model: nn.Module, dtype: torch.dtype = torch.float32, prefer: str
     """Everything a fast engine needs, as float64 / complex128 CPU tensors.
 
     Args:
-        model: a SashimiAR (see :func:`unsupported_reason`).
+        model: a token model (see the module docstring and :func:`unsupported_reason`).
         dtype: the precision the engine will run in (decides 'diagonal' vs 'dplr' per layer).
         prefer: 'diagonal' (per layer when well-conditioned, else 'dplr') or 'dplr' (all layers).
 
@@ -163,7 +166,7 @@ def build_plan(model: nn.Module, dtype: torch.dtype = torch.float32, prefer: str
         tiers.append({"H": up.d_output, "blocks": blocks(stage[1:])})
     h_center = net.d_layers[-1].d_output if n else net.d_model
     tiers.append({"H": h_center, "blocks": blocks(net.c_layers)})
-    return {"V": model.config.mu_levels, "eps": float(eps), "emb": _d(model.mu_embedder.weight),
+    return {"V": model.head.out_features, "eps": float(eps), "emb": _d(model.mu_embedder.weight),
             "norm": _norm(net.norm), "head": (_d(model.head.weight), _d(model.head.bias)),
             "pools": pools, "tiers": tiers}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..sampling import SamplingOptions
 from .sampler import sample_with_uniforms
 
 __all__ = ["TorchEngine", "step_depth"]
@@ -89,7 +90,7 @@ class TorchEngine:
         self.cond = torch.zeros(batch, plan["emb"].size(1), **to)  # per-row input bias: class conditioning
         self.logits = torch.zeros(batch, self.V, **to)
         self.u = torch.zeros(batch, dtype=torch.float32, device=device)
-        self.sampling = (1.0, None, 1.0)
+        self.sampling = SamplingOptions()
         self.cuda_graphs = cuda_graphs
         self._graphs: dict = {}
         self.t = 0
@@ -105,10 +106,9 @@ class TorchEngine:
             buf.zero_()
         self.t = 0
 
-    def set_sampling(self, temperature: float, top_k: int | None, nucleus_p: float) -> None:
-        sampling = (float(temperature), top_k, float(nucleus_p))
-        if sampling != self.sampling:
-            self.sampling = sampling
+    def set_sampling(self, options: SamplingOptions) -> None:
+        if options != self.sampling:
+            self.sampling = options
             self._graphs = {key: g for key, g in self._graphs.items() if key[0] == "feed"}
 
     def set_condition(self, vectors: torch.Tensor | None) -> None:
@@ -180,7 +180,8 @@ class TorchEngine:
         return graph
 
     def _sample(self) -> None:
-        self.tok.copy_(sample_with_uniforms(self.logits, self.u, *self.sampling))
+        self.tok.copy_(sample_with_uniforms(self.logits, self.u, self.sampling.temperature, self.sampling.top_k,
+                                             self.sampling.nucleus_p))
 
     def _unit(self, kind: str, depth: int) -> None:
         if kind == "gen":

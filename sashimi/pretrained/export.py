@@ -61,8 +61,9 @@ def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str
     """
     import torch
 
-    from ..checkpoint import _kind_of, atomic_save, load_model, native_checkpoint
-    from ..download import sha256_file
+    from ..persistence.checkpoint import atomic_save, kind_of, native_checkpoint
+    from .factories import load_model
+    from ..persistence.download import sha256_file
 
     if not _NAME.match(name):
         raise ValueError(f"name {name!r}: expected letters, digits, '_', '.', '-'")
@@ -83,7 +84,7 @@ def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str
     provenance = {k: raws[-1][k] for k in ("step", "valid_metric", "cfg_yaml") if k in raws[-1]}
     if len(paths) > 1:
         provenance["averaged"] = [{"source": os.path.basename(p), "step": r.get("step")} for p, r in zip(paths, raws)]
-    obj = native_checkpoint(model, _kind_of(model), credit=credit, source=os.path.basename(paths[-1]), **provenance)
+    obj = native_checkpoint(model, kind_of(model), credit=credit, source=os.path.basename(paths[-1]), **provenance)
     tmp = Path(out_dir) / f".{name}.export{os.getpid()}.pt"
     atomic_save(obj, os.fspath(tmp))
     try:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..checkpoint import FORMAT_VERSION, CheckpointError, atomic_save, load_checkpoint_file, native_checkpoint
+from ..persistence.checkpoint import FORMAT_VERSION, CheckpointError, atomic_save, load_checkpoint_file, native_checkpoint
 
 __all__ = ["checkpoint_name", "list_checkpoints", "latest_checkpoint", "load_latest_checkpoint",
            "save_training_checkpoint", "claim_run_directory", "load_training_checkpoint", "get_rng_state", "set_rng_state"]

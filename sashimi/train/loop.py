@@ -7,7 +7,7 @@ ranks and reduced, so that every rank takes the same learning-rate decisions.
 
 Exact resumption: model, optimizer, scheduler, grad scaler, step, position in the epoch and every
 RNG (torch, CUDA, numpy, python; per rank) are checkpointed, and the data order and crops are
-functions of (seed, epoch, index) (see :mod:`sashimi.train.data`), so N steps + resume + M steps gives
+functions of (seed, epoch, index) (see :mod:`sashimi.data.datasets`), so N steps + resume + M steps gives
 the same parameters as N + M steps in one go.
 
 Mixed precision: ``precision=auto`` autocasts to bf16 on GPUs that support it. The S4 kernel
@@ -30,7 +30,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..config import config_from_dict
-from .data import (CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, batches_per_epoch, class_names_of,
+from ..data.datasets import (CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, batches_per_epoch, class_names_of,
                    decoded_bytes, file_labels, list_audio_files)
 from .tasks import Task, get_task
 from .checkpoint import (check_training_checkpoint, claim_run_directory, get_rng_state, load_latest_checkpoint,
@@ -179,7 +179,7 @@ def _datasets(cfg: TrainConfig, task: Task, rt: Runtime, log: TrainLogger):
 
 def _init_from(model: nn.Module, cfg: TrainConfig, log: TrainLogger) -> None:
     """Load ``init_checkpoint``'s weights into a fresh model (fine-tuning)."""
-    from ..checkpoint import load_model
+    from ..pretrained import load_model
 
     source = load_model(cfg.init_checkpoint)
     mine, theirs = dataclasses.asdict(model.config), dataclasses.asdict(getattr(source, "config", None) or {})

@@ -112,20 +112,25 @@ def stop_loader_workers(it) -> None:
 
 
 _tracked = weakref.WeakSet()
+_exit_handler_registered = False
 
 
 def track_loader_workers(it) -> None:
-    """Stop the workers of DataLoader iterator ``it`` at interpreter exit if they still run."""
-    if hasattr(it, "_shutdown_workers"):
-        _tracked.add(it)
+    """Stop the workers of DataLoader iterator ``it`` at interpreter exit if they still run.
+
+    The exit handler is registered at the first call, not on import (importing changes nothing).
+    Exit handlers run last registered, first run: by then multiprocessing's (which would wait for
+    the workers forever) and torch's (after which shutting down is a no-op) are registered, both
+    imported above, so this one runs before them."""
+    global _exit_handler_registered
+    if not hasattr(it, "_shutdown_workers"):
+        return
+    if not _exit_handler_registered:
+        atexit.register(_stop_tracked_workers)
+        _exit_handler_registered = True
+    _tracked.add(it)
 
 
 def _stop_tracked_workers() -> None:
     for it in list(_tracked):
         stop_loader_workers(it)
-
-
-# Exit handlers run last registered, first run: this one was registered after multiprocessing's
-# (which would wait for the workers forever) and torch's (after which shutting down is a no-op),
-# both imported above, so it runs before them.
-atexit.register(_stop_tracked_workers)

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import ARCollate, WaveCollate
+from ..data.datasets import ARCollate, WaveCollate
 
 __all__ = ["Task", "TASKS", "get_task", "register_task"]
 

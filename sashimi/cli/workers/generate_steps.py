@@ -58,7 +58,12 @@ def _time_fast(cfg, model, torch) -> dict:
     engine.feed(torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long, device=device))
     warm = 512
     out = torch.empty(batch, warm + steps, dtype=torch.long, device=engine.device)
-    engine.set_sampling(1.0, None, 1.0)
+    try:  # this worker also times older checkouts (bench --baseline), which took three numbers
+        from sashimi.sampling import SamplingOptions
+    except ImportError:
+        engine.set_sampling(1.0, None, 1.0)
+    else:
+        engine.set_sampling(SamplingOptions())
     engine.sample_and_feed(out, 0, warm, draw_uniforms(batch, warm, gen, engine.device), True)
     uniforms = draw_uniforms(batch, steps, gen, engine.device)
     _sync(torch, device)

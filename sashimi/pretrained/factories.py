@@ -1,27 +1,27 @@
-"""Pretrained models: the functions behind ``hubconf.py``."""
+"""The pretrained models' factory functions (re-exported by ``hubconf.py``) and the name lookup
+behind :func:`sashimi.load_model`."""
 from __future__ import annotations
 
 import dataclasses
 import os
 
 import torch
+import torch.nn as nn
 
-from .ar import SashimiAR
-from .checkpoint import FORMAT_NAME, load_checkpoint_file, load_model
-from .config import ARConfig, DiffWaveConfig, config_from_dict
-from .diffwave import SashimiDiffWave, load_rf5_diffwave
+from ..ar import SashimiAR
+from ..config import ARConfig, DiffWaveConfig, config_from_dict
+from ..diffwave import SashimiDiffWave
+from ..persistence.checkpoint import FORMAT_NAME, load_checkpoint_file
+from ..persistence.loader import load_model_file
+from ..persistence.published import load_rf5_diffwave
+from . import registry
 
 __all__ = ["sashimi_ar_fsdd", "sashimi_ar_sc09", "sashimi_diffwave_sc09", "AR_SC09_URL", "DIFFWAVE_SC09_URLS",
-           "PRETRAINED_NAMES", "load_pretrained"]
+           "PRETRAINED_NAMES", "load_pretrained", "load_bundled_model", "load_model"]
 
-#: The published autoregressive SC09 checkpoint (RF5/simple-sashimi v1.0, 1.1M steps, 4.8M params).
-AR_SC09_URL = "https://github.com/RF5/simple-sashimi/releases/download/v1.0/ckpt_01100000.pt"
-#: The published DiffWave+SaShiMi SC09 checkpoints (RF5/DiffWave-unconditional v0.2, 23.5M params),
-#: by training steps.
-DIFFWAVE_SC09_URLS = {
-    "800k": "https://github.com/RF5/DiffWave-unconditional/releases/download/v0.2/sashimi_sc09_800k_steps.pt",
-    "500k": "https://github.com/RF5/DiffWave-unconditional/releases/download/v0.2/sashimi_sc09_500k_steps.pt",
-}
+# module attributes, so that tests (and users) can point a name at another file
+AR_SC09_URL = registry.AR_SC09_URL
+DIFFWAVE_SC09_URLS = registry.DIFFWAVE_SC09_URLS
 
 
 def _device(device) -> torch.device:
@@ -46,8 +46,6 @@ def sashimi_ar_fsdd(pretrained: bool = True, progress: bool = True, device=None)
         a :class:`SashimiAR` in eval mode. ``model.unconditional_generate(4)`` gives (4, 8000)
         waveforms in [-1, 1]: one second at 8 kHz, silence, a digit, silence.
     """
-    from .pretrained import load_bundled_model
-
     device = _device(device)
     model = load_bundled_model("sashimi_ar_fsdd")
     if not pretrained:
@@ -72,7 +70,7 @@ def sashimi_ar_sc09(pretrained: bool = True, progress: bool = True, device=None,
     device = _device(device)
     if not pretrained and checkpoint is None:
         return SashimiAR(ARConfig()).to(device).eval()
-    model = load_model(checkpoint if checkpoint is not None else AR_SC09_URL, progress=progress)
+    model = load_model_file(checkpoint if checkpoint is not None else AR_SC09_URL, progress=progress)
     if not isinstance(model, SashimiAR):
         raise ValueError(f"sashimi_ar_sc09: {checkpoint} holds a {type(model).__name__}, not an autoregressive model")
     return model.to(device).eval()
@@ -111,7 +109,7 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
         return SashimiDiffWave(config).to(device).eval()
     source = os.fspath(checkpoint) if checkpoint is not None else DIFFWAVE_SC09_URLS[variant]
     if not overrides:
-        model = load_model(source, progress=progress)
+        model = load_model_file(source, progress=progress)
     else:
         ckpt = load_checkpoint_file(source, progress=progress)
         if ckpt.get("format") == FORMAT_NAME:
@@ -133,3 +131,33 @@ def load_pretrained(name: str, **kwargs):
     if name not in PRETRAINED_NAMES:
         raise ValueError(f"unknown pretrained model {name!r}; known: {', '.join(PRETRAINED_NAMES)}")
     return globals()[name](**kwargs)
+
+
+def load_bundled_model(name: str, map_location="cpu") -> nn.Module:
+    """Bundled model ``name`` (hash-checked), in eval mode on ``map_location``."""
+    return load_model_file(os.fspath(registry.bundled_model_path(name)), map_location=map_location)
+
+
+def load_model(source: str | os.PathLike | dict, map_location: str | torch.device | None = "cpu",
+               progress: bool = True, check_hash: bool = False, sha256: str | None = None) -> nn.Module:
+    """Build a model from a pretrained name or a checkpoint in any supported format.
+
+    Args:
+        source: a pretrained name: ``'sashimi_ar_fsdd'`` (bundled, offline), ``'sashimi_ar_sc09'``,
+            ``'sashimi_diffwave_sc09'`` (the published weights, downloaded once); or a path, a URL
+            (http(s):// or file://) or an already loaded checkpoint dict (see
+            :func:`sashimi.persistence.load_model_file`: native checkpoints and the published seed
+            formats are recognised automatically). A file of the same name as a pretrained
+            model wins over the name.
+        map_location: device for the model.
+        progress: show a download progress bar for URLs.
+        check_hash: verify the SHA-256 prefix in a URL's file name after downloading it.
+        sha256: the expected SHA-256 of a URL's file (hex digest or a prefix of >= 8 digits).
+
+    Returns:
+        the model, in eval mode.
+    """
+    if isinstance(source, str) and source in PRETRAINED_NAMES and not os.path.exists(source):
+        return load_pretrained(source, progress=progress, device=map_location or "cpu")
+    return load_model_file(source, map_location=map_location, progress=progress, check_hash=check_hash,
+                           sha256=sha256)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from ..audio import AUDIO_EXTENSIONS, AudioError, audio_info, read_audio
+from .audio import AUDIO_EXTENSIONS, AudioError, audio_info, read_audio
 from ..mulaw import mulaw_encode
 
 __all__ = ["list_audio_files", "read_csv_paths", "file_labels", "class_names_of", "LABEL_SOURCES", "AudioFiles", "CropDataset", "UtteranceDataset", "decoded_bytes",
@@ -127,7 +127,7 @@ def list_audio_files(source: str | os.PathLike, check: bool = True) -> list[str]
 
     Args:
         source: a CSV file with a ``path`` column, or a directory (searched recursively for
-            files ending in one of :data:`~sashimi.audio.AUDIO_EXTENSIONS`).
+            files ending in one of :data:`~sashimi.data.audio.AUDIO_EXTENSIONS`).
         check: verify that every listed file exists.
 
     Returns:

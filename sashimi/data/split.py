@@ -15,7 +15,7 @@ import csv
 import os
 import re
 
-from ..audio import AUDIO_EXTENSIONS
+from .audio import AUDIO_EXTENSIONS
 
 __all__ = ["SC09_WORDS", "speech_commands_split", "fsdd_split", "detect_layout", "write_split"]
 

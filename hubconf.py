@@ -12,6 +12,6 @@ below, ``<owner>`` being the account that hosts the repository.
     model = torch.hub.load("<owner>/sashimi", "sashimi_diffwave_sc09")
     wav = model.unconditional_generate(4, steps="fast")    # 6 denoising steps; steps=None: all 200
 """
-dependencies = ["torch", "yaml", "tqdm"]
+dependencies = ["torch", "yaml", "tqdm", "safetensors"]
 
 from sashimi.hub import sashimi_ar_fsdd, sashimi_ar_sc09, sashimi_diffwave_sc09  # noqa: E402,F401

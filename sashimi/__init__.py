@@ -18,6 +18,7 @@ from .diffwave import SashimiDiffWave
 from .eval import am_score, frechet_distance, inception_score, load_classifier, modified_inception_score
 from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
 from .ops.cauchy import cauchy
+from .persistence.folder import save_pretrained
 from .s4 import S4
 from .sampling import sample_logits
 
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ARConfig", "CheckpointError", "DiffWaveConfig", "NoiseSchedule", "S4", "SILENCE_TOKEN", "Sashimi", "SashimiAR",
     "SashimiDiffWave", "cauchy", "load_model", "mulaw_decode", "mulaw_encode", "sample_logits", "save_model",
+    "save_pretrained",
     # sample quality (sashimi.eval)
     "am_score", "frechet_distance", "inception_score", "load_classifier", "modified_inception_score",
 ]

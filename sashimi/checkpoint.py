@@ -300,11 +300,11 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
     """Build a model from a checkpoint in any supported format.
 
     Args:
-        source: a path, a URL (http(s):// or file://), an already loaded checkpoint dict, or a
+        source: a path, a URL (http(s):// or file://), an already loaded checkpoint dict, a
             pretrained name: ``'sashimi_ar_fsdd'`` (bundled, offline), ``'sashimi_ar_sc09'``,
-            ``'sashimi_diffwave_sc09'`` (the published weights, downloaded once). Native
-            checkpoints and the published seed formats (simple-sashimi ``ckpt_*.pt``,
-            DiffWave-unconditional) are recognised automatically.
+            ``'sashimi_diffwave_sc09'`` (the published weights, downloaded once), or a model folder
+            written by :func:`sashimi.save_pretrained`. Native checkpoints and the published seed formats
+            (simple-sashimi ``ckpt_*.pt``, DiffWave-unconditional) are recognised automatically.
         map_location: device for the model.
         progress: show a download progress bar for URLs.
         check_hash: verify the SHA-256 prefix in a URL's file name after downloading it.
@@ -314,6 +314,10 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
     Returns:
         the model, in eval mode.
     """
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        from .persistence.folder import load_folder
+
+        return load_folder(source, map_location=map_location or "cpu", kinds=tuple(_MODEL_KINDS))
     if isinstance(source, str) and not os.path.exists(source):
         from .hub import PRETRAINED_NAMES, load_pretrained
 

@@ -310,7 +310,11 @@ def _classifier_id(spec: str) -> str:
     from sashimi.eval.classifier import BUNDLED
 
     if spec in BUNDLED:
-        return f"{spec}:{BUNDLED[spec][1][:12]}"
+        return f"{spec}:{BUNDLED[spec][1]['model.safetensors'][:12]}"
+    if os.path.isdir(spec):  # a model folder: its weights' digest, from its config.json
+        from sashimi.persistence.folder import WEIGHTS_FILE, read_config
+
+        return f"{os.path.basename(os.path.normpath(spec))}:{read_config(spec)['sha256'][WEIGHTS_FILE][:12]}"
     return f"{os.path.basename(spec)}:{sha256_file(spec)[:12]}"
 
 

@@ -6,7 +6,8 @@
     sashimi generate --model sashimi_ar_sc09 --prefix prompt.wav --seconds 2 --out continued/
     sashimi generate --model sashimi_diffwave_sc09 --steps fast --n 8 --out diffwave/
 
-``--model`` is a pretrained name from :mod:`sashimi.hub`, a checkpoint path or a URL. Files are
+``--model`` is a pretrained name from :mod:`sashimi.hub`, a checkpoint path, a model folder or a
+URL. Files are
 named ``sample_000.wav``, ... in ``--out``; existing files are never overwritten without ``-f``.
 Nothing is written unless generation succeeds.
 """
@@ -43,7 +44,8 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="sashimi_ar_fsdd",
                         help="pretrained name (sashimi_ar_fsdd: bundled, offline; sashimi_ar_sc09, sashimi_diffwave_sc09: "
-                             "published, downloaded once), checkpoint path or URL (default: sashimi_ar_fsdd)")
+                             "published, downloaded once), checkpoint path, model folder or URL "
+                             "(default: sashimi_ar_fsdd)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
 
 
@@ -107,16 +109,14 @@ def resolve_device(name: str | None):
 
 
 def load_cli_model(spec: str, device):
-    """A model from a hub name, a checkpoint path or a URL, in eval mode on ``device``."""
+    """A model from a hub name, a checkpoint path, a model folder or a URL, in eval mode on ``device``."""
     import sashimi.hub as hub
     from sashimi.checkpoint import CheckpointError, load_model
 
     if "://" not in spec and not os.path.exists(spec) and spec not in hub.PRETRAINED_NAMES:
         raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(hub.PRETRAINED_NAMES)}): "
                        f"{spec}")
-    if os.path.exists(spec) and not os.path.isfile(spec):
-        raise CLIError(f"--model: {spec} is not a file")
-    try:  # load_model resolves pretrained names too (a file of that name wins)
+    try:  # load_model resolves pretrained names and model folders too (a file of that name wins)
         return load_model(spec, map_location=device).eval()
     except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,9 +1,9 @@
 """Models trained by this project and shipped inside the package: they load offline.
 
-Each file sits in this folder under a name that carries the first hex digits of its SHA-256; the
-full digest is listed in :data:`BUNDLED_MODELS` and checked at every load (a changed or
-truncated file is refused, never used). Files are native checkpoints read with
-``torch.load(..., weights_only=True)``; their metadata names the data they were trained on and its
+Each model is a model folder here (config.json + model.safetensors + README.md, no pickle; see
+:mod:`sashimi.persistence.folder`), written by ``sashimi export --format folder``. The SHA-256 of
+each of its files is listed in :data:`BUNDLED_MODELS` and checked at load (a changed or truncated
+file is refused, never used). Their provenance names the data they were trained on and its
 license. ``sashimi.load_model(name)`` and the hub entry points of the same names load them.
 """
 from __future__ import annotations
@@ -29,22 +29,25 @@ class BundledModel:
 
     Attributes:
         name: the name ``load_model`` and torch.hub know it by.
-        file: its file name here.
-        sha256: the file's full SHA-256 (hex).
+        folder: its model folder's name here.
+        files: the SHA-256 (hex) of each file of the folder that loading reads.
         summary: one line: what it is and how it was trained.
     """
 
     name: str
-    file: str
-    sha256: str
+    folder: str
+    files: dict
     summary: str
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {m.name: m for m in (
     BundledModel(
         name="sashimi_ar_fsdd",
-        file="sashimi_ar_fsdd-a0ac18b4.pt",
-        sha256="a0ac18b48b7bce74671d194418d2875c960e3ab1d19beb72fc5397d47c6b3f16",
+        # sashimi export sashimi_ar_fsdd-a0ac18b4.pt --format folder --credit fsdd (the .pt file this replaces,
+        # sha256 a0ac18b48b7bce74671d194418d2875c960e3ab1d19beb72fc5397d47c6b3f16: the same tensors, bit for bit)
+        folder="sashimi_ar_fsdd",
+        files={"config.json": "bae604a13d41f15edc03e4a233de2a15d58bf0cdc8aee3b7b183583b544490dd",
+               "model.safetensors": "8e9399cc0e649950c71fb3e91009355ba4f4ea363ed7e4436b464cdc6228777c"},
         summary="autoregressive SaShiMi (d_model 32, 4 layers per tier, 685k parameters) on 8 kHz FSDD digits: "
                 "recipes/fsdd_ar.yaml, steps 4,400-4,800 averaged; test NLL 1.691 bits, IS 3.60 (see README.md here)",
     ),
@@ -52,19 +55,21 @@ BUNDLED_MODELS: dict[str, BundledModel] = {m.name: m for m in (
 
 
 def bundled_model_path(name: str) -> Path:
-    """The verified path of bundled model ``name``.
+    """The verified model folder of bundled model ``name`` (each listed file's SHA-256 checked).
 
     Raises:
         ValueError: unknown name (the known ones are listed), or a file whose SHA-256 differs
             from the listed one (changed or damaged: never used).
-        FileNotFoundError: the file is missing (a broken installation).
+        FileNotFoundError: a file is missing (a broken installation).
     """
     from ..download import verified_file
 
     if name not in BUNDLED_MODELS:
         raise ValueError(f"no bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
     entry = BUNDLED_MODELS[name]
-    return Path(verified_file(WEIGHTS_DIR / entry.file, entry.sha256, f"bundled model {name!r}"))
+    for file_name, digest in entry.files.items():
+        verified_file(WEIGHTS_DIR / entry.folder / file_name, digest, f"bundled model {name!r}")
+    return WEIGHTS_DIR / entry.folder
 
 
 def load_bundled_model(name: str, map_location="cpu") -> nn.Module:

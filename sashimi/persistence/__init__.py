@@ -1,0 +1,8 @@
+"""Persistence: how models become files and files become models.
+
+- :mod:`sashimi.persistence.folder`: the folder format (``config.json`` + ``model.safetensors`` +
+  a ``README.md`` model card), which holds no pickle: :func:`~sashimi.persistence.folder.save_pretrained`
+  and :func:`~sashimi.persistence.folder.load_folder`.
+
+The native ``.pt`` format and the published-format converters are in :mod:`sashimi.checkpoint`.
+"""

@@ -302,8 +302,10 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
     Args:
         source: a path, a URL (http(s):// or file://), an already loaded checkpoint dict, a
             pretrained name: ``'sashimi_ar_fsdd'`` (bundled, offline), ``'sashimi_ar_sc09'``,
-            ``'sashimi_diffwave_sc09'`` (the published weights, downloaded once), or a model folder
-            written by :func:`sashimi.save_pretrained`. Native checkpoints and the published seed formats
+            ``'sashimi_diffwave_sc09'`` (the published weights, downloaded once), a model folder
+            written by :func:`sashimi.save_pretrained`, or one on the Hugging Face Hub,
+            ``'hf://owner/name'`` or ``'hf://owner/name@revision'`` (needs ``huggingface_hub``;
+            see :mod:`sashimi.persistence.hf`). Native checkpoints and the published seed formats
             (simple-sashimi ``ckpt_*.pt``, DiffWave-unconditional) are recognised automatically.
         map_location: device for the model.
         progress: show a download progress bar for URLs.
@@ -314,6 +316,10 @@ def load_model(source: str | os.PathLike | dict, map_location: str | torch.devic
     Returns:
         the model, in eval mode.
     """
+    if isinstance(source, str) and source.startswith("hf://"):
+        from .persistence.hf import hf_folder
+
+        source = hf_folder(source)  # the local snapshot folder (downloaded once into the Hugging Face cache)
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         from .persistence.folder import load_folder
 

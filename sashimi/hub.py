@@ -63,8 +63,8 @@ def sashimi_ar_sc09(pretrained: bool = True, progress: bool = True, device=None,
         pretrained: load the published weights (else: the SC09 architecture, freshly initialised).
         progress: show a download progress bar.
         device: where to put the model (None: CUDA if available, else CPU).
-        checkpoint: a local path or URL to load instead of the published file, or a model folder
-            (:func:`sashimi.save_pretrained`).
+        checkpoint: a local path or URL to load instead of the published file, a model folder
+            (:func:`sashimi.save_pretrained`) or ``"hf://owner/name[@revision]"`` (Hugging Face Hub).
 
     Returns:
         a :class:`SashimiAR` in eval mode. ``model.unconditional_generate(4)`` gives (4, 16000)
@@ -89,8 +89,8 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
         progress: show a download progress bar.
         device: where to put the model (None: CUDA if available, else CPU).
         checkpoint: a local path or URL to load instead of the published file: a published-format
-            DiffWave file, a native one written by :func:`sashimi.save_model`, or a model folder
-            (:func:`sashimi.save_pretrained`).
+            DiffWave file, a native one written by :func:`sashimi.save_model`, a model folder
+            (:func:`sashimi.save_pretrained`) or ``"hf://owner/name[@revision]"``.
         variant: which published weights: '800k' or '500k' training steps.
         **overrides: fields of the SC09 :class:`DiffWaveConfig` to replace (e.g. ``T=200``). The
             published files carry no config; sizes are read off their weights, so overrides are
@@ -115,7 +115,7 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
     if not overrides:
         model = load_model(source, progress=progress)
     else:
-        if os.path.isdir(source):
+        if source.startswith("hf://") or os.path.isdir(source):
             raise ValueError(f"sashimi_diffwave_sc09: {source} is a model folder with its own config; "
                              f"config overrides {sorted(overrides)} are only for the published files")
         ckpt = load_checkpoint_file(source, progress=progress)

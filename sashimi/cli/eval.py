@@ -315,6 +315,8 @@ def _classifier_id(spec: str) -> str:
         from sashimi.persistence.folder import WEIGHTS_FILE, read_config
 
         return f"{os.path.basename(os.path.normpath(spec))}:{read_config(spec)['sha256'][WEIGHTS_FILE][:12]}"
+    if spec.startswith("hf://"):
+        return spec
     return f"{os.path.basename(spec)}:{sha256_file(spec)[:12]}"
 
 

@@ -196,8 +196,8 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) ->
 
     Args:
         name_or_path: ``"fsdd"`` (bundled: digits trained on FSDD by this project; each file
-            checked against its SHA-256), a model folder written by ``sashimi.save_pretrained``,
-            a classifier file
+            checked against its SHA-256), a model folder written by ``sashimi.save_pretrained``
+            (or ``"hf://owner/name[@revision]"``, one on the Hugging Face Hub), a classifier file
             written by :func:`save_classifier` (e.g. by ``sashimi train-classifier``), or a
             state-dict file of the SaShiMi paper's SC09 ResNeXt with the authors' parameter names.
         device: where to put it (default: CPU).
@@ -209,14 +209,20 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) ->
         ValueError: an unknown name, a file that is neither format, a hash mismatch, or
             weights that do not fit the architecture (a malformed model folder: CheckpointError).
         FileNotFoundError: no such file.
+        OSError: an ``hf://`` classifier that could not be downloaded (DownloadError).
     """
     from ..persistence.folder import load_folder
 
     key = os.fspath(name_or_path)
-    if key in BUNDLED or is_model_folder(key):  # model folders: no pickle
-        folder = bundled_classifier_folder(key) if key in BUNDLED else Path(key)
+    if key in BUNDLED or key.startswith("hf://") or is_model_folder(key):  # model folders: no pickle
+        if key.startswith("hf://"):
+            from ..persistence.hf import hf_folder
+
+            folder = hf_folder(key)
+        else:
+            folder = bundled_classifier_folder(key) if key in BUNDLED else Path(key)
         classifier = load_folder(folder, map_location=device or "cpu", kinds=("classifier",))
-        classifier.name = key if key in BUNDLED else Path(key).name
+        classifier.name = key if key in BUNDLED or key.startswith("hf://") else Path(key).name
         return classifier
     path = Path(key)
     if not path.exists():

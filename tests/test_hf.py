@@ -189,6 +189,13 @@ def test_hub_entry_point_cli_and_classifier_take_hf_uris(hf_cache, two_models, t
     assert torch.equal(clf.predict(wavs, 8000)[0], load_classifier("fsdd").predict(wavs, 8000)[0])
 
 
+def test_eval_takes_an_hf_classifier_and_reports_a_missing_one_in_one_line(hf_cache, capsys, fixtures_dir):
+    clips = str(fixtures_dir / "fsdd")
+    code, _, err = run_cli(capsys, "eval", clips, "--reference", clips, "--classifier", "hf://me/nothing", "--quiet")
+    assert code == 2 and "--classifier: hf://me/nothing: config.json is not in the local" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_missing_huggingface_hub_gives_an_install_hint(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import huggingface_hub now fails
     with pytest.raises(HubDependencyError, match=r'pip install "sashimi-audio\[hub\]"'):

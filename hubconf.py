@@ -11,7 +11,9 @@ below, ``<owner>`` being the account that hosts the repository.
 
     model = torch.hub.load("<owner>/sashimi", "sashimi_diffwave_sc09")
     wav = model.unconditional_generate(4, steps="fast")    # 6 denoising steps; steps=None: all 200
+
+    model = torch.hub.load("<owner>/sashimi", "sashimi_ar_sc09", checkpoint="hf://owner/name")  # a model on the Hub
 """
-dependencies = ["torch", "yaml", "tqdm"]
+dependencies = ["torch", "yaml", "tqdm", "safetensors"]  # checkpoint="hf://..." also needs huggingface_hub
 
 from sashimi.pretrained import sashimi_ar_fsdd, sashimi_ar_sc09, sashimi_diffwave_sc09  # noqa: E402,F401

@@ -7,7 +7,7 @@ The public API, by layer (each imports only the layers above it in this list):
 - layers: :mod:`~sashimi.s4`, :mod:`~sashimi.backbone`;
 - generation engines: :mod:`sashimi.fastgen` (they take a model's parts, never its class);
 - models: :mod:`~sashimi.ar`, :mod:`~sashimi.diffusion`, :mod:`~sashimi.diffwave`;
-- persistence: :mod:`sashimi.persistence` (files, the native and published formats);
+- persistence: :mod:`sashimi.persistence` (files: the native, folder and published formats, the Hub);
 - pretrained names: :mod:`sashimi.pretrained`;
 - data: :mod:`sashimi.data`; applications: :mod:`sashimi.train`, :mod:`sashimi.eval`;
 - the command line: :mod:`sashimi.cli`.
@@ -30,7 +30,7 @@ _EXPORTS = {
     "cauchy": "ops.cauchy",
     "S4": "s4", "Sashimi": "backbone",
     "SashimiAR": "ar", "NoiseSchedule": "diffusion", "SashimiDiffWave": "diffwave",
-    "CheckpointError": "persistence", "save_model": "persistence",
+    "CheckpointError": "persistence", "save_model": "persistence", "save_pretrained": "persistence",
     "load_model": "pretrained",
     # sample quality (sashimi.eval)
     "am_score": "eval", "frechet_distance": "eval", "inception_score": "eval", "load_classifier": "eval",
@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .eval import am_score, frechet_distance, inception_score, load_classifier, modified_inception_score  # noqa
     from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode  # noqa: F401
     from .ops.cauchy import cauchy  # noqa: F401
-    from .persistence import CheckpointError, save_model  # noqa: F401
+    from .persistence import CheckpointError, save_model, save_pretrained  # noqa: F401
     from .pretrained import load_model  # noqa: F401
     from .s4 import S4  # noqa: F401
     from .sampling import SamplingOptions, sample_logits  # noqa: F401

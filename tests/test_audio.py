@@ -4,7 +4,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sashimi import audio
+from sashimi.data import audio
 from sashimi.data.audio import AudioError, read_audio, resample, write_wav
 
 

@@ -53,10 +53,12 @@ def test_bundled_fsdd_classifier_on_real_clips(fsdd_classifier, fsdd_clips):
 
 
 def test_bundled_weights_are_hash_checked(monkeypatch):
-    name, digest = registry.BUNDLED_CLASSIFIERS[FSDD]
-    monkeypatch.setitem(registry.BUNDLED_CLASSIFIERS, FSDD, (name, "0" * 64))
-    with pytest.raises(ValueError, match="SHA-256"):
-        load_classifier(FSDD)
+    folder, digests = registry.BUNDLED_CLASSIFIERS[FSDD]
+    assert sorted(digests) == ["config.json", "model.safetensors"]
+    for name in digests:
+        monkeypatch.setitem(registry.BUNDLED_CLASSIFIERS, FSDD, (folder, {**digests, name: "0" * 64}))
+        with pytest.raises(ValueError, match=f"{name} has SHA-256"):
+            load_classifier(FSDD)
     with pytest.raises(FileNotFoundError, match="not a bundled name"):
         load_classifier("no-such-classifier")
 
@@ -160,3 +162,6 @@ def test_training_runs_end_to_end(tmp_path, fixtures_dir):
     assert clf.meta["dataset"] == "fsdd" and "CC BY-SA 4.0" in clf.meta["credit"]
     save_classifier(clf, tmp_path / "c.pt", report["arch_config"])
     assert load_classifier(tmp_path / "c.pt").predict(torch.zeros(2, 8000), 8000)[0].shape == (2, 10)
+    from sashimi import save_pretrained  # a trained classifier knows its arch_config: it saves as a folder too
+
+    assert load_classifier(save_pretrained(clf, tmp_path / "c")).predict(torch.zeros(2, 8000), 8000)[0].shape == (2, 10)

@@ -1,4 +1,5 @@
 """The bundled FSDD model (sashimi_ar_fsdd): shipped in the package, hash-checked, works offline."""
+import json
 import os
 import shutil
 import socket
@@ -33,20 +34,30 @@ def offline(monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
 
 
-def test_bundled_file_is_in_the_package_with_its_listed_hash():
+def test_bundled_folder_is_in_the_package_with_its_listed_hashes():
     entry = BUNDLED_MODELS["sashimi_ar_fsdd"]
     path = bundled_model_path("sashimi_ar_fsdd")
-    assert path.parent == registry.WEIGHTS_DIR
-    assert sha256_file(path) == entry.sha256
-    assert entry.file.startswith("sashimi_ar_fsdd-") and entry.file.endswith(f"-{entry.sha256[:8]}.pt")
-    assert path.stat().st_size < 10 * 2**20
+    assert path == registry.WEIGHTS_DIR / "sashimi_ar_fsdd" == registry.WEIGHTS_DIR / entry.folder
+    assert sorted(os.listdir(path)) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(entry.files) == ["config.json", "model.safetensors"]  # what loading reads
+    for name, digest in entry.files.items():
+        assert sha256_file(path / name) == digest, name
+    assert sum(f.stat().st_size for f in path.iterdir()) < 10 * 2**20
+    assert not list(registry.WEIGHTS_DIR.glob("*.pt"))  # one copy of the weights: the folder
 
 
-def test_bundled_file_is_plain_data_and_credits_fsdd():
-    blob = torch.load(bundled_model_path("sashimi_ar_fsdd"), map_location="cpu", weights_only=True)
-    assert "optimizer" not in blob and blob["kind"] == "ar"
-    assert "Free Spoken Digit Dataset" in blob["credit"] and "CC BY-SA 4.0" in blob["credit"]
-    assert all(v.dtype == torch.float32 for v in blob["state_dict"].values() if v.is_floating_point())
+def test_bundled_folder_is_plain_data_and_credits_fsdd():
+    from safetensors.torch import load_file
+
+    path = bundled_model_path("sashimi_ar_fsdd")
+    blob = json.loads((path / "config.json").read_text())
+    prov = blob["provenance"]
+    assert blob["kind"] == "ar" and "optimizer" not in prov and prov["license"] == "cc-by-sa-4.0"
+    assert "Free Spoken Digit Dataset" in prov["credit"] and "CC BY-SA 4.0" in prov["credit"]
+    assert [a["step"] for a in prov["averaged"]] == [4400, 4500, 4600, 4700, 4800]
+    assert "CC BY-SA 4.0" in (path / "README.md").read_text()
+    tensors = load_file(path / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in tensors.values() if v.is_floating_point())
 
 
 def test_loads_and_generates_offline(offline):
@@ -83,8 +94,8 @@ def test_generate_command_defaults_to_it_offline(offline, capsys, tmp_path):
 
 def test_damaged_file_is_refused(monkeypatch, tmp_path):
     entry = BUNDLED_MODELS["sashimi_ar_fsdd"]
-    damaged = tmp_path / entry.file
-    shutil.copy(registry.WEIGHTS_DIR / entry.file, damaged)
+    shutil.copytree(registry.WEIGHTS_DIR / entry.folder, tmp_path / entry.folder)
+    damaged = tmp_path / entry.folder / "model.safetensors"
     with open(damaged, "r+b") as f:
         f.seek(-100, os.SEEK_END)
         byte = f.read(1)

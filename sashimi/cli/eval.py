@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="REF",
                         help="real audio: a folder, a CSV with a 'path' column, or a .npz from --save-reference")
     parser.add_argument("--classifier", default="fsdd",
-                        help="'fsdd' (bundled), a classifier file, or the paper's ResNeXt state dict (default: fsdd)")
+                        help="'fsdd' (bundled), a classifier folder or file, hf://owner/name, or the paper's ResNeXt "
+                             "state dict (default: fsdd)")
     gen = parser.add_argument_group("generating the samples")
     gen.add_argument("--model", default=None,
                      help="generate the samples with this model (name, checkpoint or URL); with SAMPLES, the "
@@ -238,10 +239,11 @@ def run(args: argparse.Namespace) -> int:
 
     from sashimi.eval import load_classifier
     from sashimi.eval.score import Reference, likelihood_filter, score_set
+    from sashimi.persistence.hf import HubDependencyError
 
     try:
         classifier = load_classifier(args.classifier)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError, HubDependencyError) as e:  # OSError: also an hf:// classifier not downloaded
         raise CLIError(f"--classifier: {e}") from e
     clf_id = _classifier_id(args.classifier)
     model = kind = None
@@ -343,7 +345,13 @@ def _classifier_id(spec: str) -> str:
     from sashimi.pretrained.registry import BUNDLED_CLASSIFIERS
 
     if spec in BUNDLED_CLASSIFIERS:
-        return f"{spec}:{BUNDLED_CLASSIFIERS[spec][1][:12]}"
+        return f"{spec}:{BUNDLED_CLASSIFIERS[spec][1]['model.safetensors'][:12]}"
+    if os.path.isdir(spec):  # a model folder: its weights' digest, from its config.json
+        from sashimi.persistence.folder import WEIGHTS_FILE, read_config
+
+        return f"{os.path.basename(os.path.normpath(spec))}:{read_config(spec)['sha256'][WEIGHTS_FILE][:12]}"
+    if spec.startswith("hf://"):
+        return spec
     return f"{os.path.basename(spec)}:{sha256_file(spec)[:12]}"
 
 

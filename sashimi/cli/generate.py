@@ -6,7 +6,8 @@
     sashimi generate --model sashimi_ar_sc09 --prefix prompt.wav --seconds 2 --out continued/
     sashimi generate --model sashimi_diffwave_sc09 --steps fast --n 8 --out diffwave/
 
-``--model`` is a pretrained name from :mod:`sashimi.pretrained.factories`, a checkpoint path or a URL. Files are
+``--model`` is a pretrained name from :mod:`sashimi.pretrained`, a checkpoint path, a model folder, a URL
+or ``hf://owner/name[@revision]`` (a model folder on the Hugging Face Hub). Files are
 named ``sample_000.wav``, ... in ``--out``; existing files are never overwritten without ``-f``.
 Nothing is written unless generation succeeds.
 """
@@ -43,7 +44,8 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="sashimi_ar_fsdd",
                         help="pretrained name (sashimi_ar_fsdd: bundled, offline; sashimi_ar_sc09, sashimi_diffwave_sc09: "
-                             "published, downloaded once), checkpoint path or URL (default: sashimi_ar_fsdd)")
+                             "published, downloaded once), checkpoint path, model folder, URL or hf://owner/name[@rev] "
+                             "(default: sashimi_ar_fsdd)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
 
 
@@ -110,18 +112,18 @@ def resolve_device(name: str | None):
 
 
 def load_cli_model(spec: str, device):
-    """A model from a hub name, a checkpoint path or a URL, in eval mode on ``device``."""
+    """A model from a hub name, a checkpoint path, a model folder, a URL or ``hf://owner/name``, in eval
+    mode on ``device``."""
     from sashimi.persistence.checkpoint import CheckpointError
+    from sashimi.persistence.hf import HubDependencyError
     from sashimi.pretrained import PRETRAINED_NAMES, load_model
 
     if "://" not in spec and not os.path.exists(spec) and spec not in PRETRAINED_NAMES:
         raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(PRETRAINED_NAMES)}): "
                        f"{spec}")
-    if os.path.exists(spec) and not os.path.isfile(spec):
-        raise CLIError(f"--model: {spec} is not a file")
-    try:  # load_model resolves pretrained names too (a file of that name wins)
+    try:  # load_model resolves pretrained names, model folders and hf:// too (a file of that name wins)
         return load_model(spec, map_location=device).eval()
-    except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:
+    except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError, HubDependencyError) as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CLIError(f"--model {spec}: {text}") from e
 

@@ -4,7 +4,9 @@
     clf = load_classifier("fsdd")                      # bundled, trained on FSDD, offline
     probs, features = clf.predict(wavs, 8000)          # (N, 10), (N, 128)
 
-A classifier file is a dict read with ``torch.load(..., weights_only=True)``::
+A classifier is saved as a model folder (``sashimi.save_pretrained(clf, folder)``: config.json +
+model.safetensors, no pickle; kind ``"classifier"``), or as a file, a dict read with
+``torch.load(..., weights_only=True)``::
 
     {"format": "sashimi-classifier", "version": 1, "arch": "digit_cnn" | "resnext",
      "arch_config": {...}, "classes": [...], "data_rate": 8000, "state_dict": {...}, "meta": {...}}
@@ -21,18 +23,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..persistence.checkpoint import CheckpointError
 from ..persistence.download import sha256_file
-from ..pretrained.registry import BUNDLED_CLASSIFIERS, bundled_classifier_path
+from ..persistence.folder import FolderKind, is_model_folder
+from ..pretrained.registry import BUNDLED_CLASSIFIERS, bundled_classifier_folder
 from .frontend import check_wavs, fix_length, log_mel
 from .models import ARCHITECTURES, ResNeXt
 
-__all__ = ["Classifier", "load_classifier", "save_classifier", "bundled_classifiers", "SC09_CLASSES",
-           "FORMAT_NAME"]
+__all__ = ["Classifier", "load_classifier", "save_classifier", "bundled_classifiers", "bundled_classifier_folder",
+           "SC09_CLASSES", "FORMAT_NAME"]
 
 FORMAT_NAME = "sashimi-classifier"
 FORMAT_VERSION = 1
 SC09_CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
 
 def bundled_classifiers() -> list[str]:
     """Names accepted by :func:`load_classifier` besides file paths."""
@@ -50,16 +53,19 @@ class Classifier:
             rate is first resampled to it, so that e.g. a classifier trained on 8 kHz FSDD
             sees 16 kHz audio band-limited the way it saw its training data.
         name: a short name for reports.
-        meta: free-form metadata (dataset, license, accuracy, ...).
+        meta: free-form metadata (dataset, license, accuracy, ...): its provenance in a model folder.
+        arch_config: the keyword arguments that rebuild ``model`` (its class in ``ARCHITECTURES``);
+            needed to save it as a model folder.
     """
 
     def __init__(self, model: nn.Module, classes, data_rate: int | None = None, name: str = "",
-                 meta: dict | None = None):
+                 meta: dict | None = None, arch_config: dict | None = None):
         self.model = model.eval()
         self.classes = tuple(classes)
         self.data_rate = int(data_rate) if data_rate else None
         self.name = name
         self.meta = dict(meta or {})
+        self.arch_config = dict(arch_config) if arch_config is not None else None
 
     @property
     def device(self) -> torch.device:
@@ -136,9 +142,7 @@ def save_classifier(classifier: Classifier, path: str | os.PathLike, arch_config
         path: destination; overwritten if it exists (callers decide whether that is allowed).
         arch_config: the keyword arguments that rebuild the model.
     """
-    arch = next((k for k, cls in ARCHITECTURES.items() if type(classifier.model) is cls), None)
-    if arch is None:
-        raise ValueError(f"cannot save a {type(classifier.model).__name__}: not one of {sorted(ARCHITECTURES)}")
+    arch = _arch_name(classifier.model)
     blob = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "arch": arch, "arch_config": dict(arch_config),
             "classes": list(classifier.classes), "data_rate": classifier.data_rate,
             "state_dict": {k: v.detach().cpu().clone() for k, v in classifier.model.state_dict().items()},
@@ -148,6 +152,13 @@ def save_classifier(classifier: Classifier, path: str | os.PathLike, arch_config
     torch.save(blob, tmp)
     os.replace(tmp, path)
     return sha256_file(path)
+
+
+def _arch_name(model: nn.Module) -> str:
+    arch = next((k for k, cls in ARCHITECTURES.items() if type(model) is cls), None)
+    if arch is None:
+        raise ValueError(f"cannot save a {type(model).__name__}: not one of {sorted(ARCHITECTURES)}")
+    return arch
 
 
 def _plain(x):
@@ -171,10 +182,11 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) ->
     """Load a classifier: a bundled one by name, or a file.
 
     Args:
-        name_or_path: ``"fsdd"`` (bundled: digits trained on FSDD by this project; checked
-            against its SHA-256), a classifier file written by :func:`save_classifier` (e.g. by
-            ``sashimi train-classifier``), or a state-dict file of the SaShiMi paper's SC09
-            ResNeXt with the authors' parameter names.
+        name_or_path: ``"fsdd"`` (bundled: digits trained on FSDD by this project; each file
+            checked against its SHA-256), a model folder written by ``sashimi.save_pretrained``
+            (or ``"hf://owner/name[@revision]"``, one on the Hugging Face Hub), a classifier file
+            written by :func:`save_classifier` (e.g. by ``sashimi train-classifier``), or a
+            state-dict file of the SaShiMi paper's SC09 ResNeXt with the authors' parameter names.
         device: where to put it (default: CPU).
 
     Returns:
@@ -182,23 +194,32 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) ->
 
     Raises:
         ValueError: an unknown name, a file that is neither format, a hash mismatch, or
-            weights that do not fit the architecture.
+            weights that do not fit the architecture (a malformed model folder: CheckpointError).
         FileNotFoundError: no such file.
+        OSError: an ``hf://`` classifier that could not be downloaded (DownloadError).
     """
+    from ..persistence.folder import load_folder
+
     key = os.fspath(name_or_path)
-    if key in BUNDLED_CLASSIFIERS:
-        path = bundled_classifier_path(key)
-        name = key
-    else:
-        path = Path(key)
-        if not path.exists():
-            names = ", ".join(repr(n) for n in bundled_classifiers()) or "none"
-            raise FileNotFoundError(f"classifier {key!r}: not a bundled name ({names}) and no such file")
-        if not path.is_file():
-            raise ValueError(f"classifier {key!r} is not a file")
-        name = path.name
+    if key in BUNDLED_CLASSIFIERS or key.startswith("hf://") or is_model_folder(key):  # model folders: no pickle
+        if key.startswith("hf://"):
+            from ..persistence.hf import hf_folder
+
+            folder = hf_folder(key)
+        else:
+            folder = bundled_classifier_folder(key) if key in BUNDLED_CLASSIFIERS else Path(key)
+        classifier = load_folder(folder, map_location=device or "cpu", kinds=("classifier",),
+                                 extra_kinds={"classifier": CLASSIFIER_FOLDER_KIND})
+        classifier.name = key if key in BUNDLED_CLASSIFIERS or key.startswith("hf://") else Path(key).name
+        return classifier
+    path = Path(key)
+    if not path.exists():
+        names = ", ".join(repr(n) for n in bundled_classifiers()) or "none"
+        raise FileNotFoundError(f"classifier {key!r}: not a bundled name ({names}) and no such file")
+    if not path.is_file():
+        raise ValueError(f"classifier {key!r} is neither a file nor a model folder (no config.json)")
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    classifier = _from_blob(blob, name, str(path))
+    classifier = _from_blob(blob, path.name, str(path))
     return classifier.to(device) if device is not None else classifier
 
 
@@ -214,7 +235,8 @@ def _from_blob(blob, name: str, where: str) -> Classifier:
             raise ValueError(f"{where}: unknown architecture {arch!r} (known: {sorted(ARCHITECTURES)})")
         model = ARCHITECTURES[arch](**blob.get("arch_config", {}))
         _load_strict(model, blob["state_dict"], where)
-        return Classifier(model, blob["classes"], blob.get("data_rate"), name, blob.get("meta"))
+        return Classifier(model, blob["classes"], blob.get("data_rate"), name, blob.get("meta"),
+                          arch_config=blob.get("arch_config", {}))
     state = _strip_prefix(blob, "module.")
     if "conv_1_3x3.weight" in state and "stage_1.stage_1_bottleneck_0.conv_conv.weight" in state \
             and "classifier.weight" in state:
@@ -226,7 +248,8 @@ def _from_blob(blob, name: str, where: str) -> Classifier:
         _load_strict(model, state, where)
         n = config["n_classes"]
         classes = SC09_CLASSES if n == 10 else tuple(str(i) for i in range(n))
-        return Classifier(model, classes, 16000, name, {"arch": f"ResNeXt {config}", "dataset": "sc09"})
+        return Classifier(model, classes, 16000, name, {"arch": f"ResNeXt {config}", "dataset": "sc09"},
+                          arch_config=config)
     raise ValueError(f"{where}: neither a sashimi classifier file nor a ResNeXt state dict "
                      f"(keys: {list(blob)[:4]}...)")
 
@@ -248,3 +271,47 @@ def _load_strict(model: nn.Module, state: dict, where: str) -> None:
                  ((missing, "missing"), (unexpected, "unexpected"), (wrong, "of the wrong shape")) if x]
         raise ValueError(f"{where}: the weights do not fit {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(state)
+
+
+# ---- the model-folder kind "classifier" (see sashimi.persistence.folder) ---------------------------
+_FOLDER_CONFIG_KEYS = {"arch", "arch_config", "data_rate"}
+
+
+def _folder_parts(classifier: Classifier):
+    if classifier.arch_config is None:
+        raise TypeError(f"cannot save classifier {classifier.name!r} as a folder: its arch_config (the arguments "
+                        "that rebuild its model) is unknown; pass arch_config= to Classifier")
+    config = {"arch": _arch_name(classifier.model), "arch_config": _plain(classifier.arch_config),
+              "data_rate": classifier.data_rate}
+    return config, classifier.model, list(classifier.classes), _plain(classifier.meta)
+
+
+def _folder_build(config: dict, class_names, provenance: dict, where: str):
+    unknown = sorted(set(config) - _FOLDER_CONFIG_KEYS)
+    if unknown:
+        raise CheckpointError(f"{where}: unknown key(s) {unknown}; expected {sorted(_FOLDER_CONFIG_KEYS)}")
+    if config.get("arch") not in ARCHITECTURES:
+        raise CheckpointError(f"{where}, entry 'arch': {config.get('arch')!r} is not a known architecture "
+                              f"({', '.join(sorted(ARCHITECTURES))})")
+    arch_config, rate = config.get("arch_config"), config.get("data_rate")
+    if not isinstance(arch_config, dict):
+        raise CheckpointError(f"{where}, entry 'arch_config' must be a mapping, got {type(arch_config).__name__}")
+    if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or rate < 1):
+        raise CheckpointError(f"{where}, entry 'data_rate' must be a positive integer or null, got {rate!r}")
+    if not class_names:
+        raise CheckpointError(f"{where.split(': key')[0]}: key 'class_names' must list the classes of a classifier")
+    try:
+        model = ARCHITECTURES[config["arch"]](**arch_config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}, entry 'arch_config' does not build a {config['arch']}: {e}") from e
+    outputs = getattr(getattr(model, "classifier", None), "out_features", len(class_names))
+    if outputs != len(class_names):
+        raise CheckpointError(f"{where.split(': key')[0]}: key 'class_names' lists {len(class_names)} classes, "
+                              f"the model built from key 'config' has {outputs} outputs")
+    return Classifier(model, class_names, rate, "", meta=provenance, arch_config=arch_config), model
+
+
+#: How a :class:`Classifier` goes into a model folder and back (``save_pretrained`` finds it as the
+#: class's ``folder_kind``; :func:`load_classifier` passes it to ``load_folder``): no registration.
+CLASSIFIER_FOLDER_KIND = FolderKind("classifier", Classifier, _folder_parts, _folder_build)
+Classifier.folder_kind = CLASSIFIER_FOLDER_KIND

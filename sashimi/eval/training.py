@@ -158,7 +158,7 @@ def train_classifier(root: str | os.PathLike, *, epochs: int = 30, batch_size: i
     torch.manual_seed(seed)
     arch_config = dict(n_classes=len(classes), channels=[int(c) for c in channels], dropout=float(dropout))
     model = DigitCNN(**arch_config)
-    classifier = Classifier(model, classes, rate, name=f"{layout}-digit-cnn")
+    classifier = Classifier(model, classes, rate, name=f"{layout}-digit-cnn", arch_config=arch_config)
     g = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(train_clips) / batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

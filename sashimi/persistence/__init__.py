@@ -1,12 +1,16 @@
-"""Persistence: model files and their formats. Above the models, below every name.
+"""Persistence: how models become files and files become models. Above the models, below every name.
 
 - :mod:`~sashimi.persistence.download`: URLs into a cache keyed by the whole URL, SHA-256 checks;
 - :mod:`~sashimi.persistence.checkpoint`: safe reading (``weights_only``), atomic writing, strict
-  loading, the native format and its static table of model kinds;
+  loading, the native ``.pt`` format and its static table of model kinds;
 - :mod:`~sashimi.persistence.published`: the published SC09 formats (simple-sashimi, DiffWave-unconditional);
+- :mod:`~sashimi.persistence.folder`: the folder format (``config.json`` + ``model.safetensors`` + a
+  ``README.md`` model card, :mod:`~sashimi.persistence.card`), which holds no pickle;
+- :mod:`~sashimi.persistence.hf`: such folders on the Hugging Face Hub (``hf://owner/name[@revision]``);
 - :mod:`~sashimi.persistence.loader`: :func:`load_model_file`, one entry for every format.
 """
 from .checkpoint import CheckpointError, save_model
+from .folder import save_pretrained
 from .loader import load_model_file
 
-__all__ = ["CheckpointError", "load_model_file", "save_model"]
+__all__ = ["CheckpointError", "load_model_file", "save_model", "save_pretrained"]

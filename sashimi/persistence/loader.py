@@ -1,4 +1,5 @@
-"""One entry point for model files: native checkpoints and the published formats.
+"""One entry point for model files: native checkpoints, model folders (also on the Hugging Face
+Hub) and the published formats.
 
 :func:`sashimi.load_model` also takes pretrained names; it sends them to :mod:`sashimi.pretrained`
 and everything else here.
@@ -10,7 +11,9 @@ import os
 import torch
 import torch.nn as nn
 
-from .checkpoint import FORMAT_NAME, CheckpointError, build_native, load_checkpoint_file
+from .checkpoint import FORMAT_NAME, MODEL_KINDS, CheckpointError, build_native, load_checkpoint_file
+from .folder import load_folder
+from .hf import hf_folder
 from .published import PUBLISHED_FORMATS
 
 __all__ = ["load_model_file"]
@@ -21,9 +24,12 @@ def load_model_file(source: str | os.PathLike | dict, map_location: str | torch.
     """Build a model from a checkpoint in any supported format.
 
     Args:
-        source: a path, a URL (http(s):// or file://) or an already loaded checkpoint dict.
-            Native checkpoints and the published seed formats (simple-sashimi ``ckpt_*.pt``,
-            DiffWave-unconditional) are recognised automatically.
+        source: a path, a URL (http(s):// or file://), an already loaded checkpoint dict, a model
+            folder written by :func:`~sashimi.persistence.folder.save_pretrained`, or one on the
+            Hugging Face Hub, ``'hf://owner/name'`` or ``'hf://owner/name@revision'`` (needs
+            ``huggingface_hub``; see :mod:`sashimi.persistence.hf`). Native checkpoints and the
+            published seed formats (simple-sashimi ``ckpt_*.pt``, DiffWave-unconditional) are
+            recognised automatically.
         map_location: device for the model.
         progress: show a download progress bar for URLs.
         check_hash: verify the SHA-256 prefix in a URL's file name after downloading it.
@@ -37,6 +43,10 @@ def load_model_file(source: str | os.PathLike | dict, map_location: str | torch.
         FileNotFoundError, DownloadError, CheckpointError: see :func:`load_checkpoint_file`; a
             layout that is none of the known ones is a CheckpointError.
     """
+    if isinstance(source, str) and source.startswith("hf://"):
+        source = hf_folder(source)  # the local snapshot folder (downloaded once into the Hugging Face cache)
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        return load_folder(source, map_location=map_location or "cpu", kinds=tuple(MODEL_KINDS))
     name = "<dict>" if isinstance(source, dict) else os.fspath(source)
     ckpt = source if isinstance(source, dict) else load_checkpoint_file(source, progress, check_hash, sha256)
     if ckpt.get("format") == FORMAT_NAME:

@@ -10,8 +10,8 @@
 from .factories import (PRETRAINED_NAMES, load_bundled_model, load_model, load_pretrained, sashimi_ar_fsdd,
                         sashimi_ar_sc09, sashimi_diffwave_sc09)
 from .registry import (AR_SC09_URL, BUNDLED_CLASSIFIERS, BUNDLED_MODELS, DIFFWAVE_SC09_URLS, FSDD_CREDIT, BundledModel,
-                       bundled_classifier_path, bundled_model_path)
+                       bundled_classifier_folder, bundled_model_path)
 
 __all__ = ["AR_SC09_URL", "BUNDLED_CLASSIFIERS", "BUNDLED_MODELS", "BundledModel", "DIFFWAVE_SC09_URLS", "FSDD_CREDIT",
-           "PRETRAINED_NAMES", "bundled_classifier_path", "bundled_model_path", "load_bundled_model", "load_model",
+           "PRETRAINED_NAMES", "bundled_classifier_folder", "bundled_model_path", "load_bundled_model", "load_model",
            "load_pretrained", "sashimi_ar_fsdd", "sashimi_ar_sc09", "sashimi_diffwave_sc09"]

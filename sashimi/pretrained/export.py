@@ -1,4 +1,5 @@
-"""Export a trained model as a small inference file named by its SHA-256 (see ``sashimi export``)."""
+"""Export a trained model for inference (see ``sashimi export``): a small ``.pt`` file named by its
+SHA-256, or a model folder (config.json + model.safetensors + README.md, no pickle)."""
 from __future__ import annotations
 
 import dataclasses
@@ -39,25 +40,33 @@ def average_models(models: list):
     return first
 
 
-def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str = "") -> tuple[Path, str]:
-    """Write a model (config + float32 weights + provenance) as ``<out_dir>/<name>-<sha8>.pt``.
+def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str = "", *, format: str = "pt",
+                 license: str = "") -> tuple[Path, str]:
+    """Write a model (config + float32 weights + provenance) as ``<out_dir>/<name>-<sha8>.pt``, or
+    with ``format="folder"`` as the model folder ``<out_dir>/<name>`` (see :func:`sashimi.save_pretrained`).
 
     Args:
         checkpoints: a checkpoint path (any format :func:`sashimi.load_model` reads), or several
             of one run, whose weights are then averaged (:func:`average_models`). The last one's
             step, validation metric and training config are kept as provenance, with every
-            source's file name and step; optimiser state is dropped.
+            source's file name and step; optimiser state is dropped. A single file that is itself
+            an export keeps its provenance (source, averaged checkpoints, credit).
         out_dir: an existing folder.
-        name: file name stem.
-        credit: data credit / license text stored in the file under ``"credit"``.
+        name: file name stem (the folder's name with ``format="folder"``).
+        credit: data credit / license text stored under ``"credit"`` (default: the source's, if any).
+        format: ``"pt"`` (a native checkpoint file) or ``"folder"``.
+        license: a license identifier for the weights (e.g. ``"cc-by-sa-4.0"``), stored under
+            ``"license"`` and shown on a folder's model card.
 
     Returns:
-        ``(path, sha256 hex digest)`` of the written file.
+        ``(path, sha256 hex digest)`` of the written file; for a folder, the folder and the
+        digest of its ``model.safetensors``.
 
     Raises:
-        ValueError: a bad ``name``, a file that is not a readable checkpoint, or
+        ValueError: a bad ``name`` or ``format``, a file that is not a readable checkpoint, or
             checkpoints of different architectures.
-        FileExistsError: a different file already has the target name (never overwritten).
+        FileExistsError: a different file already has the target name, or the folder exists
+            (never overwritten).
     """
     import torch
 
@@ -67,6 +76,8 @@ def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str
 
     if not _NAME.match(name):
         raise ValueError(f"name {name!r}: expected letters, digits, '_', '.', '-'")
+    if format not in ("pt", "folder"):
+        raise ValueError(f"format must be 'pt' or 'folder', got {format!r}")
     paths = [os.fspath(c) for c in ([checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else checkpoints)]
     if not paths:
         raise ValueError("checkpoints: expected at least one file")
@@ -81,10 +92,26 @@ def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str
         raws.append(raw)
         models.append(load_model(raw))  # any supported format; validates it and rebuilds the model
     model = average_models(models) if len(models) > 1 else models[0]
-    provenance = {k: raws[-1][k] for k in ("step", "valid_metric", "cfg_yaml") if k in raws[-1]}
+    # an export of an export (e.g. a .pt converted to a folder) keeps where the weights first came from
+    keep = ("step", "valid_metric", "cfg_yaml") + (("source", "averaged", "credit", "license") if len(paths) == 1 else ())
+    provenance = {k: raws[-1][k] for k in keep if k in raws[-1]}
     if len(paths) > 1:
         provenance["averaged"] = [{"source": os.path.basename(p), "step": r.get("step")} for p, r in zip(paths, raws)]
-    obj = native_checkpoint(model, kind_of(model), credit=credit, source=os.path.basename(paths[-1]), **provenance)
+    provenance.setdefault("source", os.path.basename(paths[-1]))
+    if provenance["source"] != os.path.basename(paths[-1]):
+        provenance["converted_from"] = os.path.basename(paths[-1])
+    provenance["credit"] = credit or provenance.get("credit", "")
+    if license or provenance.get("license"):
+        provenance["license"] = license or provenance["license"]
+    if format == "folder":
+        from ..persistence.folder import WEIGHTS_FILE, save_pretrained
+
+        folder = Path(out_dir) / name
+        if folder.exists():
+            raise FileExistsError(f"{folder} exists; not overwritten")
+        save_pretrained(model, folder, provenance=provenance)
+        return folder, sha256_file(os.fspath(folder / WEIGHTS_FILE))
+    obj = native_checkpoint(model, kind_of(model), **provenance)
     tmp = Path(out_dir) / f".{name}.export{os.getpid()}.pt"
     atomic_save(obj, os.fspath(tmp))
     try:

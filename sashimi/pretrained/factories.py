@@ -33,9 +33,9 @@ def _device(device) -> torch.device:
 def sashimi_ar_fsdd(pretrained: bool = True, progress: bool = True, device=None) -> SashimiAR:
     """Autoregressive SaShiMi trained by this project on FSDD (spoken digits, 8 kHz, 8-bit mu-law).
 
-    The weights ship inside the package (no download; SHA-256 checked at load). Trained on the
-    Free Spoken Digit Dataset (CC BY-SA 4.0); see ``sashimi/pretrained/README.md`` for the
-    recipe, the data split and the measured quality.
+    The weights ship inside the package as a model folder (no download; SHA-256 checked at
+    load). Trained on the Free Spoken Digit Dataset (CC BY-SA 4.0); see
+    ``sashimi/pretrained/README.md`` for the recipe, the data split and the measured quality.
 
     Args:
         pretrained: load the bundled weights (else: the same architecture, freshly initialised).
@@ -61,7 +61,8 @@ def sashimi_ar_sc09(pretrained: bool = True, progress: bool = True, device=None,
         pretrained: load the published weights (else: the SC09 architecture, freshly initialised).
         progress: show a download progress bar.
         device: where to put the model (None: CUDA if available, else CPU).
-        checkpoint: a local path or URL to load instead of the published file.
+        checkpoint: a local path or URL to load instead of the published file, a model folder
+            (:func:`sashimi.save_pretrained`) or ``"hf://owner/name[@revision]"`` (Hugging Face Hub).
 
     Returns:
         a :class:`SashimiAR` in eval mode. ``model.unconditional_generate(4)`` gives (4, 16000)
@@ -86,7 +87,8 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
         progress: show a download progress bar.
         device: where to put the model (None: CUDA if available, else CPU).
         checkpoint: a local path or URL to load instead of the published file: a published-format
-            DiffWave file, or a native one written by :func:`sashimi.save_model`.
+            DiffWave file, a native one written by :func:`sashimi.save_model`, a model folder
+            (:func:`sashimi.save_pretrained`) or ``"hf://owner/name[@revision]"``.
         variant: which published weights: '800k' or '500k' training steps.
         **overrides: fields of the SC09 :class:`DiffWaveConfig` to replace (e.g. ``T=200``). The
             published files carry no config; sizes are read off their weights, so overrides are
@@ -111,6 +113,9 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
     if not overrides:
         model = load_model_file(source, progress=progress)
     else:
+        if source.startswith("hf://") or os.path.isdir(source):
+            raise ValueError(f"sashimi_diffwave_sc09: {source} is a model folder with its own config; "
+                             f"config overrides {sorted(overrides)} are only for the published files")
         ckpt = load_checkpoint_file(source, progress=progress)
         if ckpt.get("format") == FORMAT_NAME:
             raise ValueError(f"sashimi_diffwave_sc09: {source} is a native checkpoint with its own config; "

@@ -1,10 +1,11 @@
 """Every file behind a pretrained name, with its hash: one registry.
 
 - Bundled models (:data:`BUNDLED_MODELS`): trained by this project, shipped inside the package, so
-  they load offline. Each file's name carries the first hex digits of its SHA-256; the full digest
-  is listed here and checked at every load (a changed or truncated file is refused, never used).
-  Files are native checkpoints read with ``torch.load(..., weights_only=True)``; their metadata
-  names the data they were trained on and its license.
+  they load offline. Each is a model folder (config.json + model.safetensors + README.md, no
+  pickle; see :mod:`sashimi.persistence.folder`) written by ``sashimi export --format folder``. The
+  SHA-256 of each file that loading reads is listed here and checked at every load (a changed or
+  truncated file is refused, never used). Their provenance names the data they were trained on
+  and its license.
 - Bundled classifiers (:data:`BUNDLED_CLASSIFIERS`): the sample-quality classifiers of
   :mod:`sashimi.eval`, the same way.
 - Published checkpoints (:data:`AR_SC09_URL`, :data:`DIFFWAVE_SC09_URLS`): downloaded once.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BundledModel", "BUNDLED_MODELS", "BUNDLED_CLASSIFIERS", "bundled_model_path", "bundled_classifier_path",
+__all__ = ["BundledModel", "BUNDLED_MODELS", "BUNDLED_CLASSIFIERS", "bundled_model_path", "bundled_classifier_folder",
            "FSDD_CREDIT", "AR_SC09_URL", "DIFFWAVE_SC09_URLS", "WEIGHTS_DIR", "CLASSIFIER_WEIGHTS_DIR"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
@@ -36,61 +37,72 @@ FSDD_CREDIT = ("Trained on the Free Spoken Digit Dataset (FSDD; Zohar Jackson et
 
 @dataclass(frozen=True)
 class BundledModel:
-    """A model file shipped in this folder.
+    """A model folder shipped in this package.
 
     Attributes:
         name: the name ``load_model`` and torch.hub know it by.
-        file: its file name here.
-        sha256: the file's full SHA-256 (hex).
+        folder: its model folder's name here.
+        files: the SHA-256 (hex) of each file of the folder that loading reads.
         summary: one line: what it is and how it was trained.
     """
 
     name: str
-    file: str
-    sha256: str
+    folder: str
+    files: dict
     summary: str
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {m.name: m for m in (
     BundledModel(
         name="sashimi_ar_fsdd",
-        file="sashimi_ar_fsdd-a0ac18b4.pt",
-        sha256="a0ac18b48b7bce74671d194418d2875c960e3ab1d19beb72fc5397d47c6b3f16",
+        # sashimi export sashimi_ar_fsdd-a0ac18b4.pt --format folder --credit fsdd (the .pt file this replaces,
+        # sha256 a0ac18b48b7bce74671d194418d2875c960e3ab1d19beb72fc5397d47c6b3f16: the same tensors, bit for bit)
+        folder="sashimi_ar_fsdd",
+        files={"config.json": "bae604a13d41f15edc03e4a233de2a15d58bf0cdc8aee3b7b183583b544490dd",
+               "model.safetensors": "8e9399cc0e649950c71fb3e91009355ba4f4ea363ed7e4436b464cdc6228777c"},
         summary="autoregressive SaShiMi (d_model 32, 4 layers per tier, 685k parameters) on 8 kHz FSDD digits: "
                 "recipes/fsdd_ar.yaml, steps 4,400-4,800 averaged; test NLL 1.691 bits, IS 3.60 (see README.md here)",
     ),
 )}
 
-
-#: bundled classifiers: name -> (file in sashimi/eval/weights/, its SHA-256)
-BUNDLED_CLASSIFIERS: dict[str, tuple[str, str]] = {
+#: bundled classifiers: name -> (model folder in sashimi/eval/weights/, {file: its SHA-256})
+BUNDLED_CLASSIFIERS: dict[str, tuple[str, dict[str, str]]] = {
     # DigitCNN (24, 48, 96), 163k parameters, trained on FSDD (CC BY-SA 4.0) takes 10-49, selected on takes 5-9;
-    # test (takes 0-4) accuracy 100% clean and with random gain and shift (see sashimi/eval/weights/README.md)
-    "fsdd": ("fsdd_digits-ca56bedc.pt", "ca56bedc55100938af0152b2d8b06540c03def869141fa769722f05506582425"),
+    # test (takes 0-4) accuracy 100% clean and with random gain and shift (see sashimi/eval/weights/README.md).
+    # sashimi export fsdd_digits-ca56bedc.pt --format folder --credit fsdd (the .pt file this replaces, sha256
+    # ca56bedc55100938af0152b2d8b06540c03def869141fa769722f05506582425: the same tensors, bit for bit)
+    "fsdd": ("fsdd_digits", {
+        "config.json": "dd08b2d613387bf59091ea6b50bb73412cb86b055606fd51d876bb3b7d9afe9f",
+        "model.safetensors": "9447d8b09689c6c9af45ed68ab30ecb5270f754e88e577f8e851f8965b6ab195",
+    }),
 }
 
 
-def bundled_classifier_path(name: str) -> Path:
-    """The verified path of bundled classifier ``name`` (see :func:`bundled_model_path` for the errors)."""
+def _verified_folder(folder: Path, files: dict, what: str) -> Path:
     from ..persistence.download import verified_file
 
-    if name not in BUNDLED_CLASSIFIERS:
-        raise ValueError(f"no bundled classifier {name!r}; bundled: {sorted(BUNDLED_CLASSIFIERS)}")
-    file_name, digest = BUNDLED_CLASSIFIERS[name]
-    return Path(verified_file(CLASSIFIER_WEIGHTS_DIR / file_name, digest, f"bundled classifier {name!r}"))
+    for file_name, digest in files.items():
+        verified_file(folder / file_name, digest, what)
+    return folder
 
 
 def bundled_model_path(name: str) -> Path:
-    """The verified path of bundled model ``name``.
+    """The verified model folder of bundled model ``name`` (each listed file's SHA-256 checked).
 
     Raises:
         ValueError: unknown name (the known ones are listed), or a file whose SHA-256 differs
             from the listed one (changed or damaged: never used).
-        FileNotFoundError: the file is missing (a broken installation).
+        FileNotFoundError: a file is missing (a broken installation).
     """
-    from ..persistence.download import verified_file
-
     if name not in BUNDLED_MODELS:
         raise ValueError(f"no bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
     entry = BUNDLED_MODELS[name]
-    return Path(verified_file(WEIGHTS_DIR / entry.file, entry.sha256, f"bundled model {name!r}"))
+    return _verified_folder(WEIGHTS_DIR / entry.folder, entry.files, f"bundled model {name!r}")
+
+
+def bundled_classifier_folder(name: str) -> Path:
+    """The verified model folder of bundled classifier ``name`` (errors as :func:`bundled_model_path`)."""
+    if name not in BUNDLED_CLASSIFIERS:
+        raise ValueError(f"no bundled classifier {name!r}; bundled: {sorted(BUNDLED_CLASSIFIERS)}")
+    folder, files = BUNDLED_CLASSIFIERS[name]
+    return _verified_folder(CLASSIFIER_WEIGHTS_DIR / folder, files, f"bundled classifier {name!r}")

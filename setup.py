@@ -2,9 +2,9 @@
 extension ``sashimi._cauchy_cuda`` (csrc/cauchy/), the fastest Cauchy kernel for GPU training.
 
 The extension is built only when PyTorch with CUDA is importable at build time and a CUDA
-toolkit that links is found (see CUDA_HOME below); otherwise the package installs without it and falls back to pykeops or
-pure PyTorch at run time. Because pip builds in an isolated environment without torch, build it
-with your installed torch:
+toolkit that links is found (see CUDA_HOME below); otherwise the package installs without it
+and falls back to pykeops or pure PyTorch at run time. Because pip builds in an isolated
+environment without torch, build it with your installed torch:
 
     SASHIMI_CUDA_EXT=1 pip install --no-build-isolation -e .
 
@@ -38,7 +38,8 @@ def _say(msg):
 def _toolkit_finder():
     """sashimi/cuda_toolkit.py, loaded by path: importing the package would import torch and
     everything else, and the package is not installed yet."""
-    spec = importlib.util.spec_from_file_location("_sashimi_cuda_toolkit", os.path.join(ROOT, "sashimi", "cuda_toolkit.py"))
+    path = os.path.join(ROOT, "sashimi", "cuda_toolkit.py")
+    spec = importlib.util.spec_from_file_location("_sashimi_cuda_toolkit", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

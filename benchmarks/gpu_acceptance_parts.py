@@ -91,7 +91,8 @@ def part_env(part: Part) -> None:
     part.record("torch", torch.__version__)
     part.record("torch_cuda", torch.version.cuda)
     part.record("sashimi", str(Path(sashimi.__file__).parent))
-    devices = [{"name": torch.cuda.get_device_name(i), "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
+    devices = [{"name": torch.cuda.get_device_name(i),
+                "capability": "%d.%d" % torch.cuda.get_device_capability(i),
                 "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
                for i in range(torch.cuda.device_count())]
     part.record("gpus", devices)
@@ -126,7 +127,8 @@ def _cauchy_problem(v_shape, w_shape, L, device, seed=0):
     gen = torch.Generator().manual_seed(seed)
     f64 = torch.float64
     v = torch.randn(v_shape, dtype=torch.complex128, generator=gen)
-    w = torch.complex(-torch.rand(w_shape, dtype=f64, generator=gen) - 0.05, 3 * torch.randn(w_shape, dtype=f64, generator=gen))
+    w = torch.complex(-torch.rand(w_shape, dtype=f64, generator=gen) - 0.05,
+                      3 * torch.randn(w_shape, dtype=f64, generator=gen))
     omega = torch.exp(-2j * math.pi * torch.arange(L, dtype=f64) / (2 * (L - 1)))  # (L,) half the roots
     z = 2 * (1 - omega) / (1 + omega)  # |z| ~ 1e16 at Nyquist, where 1 + omega is round-off
     g = torch.randn(*torch.broadcast_shapes(v_shape, w_shape)[:-1], L, dtype=torch.complex128, generator=gen)

@@ -286,7 +286,11 @@ def summary(report: dict) -> str:
             lines.append(f"skipped: {r['skipped']}")
         for c in r["checks"]:
             lines.append(f"- [{'x' if c['passed'] else ' '}] {c['name']}" + (f": {c['detail']}" if c["detail"] else ""))
-        lines += _tables(name, r["data"])
+        try:
+            lines += _tables(name, r["data"])
+        except Exception as e:  # a partial result (a part stopped midway) must not stop the report
+            lines += [f"(table not rendered: {e!r})"] + [f"- {k}: {json.dumps(v, default=str)[:400]}"
+                                                         for k, v in r["data"].items()]
         for key in ("error", "traceback", "output_tail"):
             if r.get(key):
                 lines += [f"{key}:", "```", str(r[key]).rstrip()[-2000:], "```"]

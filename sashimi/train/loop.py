@@ -39,7 +39,7 @@ from .config import ConfigError, TrainConfig, config_to_dict, config_to_yaml, va
 from .log import TrainLogger
 from .runtime import Runtime, StopFlag, quiet_worker, setup_runtime, stop_loader_workers, track_loader_workers
 
-__all__ = ["launch", "train", "make_optimizer"]
+__all__ = ["launch", "train", "make_optimizer", "train_step", "autocast"]
 
 
 # ---- processes ------------------------------------------------------------------------------------
@@ -317,10 +317,42 @@ def _seed_rank(seed: int, rank: int) -> None:
     random.seed(seed + rank)
 
 
-def _autocast(precision: str, device: torch.device):
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a run's ``precision`` ('fp32', 'bf16' or 'fp16') on ``device``
+    (its type is autocast's device type, so bf16 also runs on a CPU)."""
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def train_step(net: nn.Module, loss_fn, batch: tuple, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               precision: str, params: list[torch.Tensor], grad_clip: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step, as the training loop takes it: forward and loss under
+    :func:`autocast`, backward through the grad scaler (a no-op unless fp16), clipping, update.
+
+    Args:
+        net: the model (possibly DDP-wrapped).
+        loss_fn: ``(net, batch) -> scalar loss`` (a :class:`~sashimi.train.tasks.Task`'s ``loss``).
+        batch: the task's batch, already on the model's device.
+        optimizer, scaler: the run's optimizer and ``torch.amp.GradScaler``.
+        precision: 'fp32', 'bf16' or 'fp16'.
+        params: the parameters whose gradient norm is clipped and reported.
+        grad_clip: clip the gradient norm to this value (0: no clipping).
+
+    Returns:
+        ``(loss, grad_norm)``: scalar tensors (the norm before clipping). The unscaled gradients
+        stay in each parameter's ``.grad`` until the next step.
+    """
+    device = next(iter(params)).device
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(precision, device):
+        loss = loss_fn(net, batch)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, gnorm
 
 
 def _to(batch, device):
@@ -364,14 +396,8 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
             for batch in _guarded(loader, None if rt.distributed else stop):
                 if cfg.lr_schedule == "step":
                     _step_schedule(optimizer, cfg, state["step"])
-                optimizer.zero_grad(set_to_none=True)
-                with _autocast(precision, rt.device):
-                    loss = task.loss(net, _to(batch, rt.device))
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-                scaler.step(optimizer)
-                scaler.update()
+                loss, gnorm = train_step(net, task.loss, _to(batch, rt.device), optimizer, scaler, precision,
+                                         params, cfg.grad_clip)
                 state["step"] += 1
                 state["batch_in_epoch"] += 1
                 step = state["step"]
@@ -456,7 +482,7 @@ def _validate(model: nn.Module, loader: DataLoader, task: Task, rt: Runtime, pre
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=rt.device)
     for i, batch in enumerate(_guarded(loader)):
-        with _autocast(precision, rt.device):
+        with autocast(precision, rt.device):
             total, count = task.metric(model, _to(batch, rt.device), i)
         sums += torch.stack([total.double(), count.double()])
     model.train()

@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": ("sashimi.cli.eval", "score audio with a digit classifier: FID, IS, mIS, AM"),
     "train-classifier": ("sashimi.cli.train_classifier", "train the digit classifier 'sashimi eval' uses"),
     "export": ("sashimi.cli.export", "a training checkpoint as a small inference file named by its hash"),
+    "doctor": ("sashimi.cli.doctor", "what this machine will use (devices, kernels, compiler, caches) and why"),
 }
 
 

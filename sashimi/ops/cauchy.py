@@ -76,14 +76,22 @@ def _check(v, z, w) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             raise ValueError(f"cauchy: {name} must have a last dimension N, got a 0-d tensor")
         if t.device != z.device:
             raise ValueError(f"cauchy: {name} is on {t.device} but z is on {z.device}")
-    try:
-        torch.broadcast_shapes(v.shape, w.shape)
-    except RuntimeError:
-        raise ValueError(f"cauchy: v {tuple(v.shape)} and w {tuple(w.shape)} do not broadcast") from None
+    if _broadcast(v.shape, w.shape) is None:
+        raise ValueError(f"cauchy: v {tuple(v.shape)} and w {tuple(w.shape)} do not broadcast")
     dtype = torch.promote_types(torch.promote_types(v.dtype, w.dtype), z.dtype)
     if not dtype.is_complex:
         dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     return v.to(dtype), z.to(dtype), w.to(dtype)
+
+
+def _broadcast(a: tuple, b: tuple) -> tuple | None:
+    """The broadcast of shapes ``a`` and ``b``, or None. Not torch.broadcast_shapes: its first call
+    X"""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        return None
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
 def _canonical(v: torch.Tensor, w: torch.Tensor):
@@ -94,7 +102,7 @@ def _canonical(v: torch.Tensor, w: torch.Tensor):
     Returns:
         (v3, w2, unflatten), where unflatten maps a (G, M, L) result back to (..., L).
     """
-    shape = torch.broadcast_shapes(v.shape, w.shape)
+    shape = _broadcast(v.shape, w.shape)
     lead, N = shape[:-1], shape[-1]
     w_lead = (1,) * (len(lead) - (w.dim() - 1)) + tuple(w.shape[:-1])
     g_dims = [i for i in range(len(lead)) if w_lead[i] != 1]

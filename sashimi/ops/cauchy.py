@@ -327,10 +327,10 @@ def _status(name: str, device: torch.device) -> tuple[bool | None, str]:
     if name == "cuda":
         from ._cauchy_cuda import BUILD_HINT
 
-        why = []
         if torch.version.cuda is None:
-            why.append("this PyTorch is a CPU build" if torch.version.hip is None else "this PyTorch is a ROCm build")
-        elif device.type != "cuda":
+            return False, "this PyTorch is a CPU build" if torch.version.hip is None else "this PyTorch is a ROCm build"
+        why = []
+        if device.type != "cuda":
             why.append("no CUDA device" if not torch.cuda.is_available() else f"CUDA tensors only (this is {device})")
         if importlib.util.find_spec("sashimi._cauchy_cuda") is None:
             why.append(f"extension sashimi._cauchy_cuda not built ({BUILD_HINT})")
@@ -349,8 +349,8 @@ def _status(name: str, device: torch.device) -> tuple[bool | None, str]:
 
         return False, f"pykeops not installed ({INSTALL_HINT})"
     if device.type != "cuda":
-        return None, ("pykeops installed, not probed: auto never uses it for CPU tensors (slower than torch there); "
-                      f"{ENV_VAR}=keops forces it")
+        return None, ("pykeops installed; auto does not try it for CPU tensors (slower than torch there; "
+                      f"{ENV_VAR}=keops)")
     reason = _probe("keops", device)
     return (True, "pykeops installed, probe passed") if reason is None else (False, f"keops probe failed: {reason}")
 

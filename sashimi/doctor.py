@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -28,12 +29,14 @@ import torch
 __all__ = ["gather", "format_report"]
 
 
-def gather(build: bool = True) -> dict:
+def gather(build: bool = True, progress=None) -> dict:
     """Probe this machine.
 
     Args:
         build: build (or load from the cache) the C++ libraries to report whether they work;
             False reports only what is found without compiling or running anything.
+        progress: called with a line of text when something takes long (the first run's
+            compilation), e.g. ``lambda line: print(line, file=sys.stderr)``; None: silent.
 
     Returns:
         dict of sections (see the module docstring); a section that could not be probed is
@@ -44,14 +47,17 @@ def gather(build: bool = True) -> dict:
     t0 = time.perf_counter()
     report: dict = {}
     timings = {}
-    for name, probe in (("versions", _versions), ("gpus", _gpus), ("device", _device), ("cauchy", _cauchy),
-                        ("compiler", _compiler), ("fastgen", _fastgen), ("threads", _threads),
+    for name, probe in (("versions", _versions), ("gpus", _gpus), ("device", _device), ("native", _native),
+                        ("cauchy", _cauchy), ("compiler", _compiler), ("fastgen", _fastgen), ("threads", _threads),
                         ("caches", _caches), ("bundled", _bundled)):
         t = time.perf_counter()
         try:
             with warnings.catch_warnings():  # fallbacks warn once; here the report says it
                 warnings.simplefilter("ignore")
-                report[name] = probe(report, build) if name in ("cauchy", "fastgen") else probe(report)
+                if name == "native":
+                    report[name] = probe(report, build, progress)
+                else:
+                    report[name] = probe(report, build) if name in ("cauchy", "fastgen") else probe(report)
         except Exception as e:  # a probe that fails is a line of the report, never a traceback
             report[name] = {"error": _error(e)}
         timings[name] = round(time.perf_counter() - t, 3)
@@ -129,6 +135,41 @@ def _device(report: dict) -> dict:
             "cpu_bf16_instructions": cpu_bf16}
 
 
+def _native(report: dict, build: bool, progress=None) -> dict:
+    """Build, or load from the cache, both C++ libraries (the CPU Cauchy kernel, through its probe,
+    and the generation step) in parallel: a first run's compilations then overlap. Failures are
+    reported by the sections that use them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sashimi.fastgen import cpu
+    from sashimi.ops import backend_report
+
+    if not build:
+        return {}
+
+    def timed(fn) -> float:
+        t = time.perf_counter()
+        try:
+            fn()
+        except Exception:  # the cauchy and fastgen sections say what failed
+            pass
+        return round(time.perf_counter() - t, 2)
+
+    before = _built_libraries()
+    # loading from the cache takes milliseconds: still busy after a second means compiling
+    timer = threading.Timer(1.0, progress or (lambda line: None),
+                            ["compiling the C++ libraries (first use; ~15 s of CPU time, cached afterwards) ..."])
+    timer.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            jobs = {"cauchy": pool.submit(timed, lambda: backend_report("cpu")),
+                    "fastgen": pool.submit(timed, cpu.load_library)}
+    finally:
+        timer.cancel()
+    new = {Path(p).parent.name for p in _built_libraries() - before}  # build folders are sashimi_<name>
+    return {name: {"seconds": job.result(), "compiled_now": f"sashimi_{name}" in new} for name, job in jobs.items()}
+
+
 def _cauchy(report: dict, build: bool) -> dict:
     from sashimi.ops import backend_report, cauchy_backend
     from sashimi.ops.cauchy import ENV_VAR
@@ -173,11 +214,9 @@ def _fastgen(report: dict, build: bool) -> dict:
            "cuda_graphs": os.environ.get("SASHIMI_CUDA_GRAPHS", "1") != "0"}
     if not build:
         return {**out, "cpp": None, "why": "not built (--no-build)"}
-    before = _built_libraries()
-    t = time.perf_counter()
-    lib = cpu.load_library()
-    out["load_s"] = round(time.perf_counter() - t, 2)
-    out["compiled_now"] = bool(_built_libraries() - before)
+    lib = cpu.load_library()  # built (or found) by the native section
+    built = report.get("native", {}).get("fastgen", {})
+    out["load_s"], out["compiled_now"] = built.get("seconds"), built.get("compiled_now", False)
     out["cpp"] = lib is not None
     out["why"] = None if lib is not None else f"{cpu.build_error}; generation on CPU uses the PyTorch step instead"
     return out
@@ -283,6 +322,9 @@ def format_report(report: dict) -> str:
             if "auto" in entry:
                 order = "cpu, then torch" if dev == "cpu" else "cuda, keops, then torch"
                 add("Cauchy kernel", f"auto picks '{entry['auto']}' for {dev} tensors (it tries {order})")
+            built = (report.get("native") or {}).get("cauchy") or {}
+            if dev == "cpu" and built.get("compiled_now"):
+                add("", f"(the cpu kernel was compiled now, {built['seconds']} s: first use; cached from now on)")
             if entry.get("env_choice"):
                 add("", f"{c['env'] and 'SASHIMI_CAUCHY_BACKEND=' + c['env']} -> '{entry['env_choice']}'")
             if "error" in entry:

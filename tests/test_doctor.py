@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,24 @@ def test_threads_and_caches(report, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     caches = gather(build=False)["caches"]
     assert caches["torch_extensions"] == str(tmp_path) and caches["libraries"] == []
+
+
+def test_a_slow_build_is_announced(monkeypatch):
+    """A build still running after a second (the first run compiles) says so while it runs."""
+    from sashimi.fastgen import cpu
+
+    real = cpu.load_library
+
+    def slow():
+        time.sleep(1.5)
+        return real()
+
+    monkeypatch.setattr(cpu, "load_library", slow)
+    lines = []
+    report = gather(progress=lines.append)
+    assert len(lines) == 1 and "compiling the C++ libraries" in lines[0]
+    assert report["native"]["fastgen"]["seconds"] >= 1.5 and report["fastgen"]["cpp"] is True
+    monkeypatch.setattr(cpu, "load_library", real)
+    lines.clear()
+    gather(progress=lines.append)
+    assert lines == []  # loaded from the cache: nothing to announce

@@ -126,9 +126,9 @@ def _device(report: dict) -> dict:
     flags = _cpuinfo()[1]
     cpu_bf16 = None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
     if device.type == "cpu":
-        note = "on a CPU bf16 autocast is opt-in: precision=bf16" + (
-            "" if cpu_bf16 is None else "; this CPU has bf16 instructions (avx512_bf16 or amx_bf16)" if cpu_bf16
-            else "; this CPU has no bf16 instructions (avx512_bf16, amx_bf16): expect bf16 slower than fp32")
+        note = "bf16 on a CPU is opt-in: precision=bf16" + (
+            "" if cpu_bf16 is None else "; this CPU has avx512_bf16 or amx_bf16" if cpu_bf16
+            else "; no avx512_bf16/amx_bf16 on this CPU: expect it slower than fp32")
     else:
         note = "native bf16" if precision == "bf16" else "this GPU has no native bf16 (compute capability < 8.0)"
     return {"default": str(device), "why": why, "train_precision_auto": precision, "precision_why": note,

@@ -241,9 +241,9 @@ def _threads(report: dict) -> dict:
 
 
 def _caches(report: dict) -> dict:
-    from sashimi.download import cache_path
-    from sashimi.hub import AR_SC09_URL, DIFFWAVE_SC09_URLS
     from sashimi.native import build_root
+    from sashimi.persistence.download import cache_path
+    from sashimi.pretrained.registry import AR_SC09_URL, DIFFWAVE_SC09_URLS
 
     ext = build_root()
     libs = sorted(ext.glob("sashimi_*/*.so")) if ext.is_dir() else []
@@ -260,14 +260,13 @@ def _caches(report: dict) -> dict:
 
 
 def _bundled(report: dict) -> dict:
-    from sashimi import pretrained
-    from sashimi.download import sha256_file
-    from sashimi.eval import classifier
+    from sashimi.persistence.download import sha256_file
+    from sashimi.pretrained import registry
 
-    entries = [("model", m.name, Path(pretrained.WEIGHTS_DIR) / m.file, m.sha256)
-               for m in pretrained.BUNDLED_MODELS.values()]
-    entries += [("classifier", name, Path(classifier.WEIGHTS_DIR) / file, digest)
-                for name, (file, digest) in classifier.BUNDLED.items()]
+    entries = [("model", m.name, Path(registry.WEIGHTS_DIR) / m.file, m.sha256)
+               for m in registry.BUNDLED_MODELS.values()]
+    entries += [("classifier", name, Path(registry.CLASSIFIER_WEIGHTS_DIR) / file, digest)
+                for name, (file, digest) in registry.BUNDLED_CLASSIFIERS.items()]
     files = []
     for kind, name, path, expected in entries:
         row = {"kind": kind, "name": name, "path": str(path), "expected_sha256": expected, "bytes": None,

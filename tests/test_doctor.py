@@ -115,18 +115,18 @@ def test_bundled_files_match_their_hashes(report):
 
 
 def test_a_damaged_bundled_file_is_reported(tmp_path, monkeypatch, capsys):
-    import sashimi.pretrained as pretrained
+    from sashimi.pretrained import registry
 
-    for m in pretrained.BUNDLED_MODELS.values():  # a damaged copy: the real file stays untouched
-        shutil.copy(pretrained.WEIGHTS_DIR / m.file, tmp_path / m.file)
+    for m in registry.BUNDLED_MODELS.values():  # a damaged copy: the real file stays untouched
+        shutil.copy(registry.WEIGHTS_DIR / m.file, tmp_path / m.file)
         data = bytearray((tmp_path / m.file).read_bytes())
         data[len(data) // 2] ^= 0xFF
         (tmp_path / m.file).write_bytes(bytes(data))
-    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     code, out, err = run_cli(capsys, "doctor", "--no-build")
     assert code == 1 and "SHA-256 mismatch" in out and "PROBLEMS: bundled model sashimi_ar_fsdd" in out
     assert "classifier fsdd: 0.67 MB, SHA-256 ok" in out  # the other file is still fine
-    for m in pretrained.BUNDLED_MODELS.values():
+    for m in registry.BUNDLED_MODELS.values():
         (tmp_path / m.file).unlink()
     assert "missing" in gather(build=False)["bundled"]["files"][0]["status"]
 

@@ -10,7 +10,7 @@ import sashimi
 from conftest import write_sawtooth_wavs
 from sashimi.train import train
 from sashimi.train.config import ConfigError, build_config
-from sashimi.train.data import CropDataset, list_audio_files
+from sashimi.data.datasets import CropDataset, list_audio_files
 from sashimi.train.loop import make_optimizer, resolve_precision, train_step
 from sashimi.train.tasks import get_task
 

@@ -3,7 +3,7 @@
 that a part stopped at its time limit keeps what it had measured.
 
 Only the public API of ``sashimi`` is used (``ARConfig``, ``SashimiAR``, ``mulaw_decode``,
-``sashimi.ops``, ``sashimi.fastgen``, ``sashimi.train``, ``sashimi.audio``, ``sashimi.cuda_toolkit``),
+``sashimi.ops``, ``sashimi.fastgen``, ``sashimi.train``, ``sashimi.data.audio``, ``sashimi.cuda_toolkit``),
 because the package's internals are being reorganised.
 """
 from __future__ import annotations
@@ -342,7 +342,7 @@ def ddp_command(data: str, run: str, nproc: int, tiny: bool) -> list[str]:
 def part_ddp(part: Part, timeout: float = 240) -> None:
     """Two processes, one GPU each, 2 training steps through train.py (skipped with fewer GPUs;
     in --dry-run the command and its config are checked, not run)."""
-    from sashimi.audio import write_wav
+    from sashimi.data.audio import write_wav
     from sashimi.train import build_config
 
     n = torch.cuda.device_count()

@@ -23,6 +23,7 @@ COMMANDS = {
     "train-classifier": ("sashimi.cli.train_classifier", "train the digit classifier 'sashimi eval' uses"),
     "export": ("sashimi.cli.export", "a training checkpoint as a small inference file named by its hash"),
     "push": ("sashimi.cli.push", "upload a model folder to the Hugging Face Hub (--dry-run: show what would be)"),
+    "doctor": ("sashimi.cli.doctor", "what this machine will use (devices, kernels, compiler, caches) and why"),
 }
 
 

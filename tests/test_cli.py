@@ -183,6 +183,24 @@ def test_bench_train_side_by_side(tmp_path, capsys):
     assert row["first_loss_diff"] == 0.0
 
 
+@pytest.mark.slow  # two fresh processes: ~20 s on 2 busy cores
+def test_bench_train_bf16(tmp_path, capsys):
+    """`--precision bf16` reaches the worker: the same first step as fp32 within bf16 rounding, not equal."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.json"
+        rc = main(["bench", "train", "--preset", "fsdd", "--model-cfg", "d_model=8", "--model-cfg", "n_layers=1",
+                   "--model-cfg", "l_max=256", "--seq-len", "256", "--batch-sizes", "1", "--steps", "1", "--warmup", "0",
+                   "--precision", precision, "--json", str(out)])
+        assert rc == 0
+        run = json.loads(out.read_text())["rows"][0]["sides"][0]["runs"][0]
+        assert run["precision"] == precision
+        losses[precision] = run["losses"][0]
+    capsys.readouterr()
+    assert losses["bf16"] != losses["fp32"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=1e-3)  # see test_mixed_precision.py's LOSS_RTOL
+
+
 def test_bench_train_bad_baseline(tmp_path, capsys):
     assert main(["bench", "train", "--baseline", str(tmp_path)]) == 2  # a directory without a sashimi package
     assert "holds no sashimi package" in capsys.readouterr().err

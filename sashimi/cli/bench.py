@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="comma-separated Cauchy backends among " + ", ".join(_BACKEND_NAMES)
                             + " (default: 'auto', the library's own choice)")
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    train.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                       help="fp32, or bf16 autocast as training's precision=bf16 (also on CPU) (default: fp32)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     train.add_argument("--baseline", default=None, metavar="PATH_OR_REV",
                        help="also time another version (a checkout directory or a git revision), alternating "
@@ -139,14 +141,14 @@ def run_train(args: argparse.Namespace) -> int:
     if bad or not backends:
         raise CLIError(f"--backends: unknown backend(s) {bad}; choose from {', '.join(_BACKEND_NAMES)}")
     jobs = [{"model_cfg": model_cfg, "backend": backend, "batch": batch, "seq_len": seq_len, "steps": args.steps,
-             "warmup": args.warmup, "device": device, "threads": args.threads}
+             "warmup": args.warmup, "device": device, "threads": args.threads, "precision": args.precision}
             for backend in backends for batch in batch_sizes]
     with contextlib.ExitStack() as stack:
         sides = [bl.this_side()]
         if args.baseline is not None:
             sides.append(stack.enter_context(bl.baseline_side(args.baseline)))
         rounds = args.rounds if len(sides) > 1 else 1
-        print(f"sashimi bench train: preset {args.preset} {model_cfg}, seq_len={seq_len}, device={device}, "
+        print(f"sashimi bench train: preset {args.preset} {model_cfg}, seq_len={seq_len}, device={device}, precision={args.precision}, "
               f"{args.warmup} warm-up + {args.steps} timed steps per run, one fresh process per run"
               + (f"; {rounds} alternating rounds of {' / '.join(s.label for s in sides)}" if len(sides) > 1 else ""),
               file=sys.stderr)

@@ -18,7 +18,8 @@ else torch. Measured on a 2-core AMD EPYC at the size of an FSDD model's outer t
 123 ms; keops was slower than torch on CPU (0.26 s against 0.14 s at SC09's 8001 nodes). (On
 GPUs the order extension > keops > torch is the expected one, not a measured one.) Fallbacks
 are automatic and said once (``warnings``, naming what was skipped and why; ``logging`` for the
-choice itself).
+choice itself). :func:`backend_report` says for every backend whether it can run on a device and
+why not (``sashimi doctor`` prints it).
 
 All backends work on canonical shapes: ``v`` (G, M, N), ``z`` (L,), ``w`` (G, N), where G
 collects the leading dimensions along which ``w`` varies and M the others (see
@@ -26,6 +27,7 @@ collects the leading dimensions along which ``w`` varies and M the others (see
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -35,8 +37,8 @@ import torch
 
 from ._cauchy_torch import DEFAULT_BLOCK_ELEMENTS, CauchyTorch
 
-__all__ = ["BACKENDS", "cauchy", "cauchy_backend", "cauchy_cpu", "cauchy_cuda", "cauchy_keops", "cauchy_ref",
-           "cauchy_torch"]
+__all__ = ["BACKENDS", "backend_report", "cauchy", "cauchy_backend", "cauchy_cpu", "cauchy_cuda", "cauchy_keops",
+           "cauchy_ref", "cauchy_torch"]
 
 BACKENDS = ("auto", "cpu", "cuda", "keops", "torch")
 ENV_VAR = "SASHIMI_CAUCHY_BACKEND"
@@ -76,14 +78,23 @@ def _check(v, z, w) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             raise ValueError(f"cauchy: {name} must have a last dimension N, got a 0-d tensor")
         if t.device != z.device:
             raise ValueError(f"cauchy: {name} is on {t.device} but z is on {z.device}")
-    try:
-        torch.broadcast_shapes(v.shape, w.shape)
-    except RuntimeError:
-        raise ValueError(f"cauchy: v {tuple(v.shape)} and w {tuple(w.shape)} do not broadcast") from None
+    if _broadcast(v.shape, w.shape) is None:
+        raise ValueError(f"cauchy: v {tuple(v.shape)} and w {tuple(w.shape)} do not broadcast")
     dtype = torch.promote_types(torch.promote_types(v.dtype, w.dtype), z.dtype)
     if not dtype.is_complex:
         dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     return v.to(dtype), z.to(dtype), w.to(dtype)
+
+
+def _broadcast(a: tuple, b: tuple) -> tuple | None:
+    """The broadcast of shapes ``a`` and ``b``, or None. Not torch.broadcast_shapes: its first call
+    imports torch.fx's symbolic shapes and sympy: 1.2-1.4 s of a fresh process's first S4 kernel
+    (measured on 2 busy cores, load 7; 2.2 s under cProfile)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        return None
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
 def _canonical(v: torch.Tensor, w: torch.Tensor):
@@ -94,7 +105,7 @@ def _canonical(v: torch.Tensor, w: torch.Tensor):
     Returns:
         (v3, w2, unflatten), where unflatten maps a (G, M, L) result back to (..., L).
     """
-    shape = torch.broadcast_shapes(v.shape, w.shape)
+    shape = _broadcast(v.shape, w.shape)
     lead, N = shape[:-1], shape[-1]
     w_lead = (1,) * (len(lead) - (w.dim() - 1)) + tuple(w.shape[:-1])
     g_dims = [i for i in range(len(lead)) if w_lead[i] != 1]
@@ -284,6 +295,64 @@ def cauchy_backend(device: torch.device | str | None = None, backend: str | None
     """
     device = torch.device(device) if device is not None else torch.empty(0).device
     return _resolve(backend, device)
+
+
+def backend_report(device: torch.device | str | None = None) -> dict[str, tuple[bool | None, str]]:
+    """Whether each backend can run the Cauchy product for tensors on ``device``, and why (not).
+
+    Uses the probes of ``'auto'`` (cached; the first call may compile the C++ kernel, a few
+    seconds), and never raises. What ``'auto'`` picks from these is :func:`cauchy_backend`.
+
+    Args:
+        device: a torch device (default: PyTorch's default device).
+
+    Returns:
+        ``{name: (available, reason)}`` for 'cpu', 'cuda', 'keops' and 'torch': ``available`` is
+        True (probed and matching :func:`cauchy_ref`), False (``reason`` says why not: extension
+        not built, built for other GPUs, pykeops not installed, probe failed, no CUDA device, ...)
+        or None (not probed: ``auto`` never uses it there, e.g. keops for CPU tensors).
+    """
+    device = torch.device(device) if device is not None else torch.empty(0).device
+    return {name: _status(name, device) for name in ("cpu", "cuda", "keops", "torch")}
+
+
+def _status(name: str, device: torch.device) -> tuple[bool | None, str]:
+    if name == "torch":
+        return True, "pure PyTorch, always available"
+    if name == "cpu":
+        if device.type != "cpu":
+            return False, f"CPU tensors only (this is {device})"
+        reason = _probe("cpu", device)
+        return (True, "fused C++ kernel built, probe passed") if reason is None else (False, reason)
+    if name == "cuda":
+        from ._cauchy_cuda import BUILD_HINT
+
+        if torch.version.cuda is None:
+            return False, "this PyTorch is a CPU build" if torch.version.hip is None else "this PyTorch is a ROCm build"
+        why = []
+        if device.type != "cuda":
+            why.append("no CUDA device" if not torch.cuda.is_available() else f"CUDA tensors only (this is {device})")
+        if importlib.util.find_spec("sashimi._cauchy_cuda") is None:
+            why.append(f"extension sashimi._cauchy_cuda not built ({BUILD_HINT})")
+        if why:
+            return False, "; ".join(why)
+        reason = _probe("cuda", device)
+        if reason is None:
+            return True, "extension built, probe passed"
+        if "no kernel image" in reason:  # compiled for other compute capabilities only
+            major, minor = torch.cuda.get_device_capability(device)
+            return False, (f"extension built for other GPU architectures than this one's (sm_{major}{minor}): rebuild "
+                           f"with TORCH_CUDA_ARCH_LIST={major}.{minor} ({reason})")
+        return False, f"probe failed: {reason}"
+    if importlib.util.find_spec("pykeops") is None:  # keops
+        from ._cauchy_keops import INSTALL_HINT
+
+        return False, f"pykeops not installed ({INSTALL_HINT})"
+    if device.type != "cuda":
+        return None, ("pykeops installed; auto does not try it for CPU tensors (slower than torch there; "
+                      f"{ENV_VAR}=keops)")
+    reason = _probe("keops", device)
+    return (True, "pykeops installed, probe passed") if reason is None else (False, f"keops probe failed: {reason}")
 
 
 def cauchy(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor, backend: str | None = None) -> torch.Tensor:

@@ -91,7 +91,9 @@ class TrainConfig:
     max_minutes: float = _f(0.0, "wall-clock budget in minutes; then checkpoint and stop (0: none)")
     # hardware
     device: str = _f("auto", "auto (CUDA if available), cuda, cuda:N or cpu")
-    precision: str = _f("auto", "auto (bf16 autocast on a GPU that supports it, else fp32), bf16, fp16 or fp32")
+    precision: str = _f("auto", "auto (bf16 autocast on a GPU with native bf16, compute capability 8.0+; "
+                                   "else fp32), bf16 (also on CPU: slower there without avx512_bf16/amx), "
+                                   "fp16 (GPU) or fp32")
     fp16: bool = _f(False, "seed switch: fp16 autocast with a gradient scaler (same as precision=fp16)")
     seed: int = _f(1775, "random seed (model init, data order, crops)")
     # checkpoints and logging

@@ -10,7 +10,8 @@ RNG (torch, CUDA, numpy, python; per rank) are checkpointed, and the data order 
 functions of (seed, epoch, index) (see :mod:`sashimi.data.datasets`), so N steps + resume + M steps gives
 the same parameters as N + M steps in one go.
 
-Mixed precision: ``precision=auto`` autocasts to bf16 on GPUs that support it. The S4 kernel
+Mixed precision: ``precision=auto`` autocasts to bf16 on GPUs with native bf16 (compute
+capability 8.0 or later); ``precision=bf16`` also autocasts on a CPU. The S4 kernel
 itself must stay in float32 (an autocast-disabled region in :mod:`sashimi.s4`); losses are
 computed in float32.
 """
@@ -39,7 +40,7 @@ from .config import ConfigError, TrainConfig, config_to_dict, config_to_yaml, va
 from .log import TrainLogger
 from .runtime import Runtime, StopFlag, quiet_worker, setup_runtime, stop_loader_workers, track_loader_workers
 
-__all__ = ["launch", "train", "make_optimizer"]
+__all__ = ["launch", "train", "make_optimizer", "train_step", "autocast", "resolve_precision"]
 
 
 # ---- processes ------------------------------------------------------------------------------------
@@ -99,10 +100,30 @@ def _step_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> N
         g["lr"] = g["initial_lr"] * factor
 
 
-def _precision(cfg: TrainConfig, device: torch.device) -> str:
-    p = "fp16" if cfg.fp16 and cfg.precision == "auto" else cfg.precision
+def resolve_precision(precision: str, device: torch.device, fp16: bool = False) -> str:
+    """What a run's ``precision`` setting means on ``device``.
+
+    Args:
+        precision: 'auto', 'bf16', 'fp16' or 'fp32' (the config key).
+        device: the training device.
+        fp16: the seed's switch (``fp16=true`` with ``precision=auto`` means fp16).
+
+    Returns:
+        'bf16', 'fp16' or 'fp32'. ``auto`` is bf16 on a GPU with bf16 arithmetic (compute
+        capability 8.0 or later, or ROCm), else fp32; on a CPU bf16 is opt-in (``precision=bf16``).
+
+    Raises:
+        ConfigError: fp16 on a CPU (its gradient scaler and kernels are CUDA's).
+    """
+    p = "fp16" if fp16 and precision == "auto" else precision
     if p == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        # Not torch.cuda.is_bf16_supported(): it also says yes where bf16 is only emulated
+        # (compute capability 7.x: V100, T4), which is slower than fp32 there, and it asks about
+        # the current device rather than this run's.
+        native = torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] >= 8
+        return "bf16" if native else "fp32"
     if p == "fp16" and device.type != "cuda":
         raise ConfigError("precision=fp16 (or fp16=true) needs a GPU; use fp32 or bf16 on CPU")
     return p
@@ -273,7 +294,7 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=cfg.plateau_mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
             min_lr=cfg.plateau_min_lr)
-    precision = _precision(cfg, rt.device)
+    precision = resolve_precision(cfg.precision, rt.device, cfg.fp16)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=precision == "fp16")
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
     if ckpt is not None:
@@ -317,10 +338,42 @@ def _seed_rank(seed: int, rank: int) -> None:
     random.seed(seed + rank)
 
 
-def _autocast(precision: str, device: torch.device):
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a run's ``precision`` ('fp32', 'bf16' or 'fp16') on ``device``
+    (its type is autocast's device type, so bf16 also runs on a CPU)."""
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def train_step(net: nn.Module, loss_fn, batch: tuple, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               precision: str, params: list[torch.Tensor], grad_clip: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step, as the training loop takes it: forward and loss under
+    :func:`autocast`, backward through the grad scaler (a no-op unless fp16), clipping, update.
+
+    Args:
+        net: the model (possibly DDP-wrapped).
+        loss_fn: ``(net, batch) -> scalar loss`` (a :class:`~sashimi.train.tasks.Task`'s ``loss``).
+        batch: the task's batch, already on the model's device.
+        optimizer, scaler: the run's optimizer and ``torch.amp.GradScaler``.
+        precision: 'fp32', 'bf16' or 'fp16'.
+        params: the parameters whose gradient norm is clipped and reported.
+        grad_clip: clip the gradient norm to this value (0: no clipping).
+
+    Returns:
+        ``(loss, grad_norm)``: scalar tensors (the norm before clipping). The unscaled gradients
+        stay in each parameter's ``.grad`` until the next step.
+    """
+    device = next(iter(params)).device
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(precision, device):
+        loss = loss_fn(net, batch)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, gnorm
 
 
 def _to(batch, device):
@@ -364,14 +417,8 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
             for batch in _guarded(loader, None if rt.distributed else stop):
                 if cfg.lr_schedule == "step":
                     _step_schedule(optimizer, cfg, state["step"])
-                optimizer.zero_grad(set_to_none=True)
-                with _autocast(precision, rt.device):
-                    loss = task.loss(net, _to(batch, rt.device))
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-                scaler.step(optimizer)
-                scaler.update()
+                loss, gnorm = train_step(net, task.loss, _to(batch, rt.device), optimizer, scaler, precision,
+                                         params, cfg.grad_clip)
                 state["step"] += 1
                 state["batch_in_epoch"] += 1
                 step = state["step"]
@@ -456,7 +503,7 @@ def _validate(model: nn.Module, loader: DataLoader, task: Task, rt: Runtime, pre
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=rt.device)
     for i, batch in enumerate(_guarded(loader)):
-        with _autocast(precision, rt.device):
+        with autocast(precision, rt.device):
             total, count = task.metric(model, _to(batch, rt.device), i)
         sums += torch.stack([total.double(), count.double()])
     model.train()

@@ -7,7 +7,9 @@ test first on ``PYTHONPATH``: the same harness times this checkout and a baselin
 script's folder goes first on ``sys.path``.
 
 CONFIG_JSON keys: ``model_cfg`` (ARConfig fields), ``batch``, ``seq_len``, ``steps``, ``warmup``,
-``device``, ``threads`` (or null), ``backend`` (Cauchy backend; 'auto' leaves the choice to the library).
+``device``, ``threads`` (or null), ``backend`` (Cauchy backend; 'auto' leaves the choice to the library),
+``precision`` ('fp32' or 'bf16': forward and loss under bf16 autocast, as training's ``precision=bf16``;
+absent: fp32).
 """
 import os
 import resource
@@ -39,12 +41,15 @@ def _worker(cfg: dict) -> dict:
     x, y = tokens[:, :-1], tokens[:, 1:]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    # torch's autocast only (no library API), so that a baseline of any version runs it alike
+    bf16 = cfg.get("precision", "fp32") == "bf16"
     times, losses = [], []
     for _ in range(cfg["warmup"] + cfg["steps"]):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = model(x)  # (B, L, 256)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)  # (B, L, 256)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
         loss.backward()
         opt.step()
         if device.type == "cuda":

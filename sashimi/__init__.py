@@ -15,6 +15,7 @@ from .checkpoint import CheckpointError, load_model, save_model
 from .config import ARConfig, DiffWaveConfig
 from .diffusion import NoiseSchedule
 from .diffwave import SashimiDiffWave
+from .errors import SashimiError
 from .eval import am_score, frechet_distance, inception_score, load_classifier, modified_inception_score
 from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
 from .ops.cauchy import cauchy
@@ -25,7 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARConfig", "CheckpointError", "DiffWaveConfig", "NoiseSchedule", "S4", "SILENCE_TOKEN", "Sashimi", "SashimiAR",
-    "SashimiDiffWave", "cauchy", "load_model", "mulaw_decode", "mulaw_encode", "sample_logits", "save_model",
+    "SashimiDiffWave", "SashimiError", "cauchy", "load_model", "mulaw_decode", "mulaw_encode", "sample_logits", "save_model",
     # sample quality (sashimi.eval)
     "am_score", "frechet_distance", "inception_score", "load_classifier", "modified_inception_score",
 ]

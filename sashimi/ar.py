@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .backbone import Sashimi
 from .config import ARConfig
+from .errors import InputError
 from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
 from .s4 import check_float_params
 from .sampling import check_sampling_args, make_generator, sample_logits
@@ -60,7 +61,7 @@ class SashimiAR(nn.Module):
         x = self._check_tokens(x, "x")
         check_float_params(self.head.weight.dtype, type(self).__name__)
         if x.size(0) == 0 or x.size(1) == 0:
-            raise ValueError(f"x must hold at least one sequence of at least one token, got shape {tuple(x.shape)}")
+            raise InputError(f"x must hold at least one sequence of at least one token, got shape {tuple(x.shape)}")
         if lengths is not None:
             _check_lengths(lengths, x.shape)
         return self.head(self.sashimi(self.mu_embedder(x)))
@@ -81,7 +82,7 @@ class SashimiAR(nn.Module):
             float (N,) nats per sample (divide by ln 2 for bits).
         """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         wavs = _check_audio(wavs, "wavs")
         if wavs.dim() == 1:
             wavs = wavs.unsqueeze(0)
@@ -173,7 +174,7 @@ class SashimiAR(nn.Module):
             float (N, length) waveforms in [-1, 1].
         """
         if not isinstance(N, int) or isinstance(N, bool) or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N!r}")
+            raise InputError(f"N must be a positive integer, got {N!r}")
         if length is None:
             length = int(self.config.sample_rate)
         prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
@@ -226,23 +227,23 @@ class SashimiAR(nn.Module):
                 play(audio[0])
         """
         if not isinstance(N, int) or isinstance(N, bool) or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N!r}")
+            raise InputError(f"N must be a positive integer, got {N!r}")
         if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
-            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+            raise InputError(f"chunk must be a positive integer, got {chunk!r}")
         if prefix_wav is None:
             prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
         else:
             prefix_wav = _check_audio(prefix_wav, "prefix_wav")
             prefix_wav = prefix_wav.unsqueeze(0).expand(N, -1) if prefix_wav.dim() == 1 else prefix_wav
             if prefix_wav.size(0) != N:
-                raise ValueError(f"prefix_wav holds {prefix_wav.size(0)} waveforms, N is {N}")
+                raise InputError(f"prefix_wav holds {prefix_wav.size(0)} waveforms, N is {N}")
             prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
         chunks = self._token_chunks(prefix, length, chunk, nucleus_p, progress, temperature, top_k, seed, mode, engine)
         return (mulaw_decode(c.to(self.device), self.config.mu_levels) for c in chunks)
 
     def _continue(self, prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine="auto"):
         if not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1):
-            raise ValueError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+            raise InputError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
         chunks = self._token_chunks(prefix, length, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
         return mulaw_decode(torch.cat([c.to(self.device) for c in chunks], 1), self.config.mu_levels)
 
@@ -251,7 +252,7 @@ class SashimiAR(nn.Module):
         (``length`` None: endless)."""
         check_sampling_args(temperature, top_k, nucleus_p)
         if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1)):
-            raise ValueError(f"length must be None or an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+            raise InputError(f"length must be None or an integer >= the prefix length {prefix.size(1)}, got {length!r}")
         generator = make_generator(seed, self.device)
         check_float_params(self.head.weight.dtype, type(self).__name__)
         from . import fastgen
@@ -301,9 +302,9 @@ class SashimiAR(nn.Module):
                             "(use sashimi.mulaw_encode to quantise a waveform)")
         if x.dim() != ndim:
             shape = "(B, L)" if ndim == 2 else "(B,)"
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+            raise InputError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.config.mu_levels):
-            raise ValueError(f"{name} values must be in [0, {self.config.mu_levels - 1}], "
+            raise InputError(f"{name} values must be in [0, {self.config.mu_levels - 1}], "
                              f"got min {int(x.min())}, max {int(x.max())}")
         return x.to(device=self.device, dtype=torch.long)
 
@@ -317,21 +318,21 @@ def _check_audio(x, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point torch.Tensor of audio, got "
                         f"{x.dtype if torch.is_tensor(x) else type(x).__name__}")
     if x.dim() not in (1, 2) or x.size(-1) == 0 or x.size(0) == 0:
-        raise ValueError(f"{name} must have shape (N, L) or (L,) with N, L > 0, got {tuple(x.shape)}")
+        raise InputError(f"{name} must have shape (N, L) or (L,) with N, L > 0, got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise InputError(f"{name} contains NaN or inf")
     peak = float(x.abs().max())
     if peak > 1.0:
-        raise ValueError(f"{name} must be in [-1, 1], got a peak of {peak:.4g} (normalise the audio first)")
+        raise InputError(f"{name} must be in [-1, 1], got a peak of {peak:.4g} (normalise the audio first)")
     return x
 
 
 def _check_lengths(lengths, shape) -> torch.Tensor:
     if not torch.is_tensor(lengths) or lengths.is_floating_point() or lengths.shape != (shape[0],):
-        raise ValueError(f"lengths must be an integer tensor of shape ({shape[0]},), got "
+        raise InputError(f"lengths must be an integer tensor of shape ({shape[0]},), got "
                          f"{tuple(lengths.shape) if torch.is_tensor(lengths) else type(lengths).__name__}")
     if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > shape[-1]):
-        raise ValueError(f"lengths must be in [1, {shape[-1]}], got min {int(lengths.min())}, max {int(lengths.max())}")
+        raise InputError(f"lengths must be in [1, {shape[-1]}], got min {int(lengths.min())}, max {int(lengths.max())}")
     return lengths.long()
 
 

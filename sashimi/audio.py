@@ -13,14 +13,12 @@ import os
 import numpy as np
 import torch
 
+from .errors import AudioError
+
 __all__ = ["AudioError", "read_audio", "resample", "write_wav", "audio_info", "AUDIO_EXTENSIONS"]
 
 #: File extensions treated as audio when a directory is scanned.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
-
-
-class AudioError(ValueError):
-    """A file that cannot be used as audio: unreadable, empty, multi-channel or at the wrong rate."""
 
 
 def _soundfile():

@@ -19,6 +19,7 @@ import torch.nn as nn
 from .ar import SashimiAR
 from .config import ARConfig, config_from_dict
 from .download import HashMismatchError, cached_download, is_url
+from .errors import CheckpointError
 from .s4 import convert_kernel_lengths
 
 __all__ = ["load_model", "save_model", "load_checkpoint_file", "convert_rf5_state_dict", "load_published_state_dict",
@@ -28,10 +29,6 @@ __all__ = ["load_model", "save_model", "load_checkpoint_file", "convert_rf5_stat
 # corrected every layer for the full ``l_max`` (like the seed's) and are converted when loaded.
 FORMAT_NAME, FORMAT_VERSION = "sashimi", 2
 _READABLE_VERSIONS = (1, 2)
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable checkpoint, or one that does not fit its model."""
 
 
 # kind -> (model class, config class); other modules register theirs (see register_model_kind).

@@ -6,6 +6,8 @@ import numbers
 
 import torch
 
+from .errors import InputError
+
 __all__ = ["sample_logits", "filtered_probs", "check_sampling_args", "make_generator", "MIN_TEMPERATURE"]
 
 #: The lowest temperature accepted. Below it, logits / temperature overflows float32 for ordinary
@@ -15,14 +17,14 @@ MIN_TEMPERATURE = 1e-4
 
 
 def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, nucleus_p: float = 1.0) -> None:
-    """Raise ValueError if the sampling settings are out of range."""
+    """Raise InputError (a ValueError) if the sampling settings are out of range."""
     if not isinstance(nucleus_p, (int, float)) or not 0.0 < nucleus_p <= 1.0:
-        raise ValueError(f"nucleus_p must be in (0, 1], got {nucleus_p!r}")
+        raise InputError(f"nucleus_p must be in (0, 1], got {nucleus_p!r}")
     if not isinstance(temperature, (int, float)) or not MIN_TEMPERATURE <= temperature < math.inf:
-        raise ValueError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature!r} "
+        raise InputError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature!r} "
                          "(for greedy decoding use top_k=1)")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
+        raise InputError(f"top_k must be None or a positive integer, got {top_k!r}")
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -80,5 +82,5 @@ def make_generator(seed, device) -> torch.Generator | None:
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed}")
+        raise InputError(f"seed must be an integer in [0, 2**64 - 1], got {seed}")
     return torch.Generator(device=device).manual_seed(int(seed))

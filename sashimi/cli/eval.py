@@ -125,11 +125,12 @@ def _sample_paths(args, n: int) -> list[str]:
 
 
 def _list(source: str, flag: str) -> list[str]:
+    from sashimi.errors import SashimiError
     from sashimi.train.data import list_audio_files
 
     try:
         files = list_audio_files(source)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, SashimiError) as e:
         raise CLIError(f"{flag}: {e}") from e
     if len(files) < 2:
         raise CLIError(f"{flag}: {source} holds {len(files)} audio file; FID needs at least 2")
@@ -182,10 +183,7 @@ def _generate(model, kind: str, opts: dict, quiet: bool):
             kw["steps"] = opts["steps"]
         else:
             kw.update(engine=opts["engine"] or "auto", nucleus_p=opts["nucleus_p"], temperature=opts["temperature"])
-        try:
-            out.append(model.unconditional_generate(count, **kw).float().cpu())
-        except ValueError as e:
-            raise CLIError(f"--model: {str(e).strip().splitlines()[0]}") from e
+        out.append(model.unconditional_generate(count, **kw).float().cpu())  # SashimiError: one line (main)
     return torch.cat(out), rate
 
 

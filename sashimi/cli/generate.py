@@ -20,7 +20,7 @@ import re
 import sys
 import time
 
-from sashimi.cli import CLIError
+from sashimi.cli import CLIError, first_line
 
 AR_ONLY = ("nucleus_p", "temperature", "top_k", "prefix", "engine", "threads", "weights")
 DIFFWAVE_ONLY = ("steps",)
@@ -109,7 +109,8 @@ def resolve_device(name: str | None):
 def load_cli_model(spec: str, device):
     """A model from a hub name, a checkpoint path or a URL, in eval mode on ``device``."""
     import sashimi.hub as hub
-    from sashimi.checkpoint import CheckpointError, load_model
+    from sashimi.checkpoint import load_model
+    from sashimi.errors import SashimiError
 
     if "://" not in spec and not os.path.exists(spec) and spec not in hub.PRETRAINED_NAMES:
         raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(hub.PRETRAINED_NAMES)}): "
@@ -118,9 +119,8 @@ def load_cli_model(spec: str, device):
         raise CLIError(f"--model: {spec} is not a file")
     try:  # load_model resolves pretrained names too (a file of that name wins)
         return load_model(spec, map_location=device).eval()
-    except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CLIError(f"--model {spec}: {text}") from e
+    except (SashimiError, OSError) as e:  # a bad file, a failed download; anything else is a bug
+        raise CLIError(f"--model {spec}: {first_line(e)}") from e
 
 
 def model_kind(model) -> str:
@@ -238,10 +238,8 @@ def _run_to_files(args: argparse.Namespace) -> int:
     wavs, start = [], time.perf_counter()
     for j, first in enumerate(range(0, n, batch)):
         count = min(batch, n - first)
-        try:
-            wav = sample(count, None if seed is None else seed + j)
-        except ValueError as e:
-            raise CLIError(str(e).strip().splitlines()[0]) from e
+        # the library's own errors (SashimiError) reach the user as one line; anything else is a bug
+        wav = sample(count, None if seed is None else seed + j)
         wavs.append(wav.float().cpu())
     wavs = torch.cat(wavs)
     elapsed = time.perf_counter() - start

@@ -115,8 +115,6 @@ def run_stream(args) -> int:
             pass
         print("output closed by the reader; stopped", file=sys.stderr)
         return 1
-    except ValueError as e:
-        raise CLIError(str(e).strip().splitlines()[0]) from e
     finally:
         if target != "-":
             out.close()

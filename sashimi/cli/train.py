@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sashimi.cli import CLIError
+from sashimi.errors import SashimiError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +32,9 @@ def run(args: argparse.Namespace) -> int:
             print(config_to_yaml(cfg), end="")
             return 0
         launch(cfg)
-    # ConfigError, AudioError and CheckpointError are ValueErrors, as is e.g. an empty CSV
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    # the library's own errors (ConfigError, AudioError, CheckpointError, InputError: e.g. an empty CSV),
+    # also when a DataLoader worker re-raises them; anything else is a bug, shown as one (sashimi/__main__.py)
+    except (FileNotFoundError, FileExistsError, SashimiError) as e:
         raise CLIError(_message(e)) from e
     return 0
 

@@ -32,6 +32,7 @@ from typing import Iterator
 
 import torch
 
+from ..errors import InputError
 from ..mulaw import SILENCE_TOKEN
 from ..s4 import one_thread
 from .pack import build_plan, s4_modes, unsupported_reason
@@ -85,13 +86,13 @@ def get_weight_storage() -> str:
 
 def _check_threads(threads):
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        raise InputError(f"threads must be a positive integer or None, got {threads!r}")
     return threads
 
 
 def _check_weights(storage):
     if storage not in WEIGHT_STORAGE:
-        raise ValueError(f"weight storage must be one of {WEIGHT_STORAGE}, got {storage!r}")
+        raise InputError(f"weight storage must be one of {WEIGHT_STORAGE}, got {storage!r}")
     return storage
 
 
@@ -105,23 +106,23 @@ def _say_once(message: str, warn: bool = False) -> None:
 
 
 def resolve_engine(model, engine: str = "auto", mode: str | None = None) -> str:
-    """'fast' or 'eager' for a generation request (raises ValueError for a bad combination).
+    """'fast' or 'eager' for a generation request (raises InputError, a ValueError, for a bad combination).
 
     ``mode`` (an S4 step mode) selects the eager recurrence: with ``engine='auto'`` it implies
     the eager loop, with ``engine='fast'`` it is an error.
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "eager":
         return "eager"
     if mode is not None:
         if engine == "fast":
-            raise ValueError("mode selects the eager recurrence; it does not apply to engine='fast'")
+            raise InputError("mode selects the eager recurrence; it does not apply to engine='fast'")
         return "eager"
     reason = unsupported_reason(model)
     if reason is not None:
         if engine == "fast":
-            raise ValueError(f"engine='fast' does not support this model: {reason}")
+            raise InputError(f"engine='fast' does not support this model: {reason}")
         _say_once(f"sashimi: fast generation unavailable ({reason}); using the eager loop")
         return "eager"
     return "fast"

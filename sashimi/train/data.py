@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from ..audio import AUDIO_EXTENSIONS, AudioError, audio_info, read_audio
+from ..errors import InputError
 from ..mulaw import mulaw_encode
 
 __all__ = ["list_audio_files", "read_csv_paths", "AudioFiles", "CropDataset", "UtteranceDataset", "decoded_bytes",
@@ -35,18 +36,22 @@ def read_csv_paths(csv_path: str | os.PathLike) -> list[str]:
 
     Raises:
         FileNotFoundError: no such CSV.
-        ValueError: no ``path`` column, or no rows (the message names the file).
+        InputError: no ``path`` column, or no rows (the message names the file); a ValueError.
     """
     csv_path = os.fspath(csv_path)
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(f"CSV file not found: {csv_path}")
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "path" not in reader.fieldnames:
-            raise ValueError(f"{csv_path}: expected a CSV with a 'path' column, got columns {reader.fieldnames}")
-        paths = [row["path"] for row in reader if row.get("path")]
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "path" not in reader.fieldnames:
+                raise InputError(f"{csv_path}: expected a CSV with a 'path' column, got columns {reader.fieldnames}")
+            paths = [row["path"] for row in reader if row.get("path")]
+    except (UnicodeDecodeError, csv.Error) as e:  # a binary file (a checkpoint, an archive) given as a CSV
+        raise InputError(f"{csv_path}: not a CSV file (expected UTF-8 text with a 'path' column, or a directory "
+                         f"of audio files; {type(e).__name__})") from None
     if not paths:
-        raise ValueError(f"{csv_path}: the CSV lists no files")
+        raise InputError(f"{csv_path}: the CSV lists no files")
     base = os.path.dirname(os.path.abspath(csv_path))
     return [_resolve(p, base) for p in paths]
 
@@ -71,14 +76,14 @@ def list_audio_files(source: str | os.PathLike, check: bool = True) -> list[str]
 
     Raises:
         FileNotFoundError: the source, or files it lists, do not exist (the first few are named).
-        ValueError: the source holds no audio files.
+        InputError: the source holds no audio files, or is not a CSV file (a ValueError).
     """
     source = os.fspath(source)
     if os.path.isdir(source):
         files = sorted(os.path.join(root, name) for root, _, names in os.walk(source)
                        for name in names if name.lower().endswith(AUDIO_EXTENSIONS))
         if not files:
-            raise ValueError(f"{source}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this directory")
+            raise InputError(f"{source}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this directory")
         return files
     if not os.path.exists(source):
         raise FileNotFoundError(f"data source not found: {source} (expected a CSV file or a directory)")
@@ -108,7 +113,7 @@ class AudioFiles(Dataset):
     def __init__(self, files: Sequence[str], sample_rate: int, *, seed: int = 0, downmix: bool = False,
                  probe: bool = True, cache: bool = False):
         if not files:
-            raise ValueError(f"{type(self).__name__}: no files")
+            raise InputError(f"{type(self).__name__}: no files")
         self.files, self.sample_rate = list(files), int(sample_rate)
         self.seed, self.downmix = int(seed), downmix
         self.epoch = 0
@@ -185,7 +190,7 @@ class CropDataset(AudioFiles):
                  random_crop: bool = True, seed: int = 0, downmix: bool = False, probe: bool = True,
                  cache: bool = False):
         if crop < 1 or lead < 0:
-            raise ValueError(f"CropDataset: crop must be >= 1 and lead >= 0, got crop={crop}, lead={lead}")
+            raise InputError(f"CropDataset: crop must be >= 1 and lead >= 0, got crop={crop}, lead={lead}")
         self.crop, self.lead, self.random_crop = int(crop), int(lead), random_crop
         super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache)
 
@@ -229,7 +234,7 @@ class UtteranceDataset(AudioFiles):
                  random_place: bool = True, max_start: int | None = None, seed: int = 0, downmix: bool = False,
                  probe: bool = True, cache: bool = False):
         if window < 1 or lead < 0 or fade < 0 or (max_start is not None and max_start < 0):
-            raise ValueError(f"UtteranceDataset: window must be >= 1, lead, fade and max_start >= 0, "
+            raise InputError(f"UtteranceDataset: window must be >= 1, lead, fade and max_start >= 0, "
                              f"got window={window}, lead={lead}, fade={fade}, max_start={max_start}")
         self.window, self.lead, self.fade, self.random_place = int(window), int(lead), int(fade), random_place
         self.max_start = None if max_start is None else int(max_start)

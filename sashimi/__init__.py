@@ -17,7 +17,7 @@ from .diffusion import NoiseSchedule
 from .diffwave import SashimiDiffWave
 from .errors import SashimiError
 from .eval import am_score, frechet_distance, inception_score, load_classifier, modified_inception_score
-from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
+from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode, silence_token
 from .ops.cauchy import cauchy
 from .s4 import S4
 from .sampling import sample_logits
@@ -26,7 +26,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARConfig", "CheckpointError", "DiffWaveConfig", "NoiseSchedule", "S4", "SILENCE_TOKEN", "Sashimi", "SashimiAR",
-    "SashimiDiffWave", "SashimiError", "cauchy", "load_model", "mulaw_decode", "mulaw_encode", "sample_logits", "save_model",
+    "SashimiDiffWave", "SashimiError", "cauchy", "load_model", "mulaw_decode", "mulaw_encode", "sample_logits",
+    "save_model", "silence_token",
     # sample quality (sashimi.eval)
     "am_score", "frechet_distance", "inception_score", "load_classifier", "modified_inception_score",
 ]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .backbone import Sashimi
 from .config import ARConfig
 from .errors import InputError
-from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
+from .mulaw import mulaw_decode, mulaw_encode, silence_token
 from .s4 import check_float_params
 from .sampling import check_sampling_args, make_generator, sample_logits
 
@@ -89,7 +89,7 @@ class SashimiAR(nn.Module):
         if lengths is not None:
             lengths = _check_lengths(lengths, wavs.shape).to(self.device)
         targets = mulaw_encode(wavs.to(self.device), self.config.mu_levels)
-        inputs = F.pad(targets[:, :-1], (1, 0), value=SILENCE_TOKEN)
+        inputs = F.pad(targets[:, :-1], (1, 0), value=silence_token(self.config.mu_levels))
         result = []
         for start in range(0, len(wavs), batch_size):
             sl = slice(start, start + batch_size)
@@ -143,7 +143,7 @@ class SashimiAR(nn.Module):
         prefix = self._check_tokens(prefix, "prefix")
         self.setup_rnn(mode)
         state = self.default_state(prefix.size(0))
-        inputs = F.pad(prefix, (1, 0), value=SILENCE_TOKEN)
+        inputs = F.pad(prefix, (1, 0), value=silence_token(self.config.mu_levels))
         for t in range(inputs.size(1)):
             logits, state = self.step(inputs[:, t], state)
         return logits, state

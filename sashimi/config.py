@@ -58,6 +58,8 @@ class ARConfig:
             raise ValueError(f"ARConfig.pool must hold positive integers, got {self.pool}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ARConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.mu_levels < 2:  # mu = mu_levels - 1 must be positive
+            raise ValueError(f"ARConfig.mu_levels must be at least 2, got {self.mu_levels}")
 
 
 @dataclass

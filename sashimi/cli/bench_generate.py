@@ -164,10 +164,11 @@ def _profile(base: dict, sizes: list[int], weights: str) -> None:
 
     import torch
 
-    from sashimi import SILENCE_TOKEN, fastgen
+    from sashimi import fastgen
     from sashimi.cli.workers.generate_steps import _model
     from sashimi.fastgen import cpu
     from sashimi.fastgen.sampler import draw_uniforms
+    from sashimi.mulaw import silence_token
 
     if base["device"] != "cpu":
         print("profile: only for the C++ CPU engine")
@@ -185,7 +186,7 @@ def _profile(base: dict, sizes: list[int], weights: str) -> None:
     for batch in sizes:
         engine = cpu.CppEngine(entry["plan"], batch, lib, packed=packed, threads=fastgen.get_num_threads())
         engine.reset()
-        engine.feed(torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long))
+        engine.feed(torch.full((batch, 1), silence_token(model.config.mu_levels), dtype=torch.long))
         out = torch.empty(batch, steps, dtype=torch.long)
         gen = torch.Generator().manual_seed(base["seed"])
         engine.sample_and_feed(out, 0, steps, draw_uniforms(batch, steps, gen, "cpu"), True)  # warm-up, layout choice

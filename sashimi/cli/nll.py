@@ -47,14 +47,14 @@ def nats_per_sample(model, wav) -> float:
     import torch
     import torch.nn.functional as F
 
-    from sashimi.mulaw import SILENCE_TOKEN, mulaw_encode
+    from sashimi.mulaw import mulaw_encode, silence_token
 
     if wav.numel() <= model.config.l_max:
         return float(model.nll(wav.unsqueeze(0).to(model.device))[0])
     from sashimi import fastgen
 
     targets = mulaw_encode(wav.unsqueeze(0), model.config.mu_levels)
-    inputs = F.pad(targets[:, :-1], (1, 0), value=SILENCE_TOKEN)
+    inputs = F.pad(targets[:, :-1], (1, 0), value=silence_token(model.config.mu_levels))
     engine = fastgen.get_engine(model, 1, weights="float32")  # a measurement: never the opt-in float16 weights
     engine.reset()
     total, chunk = 0.0, 16000

@@ -33,7 +33,7 @@ from typing import Iterator
 import torch
 
 from ..errors import InputError
-from ..mulaw import SILENCE_TOKEN
+from ..mulaw import silence_token
 from ..s4 import one_thread
 from .pack import build_plan, s4_modes, unsupported_reason
 from .sampler import draw_uniforms, sample_with_uniforms
@@ -212,7 +212,7 @@ def get_engine(model, batch: int, kind: str | None = None, threads: int | None =
 def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None, threads: int | None = None,
                           weights: str | None = None) -> torch.Tensor:
     """Logits (B, T, V) of the fast step fed ``tokens`` (B, T) from a fresh state (the first
-    input is usually SILENCE_TOKEN): the counterpart of looping ``model.step``."""
+    input is usually ``silence_token(model.config.mu_levels)``): the counterpart of looping ``model.step``."""
     engine = get_engine(model, tokens.size(0), kind, threads, weights)
     engine.reset()
     return engine.feed(tokens, want_logits=True)
@@ -255,7 +255,7 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
         for start in range(0, int(total), chunk):
             yield prefix[:, start:min(start + chunk, int(total))].to(dev, copy=True)
         return
-    silence = torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long, device=prefix.device)
+    silence = torch.full((batch, 1), silence_token(model.config.mu_levels), dtype=torch.long, device=prefix.device)
     engine.feed(torch.cat([silence, prefix], 1))  # silence + prefix: the logits for position P
     start = 0
     while start + chunk <= P:

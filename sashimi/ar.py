@@ -200,7 +200,8 @@ class SashimiAR(nn.Module):
         prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
         return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
 
-    def stream(self, N: int, length: int | None = 16000, chunk: int = 1600, *, prefix_wav: torch.Tensor | None = None,
+    def stream(self, N: int, length: int | None | str = "1s", chunk: int = 1600, *,
+               prefix_wav: torch.Tensor | None = None,
                nucleus_p: float = 1.0, temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
                mode: str | None = None, engine: str = "auto", progress: bool = False) -> Iterator[torch.Tensor]:
         """Sample ``N`` waveforms, yielding the audio chunk by chunk as it is made.
@@ -211,7 +212,9 @@ class SashimiAR(nn.Module):
 
         Args:
             N: number of waveforms.
-            length: samples per waveform, prefix included; None: no end (stop iterating).
+            length: samples per waveform, prefix included; None: no end (stop iterating); the
+                default "1s": one second at the model's ``config.sample_rate``, as
+                :meth:`unconditional_generate`.
             chunk: samples per yielded chunk (the last one is shorter when ``length`` is not a
                 multiple of it). 1600 = 0.1 s at 16 kHz.
             prefix_wav: float (N, P) or (P,) audio in [-1, 1] to continue; streamed first.
@@ -230,6 +233,8 @@ class SashimiAR(nn.Module):
             raise InputError(f"N must be a positive integer, got {N!r}")
         if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
             raise InputError(f"chunk must be a positive integer, got {chunk!r}")
+        if isinstance(length, str) and length == "1s":
+            length = int(self.config.sample_rate)
         if prefix_wav is None:
             prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
         else:

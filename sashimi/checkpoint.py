@@ -185,7 +185,8 @@ def _describe(value: Any) -> str:
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Load every tensor, failing with one clear message on missing, unexpected or misshapen keys."""
+    """Load every tensor, failing with one clear message on missing, unexpected or misshapen keys,
+    or on NaN / infinite weights (a diverged run's: every output would be NaN)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -201,6 +202,11 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> N
     if problems:
         raise CheckpointError(f"{source}: the weights do not fit the model built from its config: "
                               + "; ".join(problems))
+    bad = [k for k, v in state_dict.items() if (v.is_floating_point() or v.is_complex())
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values, e.g. {bad[:3]} "
+                              "(a diverged training run?); a model cannot compute with them")
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -10,7 +10,7 @@ A leaf module: it imports nothing from the package, so any module may use it.
 """
 from __future__ import annotations
 
-__all__ = ["SashimiError", "InputError", "CheckpointError", "AudioError", "ConfigError"]
+__all__ = ["SashimiError", "InputError", "CheckpointError", "AudioError", "ConfigError", "OutputError"]
 
 
 class SashimiError(Exception):
@@ -31,3 +31,8 @@ class AudioError(SashimiError, ValueError):
 
 class ConfigError(SashimiError, ValueError):
     """An unknown key, a value of the wrong type, or an invalid combination of settings."""
+
+
+class OutputError(SashimiError, OSError):
+    """An output location that cannot be claimed: the file exists, another run is writing it, or it
+    cannot be written (see :mod:`sashimi.outputs`)."""

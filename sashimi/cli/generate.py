@@ -8,11 +8,13 @@
 
 ``--model`` is a pretrained name from :mod:`sashimi.hub`, a checkpoint path or a URL. Files are
 named ``sample_000.wav``, ... in ``--out``; existing files are never overwritten without ``-f``.
-Nothing is written unless generation succeeds.
+Each file is claimed before the model is loaded (``<file>.part``, created exclusively), so two runs
+never write the same file, and it gets its name only when generation succeeded.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import os
@@ -123,6 +125,38 @@ def load_cli_model(spec: str, device):
         raise CLIError(f"--model {spec}: {first_line(e)}") from e
 
 
+def check_sizes(seconds: str, length: int, rate: int, channels: int = 1, n: int | None = None,
+                batch: int | None = None) -> None:
+    """Refuse, before any work, a length that no WAV file can hold, or (when ``n`` samples of
+    ``batch`` at a time are held in memory, as with --out) that this machine's memory cannot.
+
+    Args:
+        seconds: the --seconds text, for the message.
+        length: samples per waveform; rate: Hz.
+        channels: channels of one file (--stream writes the samples as channels).
+        n, batch: samples kept in memory until written, and generated at once.
+    """
+    from sashimi.cli.stream import MAX_DATA
+
+    if length * channels * 2 > MAX_DATA:
+        most = MAX_DATA // (2 * channels) / rate
+        where = f" with {channels} channels" if channels > 1 else ""
+        raise CLIError(f"--seconds {seconds}: {length:,} samples per file do not fit in a WAV file (4 GiB of 16-bit "
+                       f"samples: at most {most:,.0f} s at {rate} Hz{where})")
+    if n is None:
+        return
+    # float32 results of all n; per batch: int64 tokens, float32 decoded audio and its copy
+    need = length * (4 * n + 16 * (batch or n))
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no check
+        return
+    if need > memory:
+        raise CLIError(f"--seconds {seconds}: {n} sample(s) of {length:,} need about {need / 2**30:,.1f} GiB of "
+                       f"memory, more than this machine's {memory / 2**30:,.1f} GiB; make fewer or shorter ones "
+                       "(--stream writes while it generates)")
+
+
 def model_kind(model) -> str:
     from sashimi.ar import SashimiAR
     from sashimi.diffwave import SashimiDiffWave
@@ -134,11 +168,12 @@ def model_kind(model) -> str:
     raise CLIError(f"--model holds a {type(model).__name__}, which cannot generate audio")
 
 
-def prepare_output_dir(out: str) -> list[str]:
+def prepare_output_dir(out: str, flag: str = "--out") -> list[str]:
     """Create the output directory (and missing parents), or refuse it, before any expensive work.
 
     Args:
-        out: the ``--out`` directory.
+        out: the directory.
+        flag: the option that named it, for messages.
 
     Returns:
         the directories created, deepest first (:func:`remove_if_empty` undoes them on failure).
@@ -150,14 +185,14 @@ def prepare_output_dir(out: str) -> list[str]:
     import tempfile
 
     if not out:
-        raise CLIError("--out must be a directory path, got ''")
+        raise CLIError(f"{flag} must be a directory path, got ''")
     missing, parent = [], os.path.abspath(out)
     while not os.path.exists(parent):
         missing.append(parent)
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         where = "exists" if not missing else f"is under {parent}, which exists"
-        raise CLIError(f"--out {out} {where} and is not a directory")
+        raise CLIError(f"{flag} {out} {where} and is not a directory")
     try:
         os.makedirs(out, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".sashimi-write-test-")
@@ -165,7 +200,7 @@ def prepare_output_dir(out: str) -> list[str]:
         os.remove(probe)
     except OSError as e:
         remove_if_empty(missing)
-        raise CLIError(f"--out {out}: cannot write there ({e.strerror or e})") from e
+        raise CLIError(f"{flag} {out}: cannot write there ({e.strerror or e})") from e
     return missing
 
 
@@ -181,15 +216,18 @@ def remove_if_empty(dirs: list[str]) -> None:
 def with_output_dir(command):
     """Decorate a command's ``run(args)``: prepare ``args.out`` first (before any model is loaded:
     a bad path fails in seconds, not after sampling), and remove the directories it created if
-    the command fails while they are still empty (nothing is left behind)."""
+    the command fails while they are still empty (nothing is left behind). The command registers
+    what to undo on the way out (its claims on output files) in ``args.cleanup``, an ExitStack."""
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
         created = prepare_output_dir(args.out)
-        try:
-            return command(args)
-        except BaseException:
-            remove_if_empty(created)
-            raise
+        with contextlib.ExitStack() as args.cleanup:
+            try:
+                return command(args)
+            except BaseException:
+                args.cleanup.close()  # release the claims first: the directories are then empty
+                remove_if_empty(created)
+                raise
 
     return run
 
@@ -218,6 +256,9 @@ def _run_to_files(args: argparse.Namespace) -> int:
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not args.force:
         raise CLIError(f"{existing[0]} exists ({len(existing)} of {n} files); use -f to overwrite")
+    from sashimi.outputs import OutputFiles
+
+    outputs = args.cleanup.enter_context(OutputFiles(paths, args.force))  # exclusive, before the work
 
     device = resolve_device(args.device)
     model = load_cli_model(args.model, device)
@@ -230,6 +271,7 @@ def _run_to_files(args: argparse.Namespace) -> int:
                        f"{'a diffusion' if kind == 'diffwave' else 'an autoregressive'} model")
     rate = int(model.config.sample_rate)
     length = max(1, round(seconds * rate))
+    check_sizes(args.seconds, length, rate, n=n, batch=batch)
     sample = _ar_sampler(model, args, length, device) if kind == "ar" else _diffwave_sampler(model, args, length)
 
     import torch
@@ -243,7 +285,7 @@ def _run_to_files(args: argparse.Namespace) -> int:
         wavs.append(wav.float().cpu())
     wavs = torch.cat(wavs)
     elapsed = time.perf_counter() - start
-    _write_all(paths, wavs, rate)
+    _write_all(outputs, paths, wavs, rate)
     if not args.quiet:
         print(f"wrote {n} file(s) of {length / rate:.3g} s at {rate} Hz to {args.out} "
               f"({n * length / elapsed:,.0f} samples/s)", file=sys.stderr)
@@ -319,12 +361,11 @@ def _show_engine_messages(quiet: bool) -> None:
         logger.setLevel(logging.INFO)
 
 
-def _write_all(paths: list[str], wavs, rate: int) -> None:
+def _write_all(outputs, paths: list[str], wavs, rate: int) -> None:
+    """Write each waveform into its claimed ``.part`` file, then give it its name (never a
+    half-written file under the final name; without -f never over a file that appeared meanwhile)."""
     from sashimi.audio import write_wav
 
-    os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
     for path, wav in zip(paths, wavs):
-        tmp = path + ".part"
-        write_wav(tmp, wav, rate)
-        os.replace(tmp, path)  # never a half-written file under the final name
+        outputs.publish(path, functools.partial(write_wav, wav=wav, sample_rate=rate))
 

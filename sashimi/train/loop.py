@@ -30,6 +30,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..config import config_from_dict
+from ..errors import OutputError
+from ..outputs import RunLock
 from .data import (CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, batches_per_epoch, decoded_bytes,
                    list_audio_files)
 from .tasks import Task, get_task
@@ -166,11 +168,37 @@ def train(cfg: TrainConfig) -> dict:
     if not cfg.checkpoint_path:
         raise ConfigError("config key 'checkpoint_path' is required (the run directory)")
     rt = setup_runtime(cfg)
+    lock = None
     try:
+        lock = _lock_run_directory(cfg, rt)
         return _train(cfg, rt)
     finally:
+        if lock is not None:
+            lock.release()
         if rt.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _lock_run_directory(cfg: TrainConfig, rt: Runtime) -> RunLock | None:
+    """Rank 0 holds ``checkpoint_path`` for the whole run (:class:`sashimi.outputs.RunLock`), so that
+    two runs never write checkpoints there at once, and an unwritable place fails now, not at the
+    first save. Every rank raises if rank 0 could not take it."""
+    lock, error = None, None
+    if rt.rank == 0:
+        try:
+            lock = RunLock(cfg.checkpoint_path, f"checkpoint_path {cfg.checkpoint_path}")
+        except OutputError as e:
+            error = e
+    if rt.distributed:
+        ok = torch.tensor([0.0 if error is not None else 1.0], device=rt.device)
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if float(ok) == 0.0 and error is None:
+            error = OutputError(f"checkpoint_path {cfg.checkpoint_path}: rank 0 could not take it (see its message)")
+    if error is not None:
+        if lock is not None:
+            lock.release()
+        raise error
+    return lock
 
 
 def _resume(cfg: TrainConfig, log: TrainLogger) -> tuple[str | None, dict | None, list[str]]:

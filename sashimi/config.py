@@ -5,6 +5,7 @@ Field names follow the seed's ``model_cfg`` so existing YAML configs keep workin
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ class ARConfig:
             raise ValueError(f"ARConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.mu_levels < 2:  # mu = mu_levels - 1 must be positive
             raise ValueError(f"ARConfig.mu_levels must be at least 2, got {self.mu_levels}")
+        _check_lr(self)
 
 
 @dataclass
@@ -122,6 +124,8 @@ class DiffWaveConfig:
         if not 0.0 < self.beta_start <= self.beta_end < 1.0:
             raise ValueError("DiffWaveConfig needs 0 < beta_start <= beta_end < 1, got "
                              f"beta_start={self.beta_start}, beta_end={self.beta_end}")
+        if self.lr is not None:
+            _check_lr(self)
 
 
 def _int_list(cfg, name: str) -> list[int]:
@@ -132,6 +136,13 @@ def _int_list(cfg, name: str) -> list[int]:
         return [int(v) for v in value]
     except (TypeError, ValueError):
         raise ValueError(f"{type(cfg).__name__}.{name} must be a list of integers, got {value!r}") from None
+
+
+def _check_lr(cfg) -> None:
+    """The S4 state parameters' learning rate: a negative one would make them ascend the loss."""
+    lr = cfg.lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"{type(cfg).__name__}.lr must be a finite number > 0, got {lr!r}")
 
 
 def _check_positive(cfg, *names):

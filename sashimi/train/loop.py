@@ -95,6 +95,46 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return opt
 
 
+def _keep_configured_rates(optimizer: torch.optim.Optimizer, configured: list[dict]) -> list[str]:
+    """After loading a resumed optimizer's state, this run's settings win over the checkpoint's:
+    each group's base learning rate (``start_lr``; ``model_cfg.lr`` for the S4 group) and weight
+    decay. The schedule's progress is kept: the current rate is rescaled by new base / old base.
+    (Loading alone would train at the old rate while the checkpoints record the new one.)
+
+    Args:
+        optimizer: with the resumed state loaded.
+        configured: its param groups as :func:`make_optimizer` built them from this run's config.
+
+    Returns:
+        a line per changed setting.
+    """
+    notes = []
+    for i, (group, want) in enumerate(zip(optimizer.param_groups, configured)):
+        name = "start_lr" if i == 0 else f"the learning rate of parameter group {i} (model_cfg.lr)"
+        old, new = group.get("initial_lr", group["lr"]), want["initial_lr"]
+        if old != new:
+            factor = group["lr"] / old if old else 1.0
+            group["initial_lr"], group["lr"] = new, new * factor
+            notes.append(f"{name} {new:g} instead of the checkpoint's {old:g}: the rate is now {group['lr']:g} "
+                         f"(the schedule's factor so far, {factor:g}, is kept)")
+        if group.get("weight_decay") != want["weight_decay"]:
+            notes.append(f"weight_decay {want['weight_decay']:g} instead of the checkpoint's "
+                         f"{group.get('weight_decay'):g}" + ("" if i == 0 else f" (parameter group {i})"))
+            group["weight_decay"] = want["weight_decay"]
+    return notes
+
+
+def _keep_configured_schedule(scheduler, settings: dict) -> list[str]:
+    """The plateau schedule's settings of this run (``plateau_factor``, ``plateau_patience``,
+    ``plateau_min_lr``) over the resumed checkpoint's; its progress (best value, bad epochs) is kept."""
+    notes = []
+    for key, value in settings.items():
+        if getattr(scheduler, key) != value:
+            notes.append(f"plateau {key} {value} instead of the checkpoint's {getattr(scheduler, key)}")
+            setattr(scheduler, key, value)
+    return notes
+
+
 def _step_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
     factor = cfg.lr_gamma ** sum(step >= m for m in cfg.lr_milestones)
     for g in opt.param_groups:
@@ -161,7 +201,8 @@ def train(cfg: TrainConfig) -> dict:
     Returns:
         summary dict: ``step``, ``epoch``, ``loss`` (mean over the last logged steps; rank 0),
         ``valid`` (last validation metric or None), ``checkpoint`` (last path written; rank 0),
-        ``stopped`` ('max_steps', 'max_minutes' or 'signal'), ``model`` (this rank's trained model).
+        ``stopped`` ('max_steps', 'max_minutes' or 'signal'), ``signal`` (the number of the signal this
+        process received, or None), ``model`` (this rank's trained model).
     """
     if not cfg.train_csv:
         raise ConfigError("config key 'train_csv' is required (a CSV with a 'path' column, or a directory)")
@@ -249,9 +290,15 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
     if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])
+        configured = [dict(g) for g in optimizer.param_groups]
         optimizer.load_state_dict(ckpt["optimizer"])
+        notes = _keep_configured_rates(optimizer, configured)
         if scheduler is not None and ckpt.get("scheduler"):
+            settings = {k: getattr(scheduler, k) for k in ("factor", "patience", "min_lrs")}
             scheduler.load_state_dict(ckpt["scheduler"])
+            notes += _keep_configured_schedule(scheduler, settings)
+        for note in notes:
+            log.write(f"note: resumed with {note}")
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         state = {k: int(ckpt[k]) for k in state}
@@ -377,7 +424,7 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
               + (f"; resume with resume_checkpoint={ckpt_path}" if ckpt_path and stopped != "max_steps" else ""))
     return {"step": state["step"], "epoch": state["epoch"], "loss": log.last_loss,
             "valid": None if last_valid is None else last_valid[1], "checkpoint": ckpt_path, "stopped": stopped,
-            "model": model}
+            "signal": stop.signum, "model": model}
 
 
 def _guarded(loader, stop: StopFlag | None = None):

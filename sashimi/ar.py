@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 from typing import Iterator
 
 import torch
@@ -173,8 +174,7 @@ class SashimiAR(nn.Module):
         Returns:
             float (N, length) waveforms in [-1, 1].
         """
-        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
-            raise InputError(f"N must be a positive integer, got {N!r}")
+        N = _positive_int(N, "N")
         if length is None:
             length = int(self.config.sample_rate)
         prefix = torch.empty(N, 0, dtype=torch.long, device=self.device)
@@ -229,10 +229,7 @@ class SashimiAR(nn.Module):
             for audio in model.stream(1, length=None, top_k=100, seed=0):  # endless
                 play(audio[0])
         """
-        if not isinstance(N, int) or isinstance(N, bool) or N < 1:
-            raise InputError(f"N must be a positive integer, got {N!r}")
-        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
-            raise InputError(f"chunk must be a positive integer, got {chunk!r}")
+        N, chunk = _positive_int(N, "N"), _positive_int(chunk, "chunk")
         if isinstance(length, str) and length == "1s":
             length = int(self.config.sample_rate)
         if prefix_wav is None:
@@ -247,8 +244,7 @@ class SashimiAR(nn.Module):
         return (mulaw_decode(c.to(self.device), self.config.mu_levels) for c in chunks)
 
     def _continue(self, prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine="auto"):
-        if not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1):
-            raise InputError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+        length = _check_length(length, prefix.size(1), endless_ok=False)
         chunks = self._token_chunks(prefix, length, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
         return mulaw_decode(torch.cat([c.to(self.device) for c in chunks], 1), self.config.mu_levels)
 
@@ -256,8 +252,9 @@ class SashimiAR(nn.Module):
         """Validate, pick the engine and return an iterator over (B, chunk) token chunks
         (``length`` None: endless)."""
         check_sampling_args(temperature, top_k, nucleus_p)
-        if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1)):
-            raise InputError(f"length must be None or an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+        # numpy numbers are fine (checked above): plain Python ones from here on
+        temperature, nucleus_p, top_k = float(temperature), float(nucleus_p), None if top_k is None else int(top_k)
+        length = _check_length(length, prefix.size(1), endless_ok=True)
         generator = make_generator(seed, self.device)
         check_float_params(self.head.weight.dtype, type(self).__name__)
         from . import fastgen
@@ -316,6 +313,24 @@ class SashimiAR(nn.Module):
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())
         return f"{n:,} parameters, config={dataclasses.asdict(self.config)}"
+
+
+def _positive_int(value, name: str) -> int:
+    """``value`` as an int if it is a positive integer (numpy integers too), else an InputError."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_length(length, prefix_length: int, endless_ok: bool) -> int | None:
+    """``length`` (samples per waveform, prefix included) as an int, or None for no end."""
+    if length is None and endless_ok:
+        return None
+    if not isinstance(length, numbers.Integral) or isinstance(length, bool) or length < max(1, prefix_length):
+        need = f"an integer >= the prefix length {prefix_length}" if prefix_length else "a positive integer"
+        raise InputError(f"length must be {'None or ' if endless_ok else ''}{need} (samples per waveform, prefix "
+                         f"included), got {length!r}")
+    return int(length)
 
 
 def _check_audio(x, name: str) -> torch.Tensor:

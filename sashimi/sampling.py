@@ -17,14 +17,19 @@ MIN_TEMPERATURE = 1e-4
 
 
 def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, nucleus_p: float = 1.0) -> None:
-    """Raise InputError (a ValueError) if the sampling settings are out of range."""
-    if not isinstance(nucleus_p, (int, float)) or not 0.0 < nucleus_p <= 1.0:
+    """Raise InputError (a ValueError) if the sampling settings are out of range. Any real numbers
+    (numpy's too) are accepted, but not booleans."""
+    if not _is_real(nucleus_p) or not 0.0 < nucleus_p <= 1.0:
         raise InputError(f"nucleus_p must be in (0, 1], got {nucleus_p!r}")
-    if not isinstance(temperature, (int, float)) or not MIN_TEMPERATURE <= temperature < math.inf:
+    if not _is_real(temperature) or not MIN_TEMPERATURE <= temperature < math.inf:
         raise InputError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature!r} "
                          "(for greedy decoding use top_k=1)")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+    if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1):
         raise InputError(f"top_k must be None or a positive integer, got {top_k!r}")
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -43,7 +48,8 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
         int64 (B,) sampled token indices.
     """
     check_sampling_args(temperature, top_k, nucleus_p)
-    probs = filtered_probs(logits, temperature, top_k, nucleus_p)
+    top_k = None if top_k is None else int(top_k)
+    probs = filtered_probs(logits, float(temperature), top_k, float(nucleus_p))
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

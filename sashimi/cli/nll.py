@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for path in files:
         try:
-            wav, _ = read_audio(path, rate, mono=True)
+            wav, _ = read_audio(path, rate, mono=True, refuse_clipping=True)  # as model.nll refuses it
         except (AudioError, FileNotFoundError) as e:
             raise CLIError(str(e)) from e
         bits = nats_per_sample(model, wav) / math.log(2)

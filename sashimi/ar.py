@@ -200,7 +200,7 @@ class SashimiAR(nn.Module):
         prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
         return self._continue(prefix, length, nucleus_p, progress, temperature, top_k, seed, mode, engine)
 
-    def stream(self, N: int, length: int | None | str = "1s", chunk: int = 1600, *,
+    def stream(self, N: int, length: int | None | str = "1s", chunk: int | None = None, *,
                prefix_wav: torch.Tensor | None = None,
                nucleus_p: float = 1.0, temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
                mode: str | None = None, engine: str = "auto", progress: bool = False) -> Iterator[torch.Tensor]:
@@ -216,7 +216,7 @@ class SashimiAR(nn.Module):
                 default "1s": one second at the model's ``config.sample_rate``, as
                 :meth:`unconditional_generate`.
             chunk: samples per yielded chunk (the last one is shorter when ``length`` is not a
-                multiple of it). 1600 = 0.1 s at 16 kHz.
+                multiple of it); None: 0.1 s at the model's ``config.sample_rate`` (1600 for SC09).
             prefix_wav: float (N, P) or (P,) audio in [-1, 1] to continue; streamed first.
             progress: show a progress bar with the real-time factor (on stderr).
             other args: as :meth:`unconditional_generate`.
@@ -229,6 +229,8 @@ class SashimiAR(nn.Module):
             for audio in model.stream(1, length=None, top_k=100, seed=0):  # endless
                 play(audio[0])
         """
+        if chunk is None:
+            chunk = max(1, int(self.config.sample_rate) // 10)
         N, chunk = _positive_int(N, "N"), _positive_int(chunk, "chunk")
         if isinstance(length, str) and length == "1s":
             length = int(self.config.sample_rate)

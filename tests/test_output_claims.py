@@ -187,3 +187,42 @@ def test_item8_eval_outputs_are_checked_before_the_work(tmp_path, capsys, ckpt, 
                            "--save-samples", str(tmp_path / "ok"))
     assert code == 2 and "another run is writing" in err, err
     assert sorted(os.listdir(tmp_path / "ok")) == ["sample_000.wav.part"]
+
+
+def test_item6_train_classifier_claims_its_files(tmp_path, capsys, fixtures_dir, monkeypatch):
+    """The same check-then-write in `sashimi train-classifier` (the classifier file and its report)."""
+    import shutil
+
+    import sashimi.eval.training as training
+
+    root = tmp_path / "fsdd"
+    root.mkdir()
+    for path in sorted((fixtures_dir / "fsdd").glob("*.wav")):
+        digit, speaker, _ = path.stem.split("_")
+        for take in (0, 5, 10):  # test, valid, train
+            shutil.copy(path, root / f"{digit}_{speaker}_{take}.wav")
+    argv = ["train-classifier", str(root), "--out", str(tmp_path / "c.pt"), "--epochs", "1", "--channels", "4,4,8",
+            "--batch-size", "32"]
+    second, real = [], training.train_classifier
+
+    def train(*args, **kwargs):
+        if not second:
+            second.append(run_cli(capsys, *argv))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_classifier", train)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert second[0][0] == 2 and "another run is writing" in second[0][2], second
+    assert sorted(os.listdir(tmp_path)) == ["c.json", "c.pt", "fsdd"]
+
+
+def test_item6_split_csvs_are_claimed(tmp_path):
+    from sashimi.train.split import write_split
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fsdd-test.csv.part").write_bytes(b"")  # another run is writing it
+    with pytest.raises(OutputError, match="another run is writing"):
+        write_split({"train": ["a.wav"], "test": ["b.wav"]}, str(out), "fsdd")
+    assert sorted(os.listdir(out)) == ["fsdd-test.csv.part"]  # nothing written, no claim left

@@ -24,8 +24,14 @@ from sashimi.data.datasets import list_audio_files  # noqa: E402
 
 
 def windowed_nll(model, files: list[str], window: int, max_start: int | None = None) -> dict:
-    """Bits per sample over utterance windows: ``{"bits_per_sample", "files", "window", ...}``."""
-    bits = utterance_nll_bits(model, files, window, max_start=max_start)
+    """Bits per sample over utterance windows: ``{"bits_per_sample", "files", "window", ...}``; a
+    class-conditional model is given each file's digit (its FSDD name, ``7_theo_12.wav``)."""
+    labels = None
+    if getattr(model, "classes", None) is not None:
+        from sashimi.data.datasets import file_labels
+
+        labels = file_labels(files[0], files, "fsdd")
+    bits = utterance_nll_bits(model, files, window, max_start=max_start, labels=labels)
     return {"bits_per_sample": float(bits.mean()), "files": len(files), "window": window,
             "per_file_bits": [round(float(b), 5) for b in bits]}
 

@@ -20,17 +20,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "SILENCE_TOKEN": "mulaw", "mulaw_decode": "mulaw", "mulaw_encode": "mulaw",
+    "SILENCE_TOKEN": "mulaw", "mulaw_decode": "mulaw", "mulaw_encode": "mulaw", "silence_token": "mulaw",
+    "SashimiError": "errors", "InputError": "errors", "AudioError": "errors", "ConfigError": "errors",
+    "OutputError": "errors",
     "sample_logits": "sampling", "SamplingOptions": "sampling",
     "ARConfig": "config", "DiffWaveConfig": "config", "BackboneConfig": "config",
     "cauchy": "ops.cauchy",
     "S4": "s4", "Sashimi": "backbone",
     "SashimiAR": "ar", "NoiseSchedule": "diffusion", "SashimiDiffWave": "diffwave",
-    "CheckpointError": "persistence", "save_model": "persistence", "save_pretrained": "persistence",
+    "CheckpointError": "errors", "save_model": "persistence", "save_pretrained": "persistence",
     "load_model": "pretrained",
     # sample quality (sashimi.eval)
     "am_score": "eval", "frechet_distance": "eval", "inception_score": "eval", "load_classifier": "eval",
@@ -59,9 +61,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .diffusion import NoiseSchedule  # noqa: F401
     from .diffwave import SashimiDiffWave  # noqa: F401
     from .eval import am_score, frechet_distance, inception_score, load_classifier, modified_inception_score  # noqa
-    from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode  # noqa: F401
+    from .errors import AudioError, CheckpointError, ConfigError, InputError, OutputError, SashimiError  # noqa: F401
+    from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode, silence_token  # noqa: F401
     from .ops.cauchy import cauchy  # noqa: F401
-    from .persistence import CheckpointError, save_model, save_pretrained  # noqa: F401
+    from .persistence import save_model, save_pretrained  # noqa: F401
     from .pretrained import load_model  # noqa: F401
     from .s4 import S4  # noqa: F401
     from .sampling import SamplingOptions, sample_logits  # noqa: F401

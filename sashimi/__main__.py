@@ -2,6 +2,10 @@
 
 Each command lives in its own module under :mod:`sashimi.cli`, exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when used.
+
+Exit status: 0 success; 2 a usage error (bad arguments, or an error the library raises on purpose:
+:class:`sashimi.SashimiError`, printed as one line); 1 an operating-system error (printed as one
+line) or a bug (printed with its traceback and a request to report it); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
-from sashimi.cli import CLIError
+from sashimi.cli import ISSUE_TRACKER, CLIError, first_line
+from sashimi.errors import SashimiError
 
 # command -> (module, one-line help)
 COMMANDS = {
@@ -60,12 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     args = cmd_parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except CLIError as e:
-        print(f"sashimi {name}: error: {e}", file=sys.stderr)
+    except (CLIError, SashimiError) as e:  # the user's to fix: one line
+        print(f"sashimi {name}: error: {first_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sashimi {name}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the system's (a full disk, a file removed meanwhile): not a bug either
+        print(f"sashimi {name}: error: {first_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # anything else is a bug in sashimi: show it as one
+        traceback.print_exc()
+        print(f"sashimi {name}: internal error ({type(e).__name__}): this is a bug in sashimi, not a mistake in "
+              f"your command. Please report it, with the command line and the traceback above, at {ISSUE_TRACKER}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 from typing import Iterator
 
 import torch
@@ -13,7 +14,8 @@ import torch.nn.functional as F
 from . import fastgen
 from .backbone import Sashimi
 from .config import ARConfig
-from .mulaw import SILENCE_TOKEN, mulaw_decode, mulaw_encode
+from .errors import InputError
+from .mulaw import mulaw_decode, mulaw_encode, silence_token
 from .s4 import check_float_params
 from .sampling import SamplingOptions, make_generator, sample_logits
 
@@ -74,7 +76,7 @@ class SashimiAR(nn.Module):
         x = self._check_tokens(x, "x")
         check_float_params(self.head.weight.dtype, type(self).__name__)
         if x.size(0) == 0 or x.size(1) == 0:
-            raise ValueError(f"x must hold at least one sequence of at least one token, got shape {tuple(x.shape)}")
+            raise InputError(f"x must hold at least one sequence of at least one token, got shape {tuple(x.shape)}")
         if lengths is not None:
             _check_lengths(lengths, x.shape)
         labels = self.check_labels(labels, x.size(0))
@@ -98,7 +100,7 @@ class SashimiAR(nn.Module):
             float (N,) nats per sample (divide by ln 2 for bits).
         """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         wavs = _check_audio(wavs, "wavs")
         if wavs.dim() == 1:
             wavs = wavs.unsqueeze(0)
@@ -106,7 +108,7 @@ class SashimiAR(nn.Module):
             lengths = _check_lengths(lengths, wavs.shape).to(self.device)
         labels = self.check_labels(labels, wavs.size(0))
         targets = mulaw_encode(wavs.to(self.device), self.config.mu_levels)
-        inputs = F.pad(targets[:, :-1], (1, 0), value=SILENCE_TOKEN)
+        inputs = F.pad(targets[:, :-1], (1, 0), value=silence_token(self.config.mu_levels))
         result = []
         for start in range(0, len(wavs), batch_size):
             sl = slice(start, start + batch_size)
@@ -165,7 +167,7 @@ class SashimiAR(nn.Module):
         labels = self.check_labels(labels, prefix.size(0))
         self.setup_rnn(mode)
         state = self.default_state(prefix.size(0))
-        inputs = F.pad(prefix, (1, 0), value=SILENCE_TOKEN)
+        inputs = F.pad(prefix, (1, 0), value=silence_token(self.config.mu_levels))
         for t in range(inputs.size(1)):
             logits, state = self.step(inputs[:, t], state, labels)
         return logits, state
@@ -195,8 +197,8 @@ class SashimiAR(nn.Module):
         Returns:
             float (N, length) waveforms in [-1, 1].
         """
-        _check_count(N, "N")
-        request = _Request(self._silence(N), self._one_second(length), SamplingOptions(temperature, top_k, nucleus_p),
+        N = _positive_int(N, "N")
+        request = _Request(self._silence(N), _check_length(self._one_second(length), 0, endless_ok=False), SamplingOptions(temperature, top_k, nucleus_p),
                            seed, None, mode, engine, progress)
         return self._decode(self._token_chunks(request))
 
@@ -215,13 +217,14 @@ class SashimiAR(nn.Module):
             float (N, length) waveforms in [-1, 1].
         """
         if not self.config.num_classes:
-            raise ValueError("conditional_generate needs a class-conditional model; this one is unconditional "
+            raise InputError("conditional_generate needs a class-conditional model; this one is unconditional "
                              "(config.num_classes=0): use unconditional_generate")
         if labels is None:
-            raise ValueError("labels must be the classes to generate, got None (use unconditional_generate)")
+            raise InputError("labels must be the classes to generate, got None (use unconditional_generate)")
         n = len(labels) if not torch.is_tensor(labels) or labels.dim() else 1
         labels = self.check_labels(labels, n, allow_none_class=False)
-        request = _Request(self._silence(n), self._one_second(length), SamplingOptions(temperature, top_k, nucleus_p),
+        request = _Request(self._silence(n), _check_length(self._one_second(length), 0, endless_ok=False),
+                           SamplingOptions(temperature, top_k, nucleus_p),
                            seed, labels, mode, engine, progress)
         return self._decode(self._token_chunks(request))
 
@@ -244,13 +247,13 @@ class SashimiAR(nn.Module):
         if prefix_wav.dim() == 1:
             prefix_wav = prefix_wav.unsqueeze(0)
         prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
-        if not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1):
-            raise ValueError(f"length must be an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+        length = _check_length(length, prefix.size(1), endless_ok=False)
         request = _Request(prefix, length, SamplingOptions(temperature, top_k, nucleus_p), seed,
                            self.check_labels(labels, prefix.size(0)), mode, engine, progress)
         return self._decode(self._token_chunks(request))
 
-    def stream(self, N: int, length: int | None = 16000, chunk: int = 1600, *, prefix_wav: torch.Tensor | None = None,
+    def stream(self, N: int, length: int | None | str = "1s", chunk: int | None = None, *,
+               prefix_wav: torch.Tensor | None = None,
                nucleus_p: float = 1.0, temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
                mode: str | None = None, engine: str = "auto", progress: bool = False,
                labels=None) -> Iterator[torch.Tensor]:
@@ -262,9 +265,11 @@ class SashimiAR(nn.Module):
 
         Args:
             N: number of waveforms.
-            length: samples per waveform, prefix included; None: no end (stop iterating).
+            length: samples per waveform, prefix included; None: no end (stop iterating); the
+                default "1s": one second at the model's ``config.sample_rate``, as
+                :meth:`unconditional_generate`.
             chunk: samples per yielded chunk (the last one is shorter when ``length`` is not a
-                multiple of it). 1600 = 0.1 s at 16 kHz.
+                multiple of it); None: 0.1 s at the model's ``config.sample_rate`` (1600 for SC09).
             prefix_wav: float (N, P) or (P,) audio in [-1, 1] to continue; streamed first.
             progress: show a progress bar with the real-time factor (on stderr).
             labels: class-conditional models: the (N,) classes (see :meth:`forward`); None: no label.
@@ -278,15 +283,18 @@ class SashimiAR(nn.Module):
             for audio in model.stream(1, length=None, top_k=100, seed=0):  # endless
                 play(audio[0])
         """
-        _check_count(N, "N")
-        _check_count(chunk, "chunk")
+        if chunk is None:
+            chunk = max(1, int(self.config.sample_rate) // 10)
+        N, chunk = _positive_int(N, "N"), _positive_int(chunk, "chunk")
+        if isinstance(length, str) and length == "1s":
+            length = int(self.config.sample_rate)
         if prefix_wav is None:
             prefix = self._silence(N)
         else:
             prefix_wav = _check_audio(prefix_wav, "prefix_wav")
             prefix_wav = prefix_wav.unsqueeze(0).expand(N, -1) if prefix_wav.dim() == 1 else prefix_wav
             if prefix_wav.size(0) != N:
-                raise ValueError(f"prefix_wav holds {prefix_wav.size(0)} waveforms, N is {N}")
+                raise InputError(f"prefix_wav holds {prefix_wav.size(0)} waveforms, N is {N}")
             prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
         request = _Request(prefix, length, SamplingOptions(temperature, top_k, nucleus_p), seed,
                            self.check_labels(labels, N), mode, engine, progress, chunk)
@@ -306,9 +314,8 @@ class SashimiAR(nn.Module):
     def _token_chunks(self, request: "_Request") -> Iterator[torch.Tensor]:
         """Validate, pick the engine and return an iterator over (B, chunk) token chunks
         (``length`` None: endless)."""
-        prefix, length = request.prefix, request.length
-        if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < prefix.size(1)):
-            raise ValueError(f"length must be None or an integer >= the prefix length {prefix.size(1)}, got {length!r}")
+        prefix = request.prefix
+        length = _check_length(request.length, prefix.size(1), endless_ok=True)
         generator = make_generator(request.seed, self.device)
         check_float_params(self.head.weight.dtype, type(self).__name__)
         if fastgen.resolve_engine(self, request.engine, request.mode) == "fast":
@@ -371,14 +378,14 @@ class SashimiAR(nn.Module):
         if labels is None:
             return None
         if not C:
-            raise ValueError("labels were given, but this model is unconditional (config.num_classes=0)")
+            raise InputError("labels were given, but this model is unconditional (config.num_classes=0)")
         if torch.is_tensor(labels):
             if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
                 raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
             if labels.dim() == 0:
                 labels = labels.reshape(1)
             if labels.dim() != 1:
-                raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+                raise InputError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
             index = labels.to(device=self.device, dtype=torch.long)
         elif isinstance(labels, (list, tuple)):
             names = self.config.class_names
@@ -386,7 +393,7 @@ class SashimiAR(nn.Module):
             for item in labels:
                 if isinstance(item, str):
                     if item not in names:
-                        raise ValueError(f"unknown class {item!r}; this model's classes are {names}")
+                        raise InputError(f"unknown class {item!r}; this model's classes are {names}")
                     index.append(names.index(item))
                 elif isinstance(item, int) and not isinstance(item, bool):
                     index.append(item)
@@ -396,10 +403,10 @@ class SashimiAR(nn.Module):
         else:
             raise TypeError(f"labels must be a LongTensor or a list of class names or indices, got {type(labels).__name__}")
         if index.numel() != batch:
-            raise ValueError(f"labels holds {index.numel()} entries, but the batch holds {batch} sequences")
+            raise InputError(f"labels holds {index.numel()} entries, but the batch holds {batch} sequences")
         high = C if allow_none_class else C - 1
         if index.numel() and (int(index.min()) < 0 or int(index.max()) > high):
-            raise ValueError(f"labels must be class indices in [0, {high}]"
+            raise InputError(f"labels must be class indices in [0, {high}]"
                              + (f" ({C}: no label)" if allow_none_class else "")
                              + f", got min {int(index.min())}, max {int(index.max())}")
         return index
@@ -433,9 +440,9 @@ class SashimiAR(nn.Module):
                             "(use sashimi.mulaw_encode to quantise a waveform)")
         if x.dim() != ndim:
             shape = "(B, L)" if ndim == 2 else "(B,)"
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+            raise InputError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.config.mu_levels):
-            raise ValueError(f"{name} values must be in [0, {self.config.mu_levels - 1}], "
+            raise InputError(f"{name} values must be in [0, {self.config.mu_levels - 1}], "
                              f"got min {int(x.min())}, max {int(x.max())}")
         return x.to(device=self.device, dtype=torch.long)
 
@@ -471,9 +478,22 @@ class _Request:
     chunk: int | None = None
 
 
-def _check_count(n, name: str) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+def _positive_int(value, name: str) -> int:
+    """``value`` as an int if it is a positive integer (numpy integers too), else an InputError."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_length(length, prefix_length: int, endless_ok: bool) -> int | None:
+    """``length`` (samples per waveform, prefix included) as an int, or None for no end."""
+    if length is None and endless_ok:
+        return None
+    if not isinstance(length, numbers.Integral) or isinstance(length, bool) or length < max(1, prefix_length):
+        need = f"an integer >= the prefix length {prefix_length}" if prefix_length else "a positive integer"
+        raise InputError(f"length must be {'None or ' if endless_ok else ''}{need} (samples per waveform, prefix "
+                         f"included), got {length!r}")
+    return int(length)
 
 
 def _check_audio(x, name: str) -> torch.Tensor:
@@ -481,21 +501,21 @@ def _check_audio(x, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point torch.Tensor of audio, got "
                         f"{x.dtype if torch.is_tensor(x) else type(x).__name__}")
     if x.dim() not in (1, 2) or x.size(-1) == 0 or x.size(0) == 0:
-        raise ValueError(f"{name} must have shape (N, L) or (L,) with N, L > 0, got {tuple(x.shape)}")
+        raise InputError(f"{name} must have shape (N, L) or (L,) with N, L > 0, got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise InputError(f"{name} contains NaN or inf")
     peak = float(x.abs().max())
     if peak > 1.0:
-        raise ValueError(f"{name} must be in [-1, 1], got a peak of {peak:.4g} (normalise the audio first)")
+        raise InputError(f"{name} must be in [-1, 1], got a peak of {peak:.4g} (normalise the audio first)")
     return x
 
 
 def _check_lengths(lengths, shape) -> torch.Tensor:
     if not torch.is_tensor(lengths) or lengths.is_floating_point() or lengths.shape != (shape[0],):
-        raise ValueError(f"lengths must be an integer tensor of shape ({shape[0]},), got "
+        raise InputError(f"lengths must be an integer tensor of shape ({shape[0]},), got "
                          f"{tuple(lengths.shape) if torch.is_tensor(lengths) else type(lengths).__name__}")
     if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > shape[-1]):
-        raise ValueError(f"lengths must be in [1, {shape[-1]}], got min {int(lengths.min())}, max {int(lengths.max())}")
+        raise InputError(f"lengths must be in [1, {shape[-1]}], got min {int(lengths.min())}, max {int(lengths.max())}")
     return lengths.long()
 
 

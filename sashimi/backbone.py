@@ -118,7 +118,9 @@ class FFBlock(nn.Module):
         return None
 
     def step(self, x: torch.Tensor, state):
-        return self.forward(x), state
+        """x (B, H) -> (B, H). Step mode is inference: no dropout, whatever the module's mode
+        (forward's mask is shaped for (B, L, H) sequences), like the S4 and residual steps."""
+        return self.fc2(F.gelu(self.fc1(x))), state
 
 
 class ResidualBlock(nn.Module):

@@ -5,6 +5,7 @@ Field names follow the seed's ``model_cfg`` so existing YAML configs keep workin
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,8 @@ class BackboneConfig:
             raise ValueError(f"{type(self).__name__}.pool must hold positive integers, got {self.pool}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{type(self).__name__}.dropout must be in [0, 1), got {self.dropout}")
+        if self.lr is not None:
+            _check_lr(self)
 
 
 @dataclass
@@ -78,6 +81,8 @@ class ARConfig(BackboneConfig):
         if self.bidirectional:
             raise ValueError("ARConfig.bidirectional must be False: an autoregressive model is causal")
         _check_positive(self, "mu_levels")
+        if self.mu_levels < 2:  # mu = mu_levels - 1 must be positive
+            raise ValueError(f"ARConfig.mu_levels must be at least 2, got {self.mu_levels}")
 
 
 @dataclass
@@ -113,6 +118,8 @@ class DiffWaveConfig(BackboneConfig):
         if not 0.0 < self.beta_start <= self.beta_end < 1.0:
             raise ValueError("DiffWaveConfig needs 0 < beta_start <= beta_end < 1, got "
                              f"beta_start={self.beta_start}, beta_end={self.beta_end}")
+        if self.lr is not None:
+            _check_lr(self)
 
 
 def _int_list(cfg, name: str) -> list[int]:
@@ -143,6 +150,13 @@ def _check_classes(cfg) -> None:
     if n and n != len(names):
         raise ValueError(f"{type(cfg).__name__}: num_classes={n} but {len(names)} class_names were given")
     cfg.num_classes, cfg.class_names = len(names), names or None
+
+
+def _check_lr(cfg) -> None:
+    """The S4 state parameters' learning rate: a negative one would make them ascend the loss."""
+    lr = cfg.lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"{type(cfg).__name__}.lr must be a finite number > 0, got {lr!r}")
 
 
 def _check_positive(cfg, *names):

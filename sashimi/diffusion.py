@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
+
 __all__ = ["NoiseSchedule", "FAST_BETAS", "sampling_plan", "ddpm_sample", "q_sample", "training_loss"]
 
 #: lmnt-com/diffwave's 6-step inference schedule (betas), mapped onto fractional training steps.
@@ -132,11 +134,11 @@ def sampling_plan(schedule: NoiseSchedule, steps: None | str | int = None) -> tu
         return t, schedule.alpha_bar.clone()
     if isinstance(steps, str):
         if steps != "fast":
-            raise ValueError(f"steps must be None, 'fast' or an integer in [1, {T}], got {steps!r}")
+            raise InputError(f"steps must be None, 'fast' or an integer in [1, {T}], got {steps!r}")
         alpha_bar = torch.cumprod(1 - torch.tensor(FAST_BETAS, dtype=torch.float64), 0)
         return schedule.step_at(alpha_bar), alpha_bar
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
-        raise ValueError(f"steps must be None, 'fast' or an integer in [1, {T}], got {steps!r}")
+        raise InputError(f"steps must be None, 'fast' or an integer in [1, {T}], got {steps!r}")
     if steps == 1:
         idx = torch.tensor([T - 1])
     else:

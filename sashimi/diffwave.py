@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .backbone import Sashimi, WeightNormLinear
 from .config import DiffWaveConfig
 from .diffusion import NoiseSchedule, ddpm_sample, sampling_plan, training_loss
+from .errors import InputError
 from .s4 import check_float_params
 from .sampling import make_generator
 
@@ -146,7 +147,7 @@ class SashimiDiffWave(nn.Module):
             float (N, length) waveforms, clamped to [-1, 1].
         """
         if not isinstance(N, int) or isinstance(N, bool) or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N!r}")
+            raise InputError(f"N must be a positive integer, got {N!r}")
         length = self.config.l_max if length is None else length
         self._check_length(length, "length")
         plan = sampling_plan(self.schedule, steps)  # validate before drawing noise
@@ -180,7 +181,7 @@ class SashimiDiffWave(nn.Module):
         pool = self.sashimi.total_pool
         if not isinstance(length, int) or isinstance(length, bool) or length < 1 or length % pool \
                 or length > self.config.l_max:
-            raise ValueError(f"{name} must be a positive multiple of {pool} (the product of the pooling factors) "
+            raise InputError(f"{name} must be a positive multiple of {pool} (the product of the pooling factors) "
                              f"and at most l_max={self.config.l_max}, got {length!r}")
 
     def _check_audio(self, x, name: str) -> torch.Tensor:
@@ -188,10 +189,10 @@ class SashimiDiffWave(nn.Module):
             raise TypeError(f"{name} must be a floating-point torch.Tensor, got "
                             f"{x.dtype if torch.is_tensor(x) else type(x).__name__}")
         if x.dim() != 2 or x.size(0) == 0:
-            raise ValueError(f"{name} must have shape (B, L) with B > 0, got {tuple(x.shape)}")
+            raise InputError(f"{name} must have shape (B, L) with B > 0, got {tuple(x.shape)}")
         self._check_length(x.size(1), f"{name}.shape[1]")
         if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or inf")
+            raise InputError(f"{name} contains NaN or inf")
         return x
 
     def _check_steps(self, steps, batch: int) -> torch.Tensor:
@@ -201,11 +202,11 @@ class SashimiDiffWave(nn.Module):
         if steps.dim() == 2 and steps.size(1) == 1:
             steps = steps[:, 0]
         if steps.shape != (batch,):
-            raise ValueError(f"diffusion_steps must have shape ({batch},) (one step per waveform), "
+            raise InputError(f"diffusion_steps must have shape ({batch},) (one step per waveform), "
                              f"got {tuple(steps.shape)}")
         T = self.config.T
         if not bool(((steps >= 0) & (steps <= T - 1)).all()):  # also rejects NaN
-            raise ValueError(f"diffusion_steps must be in [0, T-1] = [0, {T - 1}], got min {float(steps.min())}, "
+            raise InputError(f"diffusion_steps must be in [0, T-1] = [0, {T - 1}], got min {float(steps.min())}, "
                              f"max {float(steps.max())}")
         return steps.to(self.device)
 

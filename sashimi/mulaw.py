@@ -1,4 +1,4 @@
-"""Mu-law companding with 256 levels (mu = 255), in plain torch.
+"""Mu-law companding, 256 levels (mu = 255) by default, in plain torch.
 
 Bit-exact with torchaudio's ``MuLawEncoding`` / ``MuLawDecoding`` (which this library
 does not depend on):
@@ -12,9 +12,27 @@ import math
 
 import torch
 
+from .errors import InputError
+
 MU_LEVELS = 256
-#: The token of silence: ``mulaw_encode(0.0)``. Generation starts from it.
+#: The token of silence with 256 levels: ``mulaw_encode(0.0)``. Other vocabularies: :func:`silence_token`.
 SILENCE_TOKEN = 128
+
+
+def silence_token(levels: int = MU_LEVELS) -> int:
+    """The token of silence, ``mulaw_encode(0.0, levels)``: what generation starts from and what a
+    model sees before the first sample. It is ``levels // 2`` (0.0 sits in the middle of the
+    quantiser: ``(0 + 1) / 2 * (levels - 1) + 0.5`` rounded down).
+
+    Args:
+        levels: number of quantisation levels (the model's ``config.mu_levels``), at least 2.
+
+    Returns:
+        the token, an int in [0, levels - 1].
+    """
+    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 2:
+        raise InputError(f"levels must be an integer >= 2, got {levels!r}")
+    return levels // 2
 
 
 def mulaw_encode(x: torch.Tensor, levels: int = MU_LEVELS) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -91,6 +92,9 @@ def build_library(name: str, source: Path, headers=(), flags=(), suffix: str = "
             out_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
             os.close(fd)
+            # seconds of silence otherwise (the command line shows the 'sashimi' logger's notes)
+            logging.getLogger("sashimi").info(f"sashimi: compiling {source.name} for this machine (once; it is "
+                                              f"kept in {out_dir})")
             proc = subprocess.run([cxx, *all_flags, str(source), "-o", tmp], capture_output=True, text=True)
             if proc.returncode != 0:
                 os.unlink(tmp)

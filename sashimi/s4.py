@@ -31,6 +31,8 @@ STEP_MODES = ("dense", "diagonal", "dplr")
 # its partial-fraction residues reach ~1e7 and cancel, which float32 cannot represent.
 _DIAGONAL_MAX_ERROR = {torch.float32: 1e-5, torch.float64: 1e-12}
 _warned: set[str] = set()
+# The SSMKernel parameters the step coefficients are computed from (the key of their cache).
+_SSM_PARAMETERS = ("log_dt", "log_w_real", "w_imag", "P", "B", "C")
 
 
 def hippo_legs_nplr(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -411,7 +413,10 @@ class S4(nn.Module):
         self.D = nn.Parameter(torch.randn(1, d_model))
         self.dropout = dropout
         self.output_linear = nn.Linear(d_model, 2 * d_model if glu else d_model)
-        self._step = None  # discretised parameters, set by setup_step
+        # Step mode's discretised recurrence: a cache of the SSM parameters, computed by setup_step
+        # and keyed on what it was computed from (_step_key), so that it is never used stale.
+        self._step = None
+        self._step_request, self._step_made_for = None, None  # the mode asked for; the key it was made for
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """Args: u (B, L, H). Returns: (B, L, H)."""
@@ -446,11 +451,35 @@ class S4(nn.Module):
                 always well-conditioned). 'diagonal' falls back to 'dplr', with a one-time
                 warning, for layers whose eigenbasis would lose accuracy in this dtype
                 (exact HiPPO-LegS loses ~8 digits). :attr:`step_mode` tells which is active.
+
+        The result is a cache keyed on the SSM parameters (storage and in-place version), their
+        device, the layer's dtype and ``mode``: calling this again is free while they are
+        unchanged; :meth:`default_state` recomputes it when they changed, and :meth:`step`
+        refuses a state made before they changed.
         """
         if mode not in STEP_MODES:
             raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
         if self.bidirectional:
             raise RuntimeError("a bidirectional S4 layer has no recurrent (step) mode")
+        key = self._step_key()
+        if self._step is not None and self._step_request == mode and self._step_made_for == key:
+            return  # computed for these very weights, dtype, device and mode
+        self._discretise(mode)
+        self._step_request, self._step_made_for = mode, key
+
+    def _step_key(self) -> list:
+        """What the step coefficients depend on: each SSM parameter's storage and in-place version
+        (an optimizer step, ``load_state_dict`` or ``.to()`` changes one or the other), their
+        device, and the layer's dtype (the coefficients are cast to it). Checked at every step, so
+        it reads the parameter dicts directly: ``nn.Module.__getattr__`` alone costs more."""
+        params = self._modules["kernel"]._parameters
+        key = [self._parameters["D"].dtype, params["C"].device]
+        for name in _SSM_PARAMETERS:
+            p = params[name]
+            key += (p.data_ptr(), p._version)
+        return key
+
+    def _discretise(self, mode: str) -> None:
         cdtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
         if mode == "diagonal":
             if not self.kernel.diagonal_is_accurate(self.D.dtype):
@@ -489,9 +518,13 @@ class S4(nn.Module):
 
     def default_state(self, *batch_shape: int, device=None) -> torch.Tensor:
         """Zero state: real (B, H, 2N) in 'dense' mode ([Re, Im] of the N stored modes),
-        complex (B, H, 2N) in 'diagonal' mode, complex (B, H, N) in 'dplr' mode."""
+        complex (B, H, 2N) in 'diagonal' mode, complex (B, H, N) in 'dplr' mode.
+
+        A new state starts a new sequence, so the recurrence is recomputed here first if the
+        weights, dtype or device changed since :meth:`setup_step` (in the mode it was asked for)."""
         if self._step is None:
             raise RuntimeError("call setup_step() (or the model's setup_rnn()) before default_state()")
+        self.setup_step(self._step_request)
         cdtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
         mode = self._step["mode"]
         n = self.kernel.N if mode == "dplr" else 2 * self.kernel.N
@@ -516,6 +549,12 @@ class S4(nn.Module):
         """
         if self._step is None:
             raise RuntimeError("call setup_step() (or the model's setup_rnn()) before step()")
+        if self._step_made_for != self._step_key():
+            # A state belongs to the recurrence it was made with ('diagonal' even to its eigenbasis):
+            # continuing it with other weights, dtype or device would be silently wrong.
+            raise RuntimeError("S4.step: the layer's weights, dtype or device changed after this state was made "
+                               "(an optimizer step, load_state_dict, .to() ...): start a new state with "
+                               "default_state(), which recomputes the recurrence (or call setup_rnn() again)")
         s = self._step
         if s["mode"] == "dplr":
             u_ = u.unsqueeze(-1)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
+
 __all__ = ["SamplingOptions", "sample_logits", "filtered_probs", "check_sampling_args", "make_generator",
            "MIN_TEMPERATURE"]
 
@@ -17,14 +19,19 @@ MIN_TEMPERATURE = 1e-4
 
 
 def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, nucleus_p: float = 1.0) -> None:
-    """Raise ValueError if the sampling settings are out of range."""
-    if not isinstance(nucleus_p, (int, float)) or not 0.0 < nucleus_p <= 1.0:
-        raise ValueError(f"nucleus_p must be in (0, 1], got {nucleus_p!r}")
-    if not isinstance(temperature, (int, float)) or not MIN_TEMPERATURE <= temperature < math.inf:
-        raise ValueError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature!r} "
+    """Raise InputError (a ValueError) if the sampling settings are out of range. Any real numbers
+    (numpy's too) are accepted, but not booleans."""
+    if not _is_real(nucleus_p) or not 0.0 < nucleus_p <= 1.0:
+        raise InputError(f"nucleus_p must be in (0, 1], got {nucleus_p!r}")
+    if not _is_real(temperature) or not MIN_TEMPERATURE <= temperature < math.inf:
+        raise InputError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature!r} "
                          "(for greedy decoding use top_k=1)")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
+    if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1):
+        raise InputError(f"top_k must be None or a positive integer, got {top_k!r}")
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,10 @@ class SamplingOptions:
 
     def __post_init__(self):
         check_sampling_args(self.temperature, self.top_k, self.nucleus_p)
+        # numpy numbers are accepted: plain Python ones from here on
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "nucleus_p", float(self.nucleus_p))
+        object.__setattr__(self, "top_k", None if self.top_k is None else int(self.top_k))
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -61,7 +72,8 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
         int64 (B,) sampled token indices.
     """
     check_sampling_args(temperature, top_k, nucleus_p)
-    probs = filtered_probs(logits, temperature, top_k, nucleus_p)
+    top_k = None if top_k is None else int(top_k)
+    probs = filtered_probs(logits, float(temperature), top_k, float(nucleus_p))
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -100,5 +112,5 @@ def make_generator(seed, device) -> torch.Generator | None:
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed}")
+        raise InputError(f"seed must be an integer in [0, 2**64 - 1], got {seed}")
     return torch.Generator(device=device).manual_seed(int(seed))

@@ -90,6 +90,14 @@ def _one_thread():
 
 
 @pytest.fixture(autouse=True)
+def _scratch_cwd(tmp_path_factory, monkeypatch):
+    """Each test runs in an empty directory of its own (issue 19, item 1): no test depends on the
+    directory pytest was started from, or writes into it (a default output such as ``samples/``
+    lands here, and a test may check that it did not)."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
     yield

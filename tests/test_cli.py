@@ -124,7 +124,7 @@ def test_nll_prints_bits_per_sample(capsys, ckpt, speech_files, ar_small):
 
 
 def test_nll_long_files_use_the_recurrence(speech_files, ar_small):
-    from sashimi.cli.nll import nats_per_sample
+    from sashimi.eval.likelihood import nats_per_sample
 
     wav, _ = read_audio(speech_files / "speech.wav")
     short = copy.deepcopy(ar_small)

@@ -19,20 +19,12 @@ import statistics
 import sys
 
 from sashimi.cli import CLIError
+from sashimi.cli.bench_common import PRESETS
 
 _BACKEND_NAMES = ("auto", "cuda", "keops", "torch")
 
 
 # ---- command line ------------------------------------------------------------------------
-# Model presets of ``bench train``: the published SC09 model, and the FSDD model of the
-# training-throughput issue (8 kHz, kernels defined for the 6,000-sample crops it trains on).
-PRESETS = {
-    "sc09": {"model_cfg": {}, "batch_sizes": "1,8", "seq_len": 16000},
-    "fsdd": {"model_cfg": {"d_model": 64, "n_layers": 4, "pool": [4, 4], "l_max": 6000, "sample_rate": 8000},
-             "batch_sizes": "8", "seq_len": 6000},
-}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     train = sub.add_parser("train", help="time and peak memory of training steps (SC09 or FSDD model)",
@@ -93,40 +85,14 @@ def _device(name: str) -> str:
     return str(device)
 
 
-def _model_cfg(preset: dict, overrides: list[str]) -> dict:
-    """The preset's ARConfig fields with ``KEY=VALUE`` overrides (values parsed as YAML scalars/lists)."""
-    import dataclasses
-
-    import yaml
-
-    from sashimi.config import ARConfig
-
-    cfg = dict(preset["model_cfg"])
-    names = {f.name for f in dataclasses.fields(ARConfig)}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() not in names:
-            raise CLIError(f"--model-cfg expects KEY=VALUE with KEY an ARConfig field ({', '.join(sorted(names))}), "
-                           f"got {item!r}")
-        try:
-            cfg[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise CLIError(f"--model-cfg {item!r}: cannot parse the value") from None
-    try:
-        ARConfig(**cfg)
-    except (TypeError, ValueError) as e:
-        raise CLIError(f"--model-cfg: {e}") from None
-    return cfg
-
-
 def run_train(args: argparse.Namespace) -> int:
     from sashimi.cli import baseline as bl
-    from sashimi.cli.bench_generate import _batch_sizes
+    from sashimi.cli.bench_common import batch_sizes as parse_batch_sizes, model_cfg
     from sashimi.config import ARConfig
 
     preset = PRESETS[args.preset]
-    model_cfg = _model_cfg(preset, args.model_cfg)
-    batch_sizes = _batch_sizes(args.batch_sizes or preset["batch_sizes"])
+    model_cfg = model_cfg(preset, args.model_cfg)
+    batch_sizes = parse_batch_sizes(args.batch_sizes or preset["batch_sizes"])
     seq_len = args.seq_len or preset["seq_len"]
     l_max = ARConfig(**model_cfg).l_max
     if not 1 <= seq_len <= l_max:

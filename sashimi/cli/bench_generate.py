@@ -23,7 +23,7 @@ import statistics
 import sys
 
 from sashimi.cli import CLIError
-from sashimi.cli.generate import one_line_errors, parse_number, plain, resolve_device
+from sashimi.cli.common import one_line_errors, parse_number, plain, resolve_device
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workers", "generate_steps.py")
 
@@ -56,21 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results to PATH as JSON")
 
 
-def _batch_sizes(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise CLIError(f"--batch-sizes must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise CLIError(f"--batch-sizes must be positive integers, got {text!r}")
-    return values
-
-
 def run(args: argparse.Namespace) -> int:
     from sashimi.cli import baseline as bl
-    from sashimi.cli.bench import PRESETS, _model_cfg
+    from sashimi.cli.bench_common import PRESETS, batch_sizes, model_cfg
 
-    sizes = _batch_sizes(args.batch_sizes)
+    sizes = batch_sizes(args.batch_sizes)
     steps = parse_number(args.steps, int, "steps", low=16)
     eager_steps = parse_number(args.eager_steps, int, "eager-steps", low=0)
     seed = parse_number(args.seed, int, "seed", low=0)
@@ -84,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         base["model"] = os.path.abspath(args.model) if os.path.exists(args.model) else args.model
         name = args.model
     else:
-        base["model_cfg"] = _model_cfg(PRESETS[args.preset], args.model_cfg)
+        base["model_cfg"] = model_cfg(PRESETS[args.preset], args.model_cfg)
         name = f"preset {args.preset} {base['model_cfg'] or ''}, random weights".replace("  ", " ")
     with contextlib.ExitStack() as stack:
         sides = [bl.this_side()]
@@ -164,10 +154,11 @@ def _profile(base: dict, sizes: list[int], weights: str) -> None:
 
     import torch
 
-    from sashimi import SILENCE_TOKEN, fastgen
-    from sashimi.cli.workers.generate_steps import _model
+    from sashimi import fastgen
+    from sashimi.cli.workers.generate_steps import build_model
     from sashimi.fastgen import cpu
     from sashimi.fastgen.sampler import draw_uniforms
+    from sashimi.mulaw import silence_token
 
     if base["device"] != "cpu":
         print("profile: only for the C++ CPU engine")
@@ -178,14 +169,14 @@ def _profile(base: dict, sizes: list[int], weights: str) -> None:
         return
     if base.get("threads"):
         torch.set_num_threads(base["threads"])
-    model = _model(dict(base, device=torch.device("cpu")), torch)
+    model = build_model(dict(base, device=torch.device("cpu")), torch)
     plan = fastgen.plan_for(model)
     packed = cpu.pack_plan(plan, weights)
     steps = base["steps"]
     for batch in sizes:
         engine = cpu.CppEngine(plan, batch, lib, packed=packed, threads=fastgen.get_num_threads())
         engine.reset()
-        engine.feed(torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long))
+        engine.feed(torch.full((batch, 1), silence_token(model.config.mu_levels), dtype=torch.long))
         out = torch.empty(batch, steps, dtype=torch.long)
         gen = torch.Generator().manual_seed(base["seed"])
         engine.sample_and_feed(out, 0, steps, draw_uniforms(batch, steps, gen, "cpu"), True)  # warm-up, layout choice

@@ -19,13 +19,15 @@ With --json, a metric that is infinite (e.g. mIS when probabilities are exactly 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import os
 import time
 
 from sashimi.cli import CLIError
-from sashimi.cli.generate import (AR_ONLY, load_cli_model, model_kind, one_line_errors, parse_number, plain,
+from sashimi.cli.common import (AR_ONLY, load_cli_model, model_kind, one_line_errors, parse_number, plain,
                                   resolve_device)
 
 
@@ -134,11 +136,12 @@ def _sample_paths(args, n: int) -> list[str]:
 
 
 def _list(source: str, flag: str) -> list[str]:
+    from sashimi.errors import SashimiError
     from sashimi.data.datasets import list_audio_files
 
     try:
         files = list_audio_files(source)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, SashimiError) as e:
         raise CLIError(f"{flag}: {e}") from e
     if len(files) < 2:
         raise CLIError(f"{flag}: {source} holds {len(files)} audio file; FID needs at least 2")
@@ -191,14 +194,12 @@ def _generate(model, kind: str, opts: dict, quiet: bool):
             kw["steps"] = opts["steps"]
         else:
             kw.update(engine=opts["engine"] or "auto", nucleus_p=opts["nucleus_p"], temperature=opts["temperature"])
-        try:
-            if opts.get("labels") is not None:
-                wav = model.conditional_generate(opts["labels"][first:first + count], **kw)
-            else:
-                wav = model.unconditional_generate(count, **kw)
-            out.append(wav.float().cpu())
-        except ValueError as e:
-            raise CLIError(f"--model: {str(e).strip().splitlines()[0]}") from e
+        # SashimiError: one line (main)
+        if opts.get("labels") is not None:
+            wav = model.conditional_generate(opts["labels"][first:first + count], **kw)
+        else:
+            wav = model.unconditional_generate(count, **kw)
+        out.append(wav.float().cpu())
     return torch.cat(out), rate
 
 
@@ -211,7 +212,7 @@ def _log_likelihoods(model, wavs, lengths, quiet: bool) -> list[float]:
     """
     import torch
 
-    from sashimi.cli.nll import nats_per_sample
+    from sashimi.eval.likelihood import nats_per_sample
 
     wavs = wavs.clamp(-1, 1)
     batch = 16
@@ -227,6 +228,11 @@ def _log_likelihoods(model, wavs, lengths, quiet: bool) -> list[float]:
 
 # ---- the command ---------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as cleanup:  # claims on output files, released on the way out
+        return _run(args, cleanup)
+
+
+def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     opts = _check_args(args)
     sample_files = None if opts["generate"] else _list(args.samples, "SAMPLES")
     ref_is_cache = args.reference.endswith(".npz")
@@ -236,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     if ref_is_cache and not os.path.isfile(args.reference):
         raise CLIError(f"--reference: no such file: {args.reference}")
     save_paths = _sample_paths(args, opts["n"]) if opts["generate"] else []
+    outputs = _claim_outputs(args, save_paths, cleanup)  # before any reading, generating or scoring
 
     from sashimi.eval import load_classifier
     from sashimi.eval.score import Reference, likelihood_filter, score_set
@@ -284,12 +291,12 @@ def run(args: argparse.Namespace) -> int:
         reference = Reference.from_outputs(*_classify_files(classifier, ref_files, "reference", args.quiet), clf_id)
         ref_source = args.reference
         if args.save_reference:
-            reference.save(args.save_reference)
+            outputs.publish(args.save_reference, functools.partial(_save_reference, reference))
 
     if opts["generate"]:
         wavs, rate = _generate(model, kind, opts, args.quiet)
         if save_paths:
-            _write_wavs(save_paths, wavs, rate)
+            _write_wavs(outputs, save_paths, wavs, rate)
         probs, feats = classifier.predict(wavs, rate, progress=not args.quiet)
         source = f"{args.model}, {opts['n']} samples"
     else:
@@ -355,13 +362,29 @@ def _classifier_id(spec: str) -> str:
     return f"{os.path.basename(spec)}:{sha256_file(spec)[:12]}"
 
 
-def _write_wavs(paths: list[str], wavs, rate: int) -> None:
+def _claim_outputs(args, save_paths: list[str], cleanup: contextlib.ExitStack):
+    """Create --save-samples and claim every output file (:class:`sashimi.persistence.outputs.OutputFiles`):
+    an unwritable place, or a file another run is writing, is refused before the work."""
+    from sashimi.cli.common import prepare_output_dir, remove_if_empty
+    from sashimi.persistence.outputs import OutputFiles
+
+    if save_paths:
+        cleanup.callback(remove_if_empty, prepare_output_dir(args.save_samples, "--save-samples"))
+    paths = save_paths + ([args.save_reference] if args.save_reference else [])
+    return cleanup.enter_context(OutputFiles(paths, args.force))
+
+
+def _save_reference(reference, path: str) -> None:
+    with open(path, "wb") as f:  # a file object: numpy would append .npz to the name of the .part file
+        reference.save(f)
+
+
+def _write_wavs(outputs, paths: list[str], wavs, rate: int) -> None:
+    """Each waveform into its claimed file, then under its name (never a half-written file there)."""
     from sashimi.data.audio import write_wav
 
-    os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
     for path, wav in zip(paths, wavs):
-        write_wav(path + ".part", wav, rate)
-        os.replace(path + ".part", path)  # never a half-written file under the final name
+        outputs.publish(path, functools.partial(write_wav, wav=wav, sample_rate=rate))
 
 
 def _stack(wavs):

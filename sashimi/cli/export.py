@@ -23,7 +23,7 @@ import argparse
 import os
 
 from sashimi.cli import CLIError
-from sashimi.cli.generate import one_line_errors, plain
+from sashimi.cli.common import one_line_errors, plain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,9 +84,9 @@ def export(checkpoints: list[str], out_dir: str, name: str, credit: str = "", li
         ValueError: unreadable or unlike checkpoints, or several classifier files.
         FileExistsError: the target exists (never overwritten).
     """
-    from sashimi.pretrained.export import _NAME, export_model
+    from sashimi.pretrained.export import NAME_PATTERN, export_model
 
-    if not _NAME.match(name):
+    if not NAME_PATTERN.match(name):
         raise ValueError(f"name {name!r}: expected letters, digits, '_', '.', '-'")
     if format == "folder" and any(_is_classifier_file(p) for p in checkpoints):
         if len(checkpoints) != 1:

@@ -9,7 +9,8 @@
 ``--model`` is a pretrained name from :mod:`sashimi.pretrained`, a checkpoint path, a model folder, a URL
 or ``hf://owner/name[@revision]`` (a model folder on the Hugging Face Hub). Files are
 named ``sample_000.wav``, ... in ``--out``; existing files are never overwritten without ``-f``.
-Nothing is written unless generation succeeds.
+Each file is claimed before the model is loaded (``<file>.part``, created exclusively), so two runs
+never write the same file, and it gets its name only when generation succeeded.
 """
 from __future__ import annotations
 
@@ -17,36 +18,13 @@ import argparse
 import functools
 import math
 import os
-import re
 import sys
 import time
 
 from sashimi.cli import CLIError
-
-AR_ONLY = ("nucleus_p", "temperature", "top_k", "prefix", "engine", "threads", "weights", "label")
-DIFFWAVE_ONLY = ("steps",)
-
-
-def plain(doc: str) -> str:
-    """A module docstring as --help text: without reST markup."""
-    return re.sub(r":\w+:`([^`]*)`", r"\1", doc).replace("``", "")
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Make argparse report bad arguments as one line (exit status 2), like CLIError."""
-    def error(message: str):
-        print(f"{parser.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-    parser.error = error
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="sashimi_ar_fsdd",
-                        help="pretrained name (sashimi_ar_fsdd: bundled, offline; sashimi_ar_sc09, sashimi_diffwave_sc09: "
-                             "published, downloaded once), checkpoint path, model folder, URL or hf://owner/name[@rev] "
-                             "(default: sashimi_ar_fsdd)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+from sashimi.cli.common import (AR_ONLY, DIFFWAVE_ONLY, add_model_arguments, ar_options, check_sizes, load_cli_model,
+                                model_kind, one_line_errors, parse_labels, parse_number, plain, resolve_device,
+                                show_engine_messages, with_output_dir)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,119 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---- parsing helpers ------------------------------------------------------------------------
-def parse_number(text, kind, name: str, low=None, high=None, low_open=False):
-    try:
-        value = kind(text)
-    except (TypeError, ValueError):
-        raise CLIError(f"--{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise CLIError(f"--{name} must be finite, got {text!r}")
-    if low is not None and (value <= low if low_open else value < low) or high is not None and value > high:
-        bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}]"
-        raise CLIError(f"--{name} must be in {bounds}, got {text!r}")
-    return value
-
-
-def resolve_device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise CLIError(f"--device: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device: CUDA is not available on this machine")
-    return device
-
-
-def load_cli_model(spec: str, device):
-    """A model from a hub name, a checkpoint path, a model folder, a URL or ``hf://owner/name``, in eval
-    mode on ``device``."""
-    from sashimi.persistence.checkpoint import CheckpointError
-    from sashimi.persistence.hf import HubDependencyError
-    from sashimi.pretrained import PRETRAINED_NAMES, load_model
-
-    if "://" not in spec and not os.path.exists(spec) and spec not in PRETRAINED_NAMES:
-        raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(PRETRAINED_NAMES)}): "
-                       f"{spec}")
-    try:  # load_model resolves pretrained names, model folders and hf:// too (a file of that name wins)
-        return load_model(spec, map_location=device).eval()
-    except (CheckpointError, FileNotFoundError, ValueError, OSError, RuntimeError, HubDependencyError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CLIError(f"--model {spec}: {text}") from e
-
-
-def model_kind(model) -> str:
-    from sashimi.ar import SashimiAR
-    from sashimi.diffwave import SashimiDiffWave
-
-    if isinstance(model, SashimiAR):
-        return "ar"
-    if isinstance(model, SashimiDiffWave):
-        return "diffwave"
-    raise CLIError(f"--model holds a {type(model).__name__}, which cannot generate audio")
-
-
-def prepare_output_dir(out: str) -> list[str]:
-    """Create the output directory (and missing parents), or refuse it, before any expensive work.
-
-    Args:
-        out: the ``--out`` directory.
-
-    Returns:
-        the directories created, deepest first (:func:`remove_if_empty` undoes them on failure).
-
-    Raises:
-        CLIError: ``out`` or one of its parents is a file, or the directory cannot be created or
-            written to (tried with a temporary file, which is removed).
-    """
-    import tempfile
-
-    if not out:
-        raise CLIError("--out must be a directory path, got ''")
-    missing, parent = [], os.path.abspath(out)
-    while not os.path.exists(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        where = "exists" if not missing else f"is under {parent}, which exists"
-        raise CLIError(f"--out {out} {where} and is not a directory")
-    try:
-        os.makedirs(out, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".sashimi-write-test-")
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        remove_if_empty(missing)
-        raise CLIError(f"--out {out}: cannot write there ({e.strerror or e})") from e
-    return missing
-
-
-def remove_if_empty(dirs: list[str]) -> None:
-    """Remove the directories this command created (deepest first) if they are still empty."""
-    for d in dirs:
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
-
-
-def with_output_dir(command):
-    """Decorate a command's ``run(args)``: prepare ``args.out`` first (before any model is loaded:
-    a bad path fails in seconds, not after sampling), and remove the directories it created if
-    the command fails while they are still empty (nothing is left behind)."""
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        created = prepare_output_dir(args.out)
-        try:
-            return command(args)
-        except BaseException:
-            remove_if_empty(created)
-            raise
-
-    return run
 
 
 # ---- the command ----------------------------------------------------------------------------
@@ -223,6 +88,9 @@ def _run_to_files(args: argparse.Namespace) -> int:
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not args.force:
         raise CLIError(f"{existing[0]} exists ({len(existing)} of {n} files); use -f to overwrite")
+    from sashimi.persistence.outputs import OutputFiles
+
+    outputs = args.cleanup.enter_context(OutputFiles(paths, args.force))  # exclusive, before the work
 
     device = resolve_device(args.device)
     model = load_cli_model(args.model, device)
@@ -235,26 +103,42 @@ def _run_to_files(args: argparse.Namespace) -> int:
                        f"{'a diffusion' if kind == 'diffwave' else 'an autoregressive'} model")
     rate = int(model.config.sample_rate)
     length = max(1, round(seconds * rate))
+    check_sizes(args.seconds, length, rate, n=n, batch=batch)
     sample = _ar_sampler(model, args, length, device) if kind == "ar" else _diffwave_sampler(model, args, length)
 
     import torch
 
-    _show_engine_messages(args.quiet)
+    show_engine_messages(args.quiet)
+    setup = _prepare_engine(model, kind, args.engine, batch)  # timed apart from the sampling rate
     wavs, start = [], time.perf_counter()
     for j, first in enumerate(range(0, n, batch)):
         count = min(batch, n - first)
-        try:
-            wav = sample(count, None if seed is None else seed + j)
-        except ValueError as e:
-            raise CLIError(str(e).strip().splitlines()[0]) from e
+        # the library's own errors (SashimiError) reach the user as one line; anything else is a bug
+        wav = sample(count, None if seed is None else seed + j)
         wavs.append(wav.float().cpu())
     wavs = torch.cat(wavs)
     elapsed = time.perf_counter() - start
-    _write_all(paths, wavs, rate)
+    _write_all(outputs, paths, wavs, rate)
     if not args.quiet:
         print(f"wrote {n} file(s) of {length / rate:.3g} s at {rate} Hz to {args.out} "
-              f"({n * length / elapsed:,.0f} samples/s)", file=sys.stderr)
+              f"({n * length / elapsed:,.0f} samples/s after {setup:.1f} s of set-up)", file=sys.stderr)
     return 0
+
+
+def _prepare_engine(model, kind: str, engine: str | None, batch: int) -> float:
+    """Set up generation before it is timed (building the fast engine: its plan, and the C++ step
+    compiled on first use; the eager loop's recurrence), so that the samples/s printed measure
+    sampling alone. Returns the seconds it took."""
+    if kind != "ar":
+        return 0.0
+    from sashimi import fastgen
+
+    start = time.perf_counter()
+    if fastgen.resolve_engine(model, engine or "auto") == "fast":
+        fastgen.get_engine(model, batch)  # cached: the generation calls reuse it
+    else:
+        model.setup_rnn("diagonal")  # the eager loop's default; cached while the weights are unchanged
+    return time.perf_counter() - start
 
 
 def _ar_sampler(model, args, length: int, device):
@@ -275,61 +159,6 @@ def _ar_sampler(model, args, length: int, device):
     return sample
 
 
-def parse_labels(model, text: str | None) -> list[int] | None:
-    """Class indices from ``--label`` (names or indices, comma-separated), or None without it."""
-    if text is None:
-        return None
-    classes = model.classes
-    if classes is None:
-        raise CLIError("--label needs a class-conditional model; this model is unconditional (it has no classes)")
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        if item in classes:
-            out.append(classes.index(item))
-        elif item.isdigit() and int(item) < len(classes):
-            out.append(int(item))
-        else:
-            raise CLIError(f"--label: unknown class {item!r}; the model's classes are {', '.join(classes)} "
-                           f"(or their indices 0-{len(classes) - 1})")
-    return out
-
-
-def ar_options(model, args, length: int, device):
-    """(keyword arguments for the AR model's generation methods, prefix (1, P) or None); applies
-    --threads and --weights to the fast engine."""
-    from sashimi import fastgen
-
-    fastgen.set_num_threads(parse_number(args.threads, int, "threads", low=1) if args.threads is not None else None)
-    fastgen.set_weight_storage(args.weights or "float32")
-    nucleus_p = parse_number(args.nucleus_p, float, "nucleus-p", low=0, high=1, low_open=True) \
-        if args.nucleus_p is not None else 1.0
-    from sashimi.sampling import MIN_TEMPERATURE
-
-    temperature = parse_number(args.temperature, float, "temperature", low=MIN_TEMPERATURE) \
-        if args.temperature is not None else 1.0
-    top_k = parse_number(args.top_k, int, "top-k", low=1) if args.top_k is not None else None
-    prefix = None
-    if args.prefix is not None:
-        from sashimi.data.audio import AudioError, audio_info, read_audio
-
-        try:
-            channels = audio_info(args.prefix)[1]
-            prefix, _ = read_audio(args.prefix, model.config.sample_rate, mono=True)
-        except (AudioError, FileNotFoundError) as e:
-            raise CLIError(f"--prefix: {e}") from e
-        if channels > 1:  # say so: out-of-phase channels average to silence
-            print(f"note: --prefix {args.prefix} has {channels} channels; their average (mono) is used",
-                  file=sys.stderr)
-        if prefix.numel() > length:
-            raise CLIError(f"--prefix is {prefix.numel() / model.config.sample_rate:.3g} s, longer than "
-                           f"--seconds {args.seconds}")
-        prefix = prefix.to(device)
-    kw = dict(nucleus_p=nucleus_p, temperature=temperature, top_k=top_k, progress=not args.quiet,
-              engine=args.engine or "auto")
-    return kw, prefix
-
-
 def _diffwave_sampler(model, args, length: int):
     steps = args.steps
     if steps is not None and steps != "fast":
@@ -341,24 +170,11 @@ def _diffwave_sampler(model, args, length: int):
     return sample
 
 
-def _show_engine_messages(quiet: bool) -> None:
-    """Let the library's one-time notes (which engine runs) reach stderr."""
-    import logging
-
-    logger = logging.getLogger("sashimi")
-    if not quiet and not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
-def _write_all(paths: list[str], wavs, rate: int) -> None:
+def _write_all(outputs, paths: list[str], wavs, rate: int) -> None:
+    """Write each waveform into its claimed ``.part`` file, then give it its name (never a
+    half-written file under the final name; without -f never over a file that appeared meanwhile)."""
     from sashimi.data.audio import write_wav
 
-    os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
     for path, wav in zip(paths, wavs):
-        tmp = path + ".part"
-        write_wav(tmp, wav, rate)
-        os.replace(tmp, path)  # never a half-written file under the final name
+        outputs.publish(path, functools.partial(write_wav, wav=wav, sample_rate=rate))
 

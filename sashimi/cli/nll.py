@@ -15,7 +15,8 @@ import math
 import os
 
 from sashimi.cli import CLIError
-from sashimi.cli.generate import add_model_arguments, load_cli_model, model_kind, one_line_errors, plain, resolve_device
+from sashimi.eval.likelihood import nats_per_sample
+from sashimi.cli.common import add_model_arguments, load_cli_model, model_kind, one_line_errors, plain, resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,30 +43,6 @@ def _files(inputs: list[str]) -> list[str]:
     return files
 
 
-def nats_per_sample(model, wav) -> float:
-    """Mean NLL (nats per sample) of one waveform (L,), as :meth:`SashimiAR.nll` but any length."""
-    import torch
-    import torch.nn.functional as F
-
-    from sashimi.mulaw import SILENCE_TOKEN, mulaw_encode
-
-    if wav.numel() <= model.config.l_max:
-        return float(model.nll(wav.unsqueeze(0).to(model.device))[0])
-    from sashimi import fastgen
-
-    targets = mulaw_encode(wav.unsqueeze(0), model.config.mu_levels)
-    inputs = F.pad(targets[:, :-1], (1, 0), value=SILENCE_TOKEN)
-    engine = fastgen.get_engine(model, 1, weights="float32")  # a measurement: never the opt-in float16 weights
-    engine.reset()
-    total, chunk = 0.0, 16000
-    with torch.no_grad():
-        for start in range(0, inputs.size(1), chunk):
-            logits = engine.feed(inputs[:, start:start + chunk].to(model.device), want_logits=True).float()
-            tgt = targets[:, start:start + chunk].to(logits.device)
-            total += float(-torch.log_softmax(logits, -1).gather(-1, tgt.unsqueeze(-1)).sum())
-    return total / targets.size(1)
-
-
 def run(args: argparse.Namespace) -> int:
     files = _files(args.inputs)
     model = load_cli_model(args.model, resolve_device(args.device))
@@ -77,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for path in files:
         try:
-            wav, _ = read_audio(path, rate, mono=True)
+            wav, _ = read_audio(path, rate, mono=True, refuse_clipping=True)  # as model.nll refuses it
         except (AudioError, FileNotFoundError) as e:
             raise CLIError(str(e)) from e
         bits = nats_per_sample(model, wav) / math.log(2)

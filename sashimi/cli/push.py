@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from sashimi.cli import CLIError
-from sashimi.cli.generate import one_line_errors, plain
+from sashimi.cli.common import one_line_errors, plain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ from sashimi.cli import CLIError
 
 __all__ = ["WavStreamWriter", "wav_header", "run_stream"]
 
-MAX_DATA = 0xFFFFFFFF - 36  # the largest data chunk a RIFF header can state
+from sashimi.cli.common import MAX_DATA  # the largest data chunk a RIFF header can state
 
 
 def wav_header(sample_rate: int, channels: int, frames: int | None) -> bytes:
@@ -70,8 +70,7 @@ class WavStreamWriter:
 def run_stream(args) -> int:
     """`sashimi generate` with ``--stream``: validate (before loading the model), then generate
     and write chunk by chunk."""
-    from sashimi.cli.generate import (_show_engine_messages, ar_options, load_cli_model, model_kind, parse_labels,
-                                      parse_number, resolve_device)
+    from sashimi.cli.common import parse_number
 
     n = parse_number(args.n if args.n is not None else "1", int, "n", low=1)
     seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
@@ -84,8 +83,18 @@ def run_stream(args) -> int:
         if sys.stdout.isatty():
             raise CLIError("--stream -: refusing to write WAV data to a terminal; pipe it (e.g. | aplay) "
                            "or give a file name")
-    else:
-        _check_target(target, args.force)
+        return _stream(args, n, seconds, seed, target, None)
+    _check_target(target, args.force)
+    from sashimi.persistence.outputs import OutputFiles
+
+    with OutputFiles([target], args.force) as outputs:  # claimed before the model is loaded (exclusive)
+        return _stream(args, n, seconds, seed, target, outputs)
+
+
+def _stream(args, n: int, seconds: float, seed, target: str, outputs) -> int:
+    from sashimi.cli.common import (ar_options, check_sizes, load_cli_model, model_kind, parse_labels, resolve_device,
+                                    show_engine_messages)
+
     device = resolve_device(args.device)
     model = load_cli_model(args.model, device)
     if model_kind(model) != "ar":
@@ -95,22 +104,22 @@ def run_stream(args) -> int:
         raise CLIError("--steps applies to diffusion models only")
     rate = int(model.config.sample_rate)
     length = max(1, round(seconds * rate))
+    check_sizes(args.seconds, length, rate, channels=n)  # before any work, as --out does
     kw, prefix = ar_options(model, args, length, device)
     cycle = parse_labels(model, args.label)
     if cycle is not None:
         kw["labels"] = [cycle[i % len(cycle)] for i in range(n)]
     chunk = max(1, rate // 10)  # 0.1 s: a player starts within a fraction of a second
-    _show_engine_messages(args.quiet)
+    show_engine_messages(args.quiet)
     stream = model.stream(n, length, chunk, prefix_wav=None if prefix is None else prefix.expand(n, -1),
                           seed=seed, **kw)
-    out = sys.stdout.buffer if target == "-" else open(target + ".part", "wb")
-    start, first, ok = time.perf_counter(), None, False
+    out = sys.stdout.buffer if target == "-" else open(outputs.part(target), "wb")  # noqa: SIM115
+    start, first = time.perf_counter(), None
     try:
         writer = WavStreamWriter(out, rate, n, length)
         for audio in stream:
             first = first or time.perf_counter()  # the first chunk includes the engine's set-up
             writer.write(audio)
-        ok = True
     except BrokenPipeError:  # the reader went away (a player closed): stop quietly
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush error at exit)
@@ -118,15 +127,11 @@ def run_stream(args) -> int:
             pass
         print("output closed by the reader; stopped", file=sys.stderr)
         return 1
-    except ValueError as e:
-        raise CLIError(str(e).strip().splitlines()[0]) from e
     finally:
         if target != "-":
             out.close()
-            if ok:
-                os.replace(target + ".part", target)  # never a half-written file under the final name
-            else:
-                os.unlink(target + ".part")
+    if target != "-":
+        outputs.publish(target)  # never a half-written file under the final name; without -f never over another
     if not args.quiet:
         end = time.perf_counter()
         print(f"streamed {n} x {length / rate:.3g} s at {rate} Hz to {'stdout' if target == '-' else target} in "

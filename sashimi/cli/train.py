@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from sashimi.cli import CLIError
+from sashimi.errors import SashimiError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +32,13 @@ def run(args: argparse.Namespace) -> int:
         if args.print_config:
             print(config_to_yaml(cfg), end="")
             return 0
-        launch(cfg)
-    # ConfigError, AudioError and CheckpointError are ValueErrors, as is e.g. an empty CSV
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        summary = launch(cfg)
+    # the library's own errors (ConfigError, AudioError, CheckpointError, InputError: e.g. an empty CSV),
+    # also when a DataLoader worker re-raises them; anything else is a bug, shown as one (sashimi/__main__.py)
+    except (FileNotFoundError, FileExistsError, SashimiError) as e:
         raise CLIError(_message(e)) from e
+    if summary is not None and summary["stopped"] == "signal":  # a stopped run says so: 128 + the signal
+        return 128 + int(summary.get("signal") or signal.SIGINT)
     return 0
 
 

@@ -20,7 +20,7 @@ import os
 import sys
 
 from sashimi.cli import CLIError
-from sashimi.cli.generate import one_line_errors, parse_number, plain
+from sashimi.cli.common import one_line_errors, parse_number, plain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +54,14 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{path} exists; use -f to overwrite")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise CLIError(f"--out: the folder of {args.out} does not exist")
+    from sashimi.persistence.outputs import OutputFiles
 
+    with OutputFiles([args.out, report_path], args.force) as outputs:  # claimed before the training
+        return _train(args, outputs, report_path, epochs, batch, lr, seed, channels)
+
+
+def _train(args, outputs, report_path: str, epochs: int, batch: int, lr: float, seed: int, channels) -> int:
+    """Train, then publish the claimed classifier file and its report (:class:`sashimi.persistence.outputs.OutputFiles`)."""
     import torch
 
     from sashimi.eval.classifier import save_classifier
@@ -69,11 +76,17 @@ def run(args: argparse.Namespace) -> int:
     classifier, report = train_classifier(args.data, epochs=epochs, batch_size=batch, lr=lr, channels=channels,
                                           seed=seed, log=lambda line: print(line, file=sys.stderr, flush=True),
                                           progress=True)
-    sha = save_classifier(classifier, args.out, report["arch_config"])
+    digest = []
+    outputs.publish(args.out, lambda part: digest.append(save_classifier(classifier, part, report["arch_config"])))
+    sha = digest[0]
     report.update(file=os.path.basename(args.out), sha256=sha, size_bytes=os.path.getsize(args.out))
-    with open(report_path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
+    outputs.publish(report_path, lambda part: _write_json(part, report))
     test = report["test_acc"]
     print(f"wrote {args.out} ({report['size_bytes'] / 1e6:.2f} MB, sha256 {sha[:12]}...): test accuracy clean "
           f"{test['clean']:.4f}, gain+shift {test['gain_shift']:.4f}; {report['train_seconds']:.0f} s of training")
     return 0
+
+
+def _write_json(path: str, report: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)

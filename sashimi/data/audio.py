@@ -13,14 +13,12 @@ import os
 import numpy as np
 import torch
 
+from ..errors import AudioError
+
 __all__ = ["AudioError", "read_audio", "resample", "write_wav", "audio_info", "AUDIO_EXTENSIONS"]
 
 #: File extensions treated as audio when a directory is scanned.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
-
-
-class AudioError(ValueError):
-    """A file that cannot be used as audio: unreadable, empty, multi-channel or at the wrong rate."""
 
 
 def _soundfile():
@@ -58,7 +56,7 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int | None = None, *, mono: bool = False,
-               resample_ok: bool = True) -> tuple[torch.Tensor, int]:
+               resample_ok: bool = True, refuse_clipping: bool = False) -> tuple[torch.Tensor, int]:
     """Read an audio file as a float32 mono waveform in [-1, 1].
 
     Args:
@@ -66,6 +64,9 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None, *, mono:
         sample_rate: the rate wanted (None: keep the file's rate).
         mono: average the channels of a multi-channel file (else such a file is refused).
         resample_ok: resample a file at another rate (else it is refused).
+        refuse_clipping: refuse a file whose samples leave [-1, 1] (possible in floating-point
+            files) instead of clipping them, as the models' methods refuse such audio. Only the
+            file's own samples count: the small overshoot resampling can add is clipped.
 
     Returns:
         waveform: float32 (L,), values clipped to [-1, 1].
@@ -74,7 +75,8 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None, *, mono:
     Raises:
         FileNotFoundError: no such file.
         AudioError: unreadable, not audio, empty, multi-channel without ``mono``, or at another
-            rate without ``resample_ok``. The message names the file.
+            rate without ``resample_ok``, or out of range with ``refuse_clipping``. The message
+            names the file.
     """
     path = _check_exists(path)
     sf = _soundfile()
@@ -99,6 +101,10 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None, *, mono:
         raise AudioError(f"{path}: contains no samples")
     if not np.isfinite(wav).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
+    peak = float(np.abs(wav).max())
+    if refuse_clipping and peak > 1.0:
+        raise AudioError(f"{path}: samples reach {peak:.4g}, outside [-1, 1] (a floating-point file); normalise it "
+                         "first rather than have it clipped")
     if sample_rate is not None and int(rate) != int(sample_rate):
         if not resample_ok:
             raise AudioError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from ..errors import InputError
 from .audio import AUDIO_EXTENSIONS, AudioError, audio_info, read_audio
 from ..mulaw import mulaw_encode
 
@@ -36,18 +37,22 @@ def read_csv_paths(csv_path: str | os.PathLike) -> list[str]:
 
     Raises:
         FileNotFoundError: no such CSV.
-        ValueError: no ``path`` column, or no rows (the message names the file).
+        InputError: no ``path`` column, or no rows (the message names the file); a ValueError.
     """
     csv_path = os.fspath(csv_path)
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(f"CSV file not found: {csv_path}")
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "path" not in reader.fieldnames:
-            raise ValueError(f"{csv_path}: expected a CSV with a 'path' column, got columns {reader.fieldnames}")
-        paths = [row["path"] for row in reader if row.get("path")]
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "path" not in reader.fieldnames:
+                raise InputError(f"{csv_path}: expected a CSV with a 'path' column, got columns {reader.fieldnames}")
+            paths = [row["path"] for row in reader if row.get("path")]
+    except (UnicodeDecodeError, csv.Error) as e:  # a binary file (a checkpoint, an archive) given as a CSV
+        raise InputError(f"{csv_path}: not a CSV file (expected UTF-8 text with a 'path' column, or a directory "
+                         f"of audio files; {type(e).__name__})") from None
     if not paths:
-        raise ValueError(f"{csv_path}: the CSV lists no files")
+        raise InputError(f"{csv_path}: the CSV lists no files")
     base = os.path.dirname(os.path.abspath(csv_path))
     return [_resolve(p, base) for p in paths]
 
@@ -135,14 +140,14 @@ def list_audio_files(source: str | os.PathLike, check: bool = True) -> list[str]
 
     Raises:
         FileNotFoundError: the source, or files it lists, do not exist (the first few are named).
-        ValueError: the source holds no audio files.
+        InputError: the source holds no audio files, or is not a CSV file (a ValueError).
     """
     source = os.fspath(source)
     if os.path.isdir(source):
         files = sorted(os.path.join(root, name) for root, _, names in os.walk(source)
                        for name in names if name.lower().endswith(AUDIO_EXTENSIONS))
         if not files:
-            raise ValueError(f"{source}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this directory")
+            raise InputError(f"{source}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this directory")
         return files
     if not os.path.exists(source):
         raise FileNotFoundError(f"data source not found: {source} (expected a CSV file or a directory)")
@@ -177,11 +182,11 @@ class AudioFiles(Dataset):
                  probe: bool = True, cache: bool = False, labels: Sequence[int] | None = None,
                  label_dropout: float = 0.0, no_label: int | None = None):
         if not files:
-            raise ValueError(f"{type(self).__name__}: no files")
+            raise InputError(f"{type(self).__name__}: no files")
         if labels is not None and len(labels) != len(files):
-            raise ValueError(f"{type(self).__name__}: {len(labels)} labels for {len(files)} files")
+            raise InputError(f"{type(self).__name__}: {len(labels)} labels for {len(files)} files")
         if not 0.0 <= label_dropout <= 1.0 or (label_dropout and no_label is None):
-            raise ValueError(f"{type(self).__name__}: label_dropout must be in [0, 1] and needs no_label, "
+            raise InputError(f"{type(self).__name__}: label_dropout must be in [0, 1] and needs no_label, "
                              f"got {label_dropout}, {no_label}")
         self.labels = None if labels is None else [int(v) for v in labels]
         self.label_dropout, self.no_label = float(label_dropout), no_label
@@ -271,7 +276,7 @@ class CropDataset(AudioFiles):
                  random_crop: bool = True, seed: int = 0, downmix: bool = False, probe: bool = True,
                  cache: bool = False, **labelling):
         if crop < 1 or lead < 0:
-            raise ValueError(f"CropDataset: crop must be >= 1 and lead >= 0, got crop={crop}, lead={lead}")
+            raise InputError(f"CropDataset: crop must be >= 1 and lead >= 0, got crop={crop}, lead={lead}")
         self.crop, self.lead, self.random_crop = int(crop), int(lead), random_crop
         super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache, **labelling)
 
@@ -315,7 +320,7 @@ class UtteranceDataset(AudioFiles):
                  random_place: bool = True, max_start: int | None = None, seed: int = 0, downmix: bool = False,
                  probe: bool = True, cache: bool = False, **labelling):
         if window < 1 or lead < 0 or fade < 0 or (max_start is not None and max_start < 0):
-            raise ValueError(f"UtteranceDataset: window must be >= 1, lead, fade and max_start >= 0, "
+            raise InputError(f"UtteranceDataset: window must be >= 1, lead, fade and max_start >= 0, "
                              f"got window={window}, lead={lead}, fade={fade}, max_start={max_start}")
         self.window, self.lead, self.fade, self.random_place = int(window), int(lead), int(fade), random_place
         self.max_start = None if max_start is None else int(max_start)

@@ -12,6 +12,7 @@ Two layouts are known:
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import re
 
@@ -127,16 +128,25 @@ def write_split(splits: dict[str, list[str]], out_dir: str, prefix: str, *, rela
 
     Raises:
         FileExistsError: a CSV exists and ``force`` is False (nothing is written).
+        OutputError: another run is writing one of the CSVs, or ``out_dir`` cannot be written.
     """
+    from ..persistence.outputs import OutputFiles
+
     targets = {s: os.path.join(out_dir, f"{prefix}-{s}.csv") for s, files in splits.items() if files}
     existing = [p for p in targets.values() if os.path.exists(p)]
     if existing and not force:
         raise FileExistsError(f"{existing[0]} exists (use -f/--force to overwrite)")
     os.makedirs(out_dir, exist_ok=True)
-    for split, path in targets.items():
+
+    def write(split: str, path: str) -> None:
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path"])
             for p in splits[split]:
                 writer.writerow([os.path.relpath(p, out_dir) if relative else os.path.abspath(p)])
+
+    # claimed together first, each published whole: never a half-written CSV, nor two runs' mixed
+    with OutputFiles(list(targets.values()), force) as outputs:
+        for split, path in targets.items():
+            outputs.publish(path, functools.partial(write, split))
     return targets

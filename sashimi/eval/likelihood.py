@@ -5,12 +5,12 @@ import math
 
 import torch
 
-__all__ = ["utterance_nll_bits"]
+__all__ = ["utterance_nll_bits", "nats_per_sample"]
 
 
 @torch.no_grad()
 def utterance_nll_bits(model, files: list[str], window: int | None = None, batch_size: int = 16,
-                       max_start: int | None = None) -> torch.Tensor:
+                       max_start: int | None = None, labels=None) -> torch.Tensor:
     """Bits per sample of each recording, placed in the middle of a window of silence.
 
     The way an utterance-window model saw its data (there at a random place, see
@@ -24,6 +24,7 @@ def utterance_nll_bits(model, files: list[str], window: int | None = None, batch
         batch_size: windows per forward pass.
         max_start: for a model trained with ``utterance_max_start_ms``: the word starts at half
             of min(room, ``max_start``) samples, the middle of where it saw words start.
+        labels: a class-conditional model's (N,) classes of the files (names or indices; None: no label).
 
     Returns:
         float (N,) bits per sample, one per file.
@@ -35,4 +36,29 @@ def utterance_nll_bits(model, files: list[str], window: int | None = None, batch
     window = int(window or model.config.sample_rate)
     data = UtteranceDataset(files, model.config.sample_rate, window, random_place=False, max_start=max_start)
     wavs = torch.stack([data[i][0] for i in range(len(data))])  # (N, window)
-    return model.nll(wavs, batch_size=batch_size) / math.log(2.0)
+    return model.nll(wavs, batch_size=batch_size, labels=labels) / math.log(2.0)
+
+
+@torch.no_grad()
+def nats_per_sample(model, wav) -> float:
+    """Mean NLL (nats per sample) of one waveform (L,), as :meth:`SashimiAR.nll` but of any length:
+    longer than the model's ``l_max``, it is scored by the recurrent fast engine, 16,000 steps at a time."""
+    import torch.nn.functional as F
+
+    from ..mulaw import mulaw_encode, silence_token
+
+    if wav.numel() <= model.config.l_max:
+        return float(model.nll(wav.unsqueeze(0).to(model.device))[0])
+    from .. import fastgen
+
+    targets = mulaw_encode(wav.unsqueeze(0), model.config.mu_levels)
+    inputs = F.pad(targets[:, :-1], (1, 0), value=silence_token(model.config.mu_levels))
+    engine = fastgen.get_engine(model, 1, weights="float32")  # a measurement: never the opt-in float16 weights
+    engine.reset()
+    total, chunk = 0.0, 16000
+    with torch.no_grad():
+        for start in range(0, inputs.size(1), chunk):
+            logits = engine.feed(inputs[:, start:start + chunk].to(model.device), want_logits=True).float()
+            tgt = targets[:, start:start + chunk].to(logits.device)
+            total += float(-torch.log_softmax(logits, -1).gather(-1, tgt.unsqueeze(-1)).sum())
+    return total / targets.size(1)

@@ -14,6 +14,7 @@ ones, is :func:`likelihood_filter`.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,12 @@ class Reference:
         return cls(check_probs(probs, "reference probs", min_rows=2), gaussian_stats(features, "reference features"),
                    classifier)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a ``.npz`` file (numbers only; read back without pickle)."""
+    def save(self, path) -> None:
+        """Write a ``.npz`` file (numbers only; read back without pickle).
+
+        Args:
+            path: a file name (numpy appends ``.npz`` when it is missing) or a binary file object.
+        """
         np.savez(path, probs=self.probs, mu=self.stats.mu, sigma=self.stats.sigma, n=self.stats.n,
                  classifier=np.array(self.classifier))
 
@@ -64,8 +69,9 @@ class Reference:
         try:
             with np.load(path, allow_pickle=False) as z:
                 ref = cls(z["probs"], GaussianStats(z["mu"], z["sigma"], int(z["n"])), str(z["classifier"]))
-        except (KeyError, ValueError, OSError) as e:
-            raise ValueError(f"{path}: not a reference-statistics file written by sashimi eval ({e})") from e
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # truncated: BadZipFile
+            raise ValueError(f"{path}: not a reference-statistics file written by sashimi eval "
+                             f"({type(e).__name__}: {e})") from e
         if classifier is not None and ref.classifier != classifier:
             raise ValueError(f"{path} was computed with classifier {ref.classifier!r}, not {classifier!r}")
         return ref

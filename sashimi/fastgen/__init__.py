@@ -37,7 +37,8 @@ from typing import Iterator
 
 import torch
 
-from ..mulaw import SILENCE_TOKEN
+from ..errors import InputError
+from ..mulaw import silence_token
 from ..s4 import one_thread
 from ..sampling import SamplingOptions
 from .pack import build_plan, s4_modes, unsupported_reason
@@ -91,13 +92,13 @@ def get_weight_storage() -> str:
 
 def _check_threads(threads):
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        raise InputError(f"threads must be a positive integer or None, got {threads!r}")
     return threads
 
 
 def _check_weights(storage):
     if storage not in WEIGHT_STORAGE:
-        raise ValueError(f"weight storage must be one of {WEIGHT_STORAGE}, got {storage!r}")
+        raise InputError(f"weight storage must be one of {WEIGHT_STORAGE}, got {storage!r}")
     return storage
 
 
@@ -111,23 +112,23 @@ def _say_once(message: str, warn: bool = False) -> None:
 
 
 def resolve_engine(model, engine: str = "auto", mode: str | None = None) -> str:
-    """'fast' or 'eager' for a generation request (raises ValueError for a bad combination).
+    """'fast' or 'eager' for a generation request (raises InputError, a ValueError, for a bad combination).
 
     ``mode`` (an S4 step mode) selects the eager recurrence: with ``engine='auto'`` it implies
     the eager loop, with ``engine='fast'`` it is an error.
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "eager":
         return "eager"
     if mode is not None:
         if engine == "fast":
-            raise ValueError("mode selects the eager recurrence; it does not apply to engine='fast'")
+            raise InputError("mode selects the eager recurrence; it does not apply to engine='fast'")
         return "eager"
     reason = unsupported_reason(model)
     if reason is not None:
         if engine == "fast":
-            raise ValueError(f"engine='fast' does not support this model: {reason}")
+            raise InputError(f"engine='fast' does not support this model: {reason}")
         _say_once(f"sashimi: fast generation unavailable ({reason}); using the eager loop")
         return "eager"
     return "fast"
@@ -228,7 +229,7 @@ def get_engine(model, batch: int, kind: str | None = None, threads: int | None =
 def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None, threads: int | None = None,
                           weights: str | None = None, condition: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, T, V) of the fast step fed ``tokens`` (B, T) from a fresh state (the first
-    input is usually SILENCE_TOKEN): the counterpart of looping ``model.step``. ``condition``:
+    input is usually ``silence_token(V)``): the counterpart of looping ``model.step``. ``condition``:
     (B, H0) vectors added to every input embedding (a class-conditional model's label vectors)."""
     engine = get_engine(model, tokens.size(0), kind, threads, weights)
     engine.reset()
@@ -277,7 +278,7 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
         for start in range(0, int(total), chunk):
             yield prefix[:, start:min(start + chunk, int(total))].to(dev, copy=True)
         return
-    silence = torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long, device=prefix.device)
+    silence = torch.full((batch, 1), silence_token(model.head.out_features), dtype=torch.long, device=prefix.device)
     engine.feed(torch.cat([silence, prefix], 1))  # silence + prefix: the logits for position P
     start = 0
     while start + chunk <= P:

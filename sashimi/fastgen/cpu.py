@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import native
+from ..errors import InputError
 from ..native import build_library
 from ..sampling import SamplingOptions
 
@@ -151,7 +152,7 @@ class _Packer:
         elif self.wtype == "float16":  # round to nearest even; two per float32 slot
             half = panels.to(torch.float16)
             if not bool(torch.isfinite(half).all()):
-                raise ValueError("a linear weight is too large for float16 storage (|w| > 65504)")
+                raise InputError("a linear weight is too large for float16 storage (|w| > 65504); use float32 or bfloat16")
             half = half.flatten().view(torch.int16)
             if half.numel() % 2:
                 half = torch.cat([half, half.new_zeros(1)])

@@ -41,8 +41,6 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "U-Net / bidirectional backbones are not supported"
     if model.head.weight.dtype not in (torch.float32, torch.float64):
         return f"dtype {model.head.weight.dtype} (float32 and float64 only)"
-    if model.training and any(isinstance(getattr(m, "dropout", None), (int, float)) and m.dropout > 0 for m in net.modules()):
-        return "the model is in training mode with dropout (call model.eval())"
     if any(isinstance(layer, nn.Module) and not isinstance(layer, DownPool) for layer in net.d_layers):
         return "unexpected layers before the down pools"
     norms = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}

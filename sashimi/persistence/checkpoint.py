@@ -19,6 +19,7 @@ from ..ar import SashimiAR
 from ..config import ARConfig, DiffWaveConfig, config_from_dict
 from ..diffwave import SashimiDiffWave
 from ..s4 import convert_kernel_lengths
+from ..errors import CheckpointError
 from .download import HashMismatchError, cached_download, is_url
 
 __all__ = ["save_model", "load_checkpoint_file", "native_checkpoint", "build_native", "atomic_save", "kind_of",
@@ -29,10 +30,6 @@ __all__ = ["save_model", "load_checkpoint_file", "native_checkpoint", "build_nat
 # corrected every layer for the full ``l_max`` (like the seed's) and are converted when loaded.
 FORMAT_NAME, FORMAT_VERSION = "sashimi", 2
 READABLE_VERSIONS = (1, 2)
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable checkpoint, or one that does not fit its model."""
 
 
 #: The model kinds of native checkpoints: kind -> (model class, config class). A static table: a
@@ -190,7 +187,8 @@ def describe(value: Any) -> str:
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Load every tensor, failing with one clear message on missing, unexpected or misshapen keys."""
+    """Load every tensor, failing with one clear message on missing, unexpected or misshapen keys,
+    or on NaN / infinite weights (a diverged run's: every output would be NaN)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -206,4 +204,9 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> N
     if problems:
         raise CheckpointError(f"{source}: the weights do not fit the model built from its config: "
                               + "; ".join(problems))
+    bad = [k for k, v in state_dict.items() if (v.is_floating_point() or v.is_complex())
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values, e.g. {bad[:3]} "
+                              "(a diverged training run?); a model cannot compute with them")
     model.load_state_dict(state_dict, strict=True)

@@ -20,6 +20,8 @@ import urllib.parse
 
 import torch
 
+from ..errors import InputError, SashimiError
+
 __all__ = ["DownloadError", "HashMismatchError", "cached_download", "cache_path", "sha256_file", "is_url"]
 
 _URL = re.compile(r"^(https?|file)://")
@@ -27,11 +29,11 @@ _URL = re.compile(r"^(https?|file)://")
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 
 
-class DownloadError(OSError):
+class DownloadError(SashimiError, OSError):
     """A URL could not be downloaded (network, server or file system)."""
 
 
-class HashMismatchError(ValueError):
+class HashMismatchError(SashimiError, ValueError):
     """A downloaded file whose SHA-256 is not the expected one."""
 
 
@@ -83,7 +85,7 @@ def verified_file(path: str | os.PathLike, sha256: str, what: str) -> str:
     if key not in _verified:  # hashed once per process while unchanged: loading again stays cheap
         actual = sha256_file(path)
         if actual != sha256:
-            raise ValueError(f"{what}: {path} has SHA-256 {actual}, expected {sha256} "
+            raise HashMismatchError(f"{what}: {path} has SHA-256 {actual}, expected {sha256} "
                              "(the file was changed or damaged; reinstall sashimi)")
         _verified.add(key)
     return path
@@ -142,13 +144,13 @@ def cached_download(url: str, *, sha256: str | None = None, check_hash: bool = F
 def _expected_digest(url: str, sha256: str | None, check_hash: bool) -> str | None:
     if sha256 is not None:
         if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{8,64}", sha256):
-            raise ValueError(f"sha256 must be a hex SHA-256 digest (or a prefix of at least 8 digits), got {sha256!r}")
+            raise InputError(f"sha256 must be a hex SHA-256 digest (or a prefix of at least 8 digits), got {sha256!r}")
         return sha256.lower()
     if check_hash:
         name = os.path.basename(urllib.parse.urlparse(url).path)
         m = _HASH_IN_NAME.search(name)
         if m is None or len(m.group(1)) < 8:
-            raise ValueError(f"check_hash=True: the file name {name!r} carries no SHA-256 prefix "
+            raise InputError(f"check_hash=True: the file name {name!r} carries no SHA-256 prefix "
                              "('name-<at least 8 hex digits>.pt'); pass sha256= instead")
         return m.group(1)
     return None

@@ -149,7 +149,7 @@ def save_pretrained(model, folder: str | os.PathLike, *, provenance: dict | None
             raise FileExistsError(f"{folder} exists; not overwritten")
         if not folder.is_dir() or not set(os.listdir(folder)) <= set(FOLDER_FILES):
             raise FileExistsError(f"{folder} exists and is not a model folder; not replaced")
-    import sashimi
+    from ..version import __version__
 
     # safetensors refuses tensors that share memory (e.g. views of one buffer): each gets its own copy
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
@@ -159,7 +159,7 @@ def save_pretrained(model, folder: str | os.PathLike, *, provenance: dict | None
     tmp.mkdir(parents=True)
     try:
         save_file(tensors, os.fspath(tmp / WEIGHTS_FILE))
-        meta = {"saved_by": f"sashimi {sashimi.__version__} (torch {torch.__version__})",
+        meta = {"saved_by": f"sashimi {__version__} (torch {torch.__version__})",
                 "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         blob = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "kind": kind.name, "config": config,
                 "class_names": class_names, "sha256": {WEIGHTS_FILE: sha256_file(os.fspath(tmp / WEIGHTS_FILE))},

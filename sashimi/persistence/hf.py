@@ -19,6 +19,7 @@ import os
 import re
 from pathlib import Path
 
+from ..errors import SashimiError
 from .checkpoint import CheckpointError
 from .download import DownloadError
 from .folder import CONFIG_FILE, FOLDER_FILES, WEIGHTS_FILE, read_config
@@ -30,7 +31,7 @@ PREFIX = "hf://"
 _URI = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<rev>[^@\s]+))?$")
 
 
-class HubDependencyError(ImportError):
+class HubDependencyError(SashimiError, ImportError):
     """``huggingface_hub`` is needed (for an ``hf://`` model or an upload) but not installed."""
 
 
@@ -93,11 +94,11 @@ def _download(uri: str, repo_id: str, filename: str, revision: str | None) -> st
     from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
-    import sashimi
+    from ..version import __version__
 
     try:
         return hub.hf_hub_download(repo_id, filename, revision=revision, library_name="sashimi",
-                                   library_version=sashimi.__version__)
+                                   library_version=__version__)
     except LocalEntryNotFoundError as e:  # not cached, and the Hub was not (or could not be) asked
         cached = hub.try_to_load_from_cache(repo_id, filename, revision=revision)
         if cached is not None and not isinstance(cached, str):  # the cache's marker: the repo lacks the file

@@ -9,7 +9,7 @@ from pathlib import Path
 
 __all__ = ["average_models", "export_model"]
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def average_models(models: list):
@@ -74,7 +74,7 @@ def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str
     from .factories import load_model
     from ..persistence.download import sha256_file
 
-    if not _NAME.match(name):
+    if not NAME_PATTERN.match(name):
         raise ValueError(f"name {name!r}: expected letters, digits, '_', '.', '-'")
     if format not in ("pt", "folder"):
         raise ValueError(f"format must be 'pt' or 'folder', got {format!r}")

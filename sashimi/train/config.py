@@ -22,12 +22,10 @@ from typing import Any
 
 import yaml
 
+from ..errors import ConfigError
+
 __all__ = ["TrainConfig", "DistributedConfig", "build_config", "config_to_dict", "config_to_yaml",
            "parse_overrides", "help_text", "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """An unknown key, a value of the wrong type, or an invalid combination of settings."""
 
 
 def _f(default, help: str, factory=None):

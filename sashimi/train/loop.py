@@ -33,6 +33,8 @@ from torch.utils.data import DataLoader
 from ..config import config_from_dict
 from ..data.datasets import (CropDataset, ResumableSampler, ShardSampler, UtteranceDataset, batches_per_epoch, class_names_of,
                    decoded_bytes, file_labels, list_audio_files)
+from ..errors import OutputError
+from ..persistence.outputs import RunLock
 from .tasks import Task, get_task
 from .checkpoint import (check_training_checkpoint, claim_run_directory, get_rng_state, load_latest_checkpoint,
                          load_training_checkpoint, save_training_checkpoint, set_rng_state)
@@ -92,6 +94,46 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
     return opt
+
+
+def _keep_configured_rates(optimizer: torch.optim.Optimizer, configured: list[dict]) -> list[str]:
+    """After loading a resumed optimizer's state, this run's settings win over the checkpoint's:
+    each group's base learning rate (``start_lr``; ``model_cfg.lr`` for the S4 group) and weight
+    decay. The schedule's progress is kept: the current rate is rescaled by new base / old base.
+    (Loading alone would train at the old rate while the checkpoints record the new one.)
+
+    Args:
+        optimizer: with the resumed state loaded.
+        configured: its param groups as :func:`make_optimizer` built them from this run's config.
+
+    Returns:
+        a line per changed setting.
+    """
+    notes = []
+    for i, (group, want) in enumerate(zip(optimizer.param_groups, configured)):
+        name = "start_lr" if i == 0 else f"the learning rate of parameter group {i} (model_cfg.lr)"
+        old, new = group.get("initial_lr", group["lr"]), want["initial_lr"]
+        if old != new:
+            factor = group["lr"] / old if old else 1.0
+            group["initial_lr"], group["lr"] = new, new * factor
+            notes.append(f"{name} {new:g} instead of the checkpoint's {old:g}: the rate is now {group['lr']:g} "
+                         f"(the schedule's factor so far, {factor:g}, is kept)")
+        if group.get("weight_decay") != want["weight_decay"]:
+            notes.append(f"weight_decay {want['weight_decay']:g} instead of the checkpoint's "
+                         f"{group.get('weight_decay'):g}" + ("" if i == 0 else f" (parameter group {i})"))
+            group["weight_decay"] = want["weight_decay"]
+    return notes
+
+
+def _keep_configured_schedule(scheduler, settings: dict) -> list[str]:
+    """The plateau schedule's settings of this run (``plateau_factor``, ``plateau_patience``,
+    ``plateau_min_lr``) over the resumed checkpoint's; its progress (best value, bad epochs) is kept."""
+    notes = []
+    for key, value in settings.items():
+        if getattr(scheduler, key) != value:
+            notes.append(f"plateau {key} {value} instead of the checkpoint's {getattr(scheduler, key)}")
+            setattr(scheduler, key, value)
+    return notes
 
 
 def _step_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
@@ -235,18 +277,45 @@ def train(cfg: TrainConfig) -> dict:
     Returns:
         summary dict: ``step``, ``epoch``, ``loss`` (mean over the last logged steps; rank 0),
         ``valid`` (last validation metric or None), ``checkpoint`` (last path written; rank 0),
-        ``stopped`` ('max_steps', 'max_minutes' or 'signal'), ``model`` (this rank's trained model).
+        ``stopped`` ('max_steps', 'max_minutes' or 'signal'), ``signal`` (the number of the signal this
+        process received, or None), ``model`` (this rank's trained model).
     """
     if not cfg.train_csv:
         raise ConfigError("config key 'train_csv' is required (a CSV with a 'path' column, or a directory)")
     if not cfg.checkpoint_path:
         raise ConfigError("config key 'checkpoint_path' is required (the run directory)")
     rt = setup_runtime(cfg)
+    lock = None
     try:
+        lock = _lock_run_directory(cfg, rt)
         return _train(cfg, rt)
     finally:
+        if lock is not None:
+            lock.release()
         if rt.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _lock_run_directory(cfg: TrainConfig, rt: Runtime) -> RunLock | None:
+    """Rank 0 holds ``checkpoint_path`` for the whole run (:class:`sashimi.persistence.outputs.RunLock`), so that
+    two runs never write checkpoints there at once, and an unwritable place fails now, not at the
+    first save. Every rank raises if rank 0 could not take it."""
+    lock, error = None, None
+    if rt.rank == 0:
+        try:
+            lock = RunLock(cfg.checkpoint_path, f"checkpoint_path {cfg.checkpoint_path}")
+        except OutputError as e:
+            error = e
+    if rt.distributed:
+        ok = torch.tensor([0.0 if error is not None else 1.0], device=rt.device)
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if float(ok) == 0.0 and error is None:
+            error = OutputError(f"checkpoint_path {cfg.checkpoint_path}: rank 0 could not take it (see its message)")
+    if error is not None:
+        if lock is not None:
+            lock.release()
+        raise error
+    return lock
 
 
 def _resume(cfg: TrainConfig, log: TrainLogger) -> tuple[str | None, dict | None, list[str]]:
@@ -299,9 +368,15 @@ def _train(cfg: TrainConfig, rt: Runtime) -> dict:
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
     if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])
+        configured = [dict(g) for g in optimizer.param_groups]
         optimizer.load_state_dict(ckpt["optimizer"])
+        notes = _keep_configured_rates(optimizer, configured)
         if scheduler is not None and ckpt.get("scheduler"):
+            settings = {k: getattr(scheduler, k) for k in ("factor", "patience", "min_lrs")}
             scheduler.load_state_dict(ckpt["scheduler"])
+            notes += _keep_configured_schedule(scheduler, settings)
+        for note in notes:
+            log.write(f"note: resumed with {note}")
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         state = {k: int(ckpt[k]) for k in state}
@@ -455,7 +530,7 @@ def _loop(cfg, task, rt, model, net, optimizer, scheduler, scaler, precision, lo
               + (f"; resume with resume_checkpoint={ckpt_path}" if ckpt_path and stopped != "max_steps" else ""))
     return {"step": state["step"], "epoch": state["epoch"], "loss": log.last_loss,
             "valid": None if last_valid is None else last_valid[1], "checkpoint": ckpt_path, "stopped": stopped,
-            "model": model}
+            "signal": stop.signum, "model": model}
 
 
 def _guarded(loader, stop: StopFlag | None = None):

@@ -18,7 +18,7 @@ import time
 from worker_protocol import worker_main
 
 
-def _model(cfg, torch):
+def build_model(cfg, torch):
     import sashimi
     from sashimi import ARConfig, SashimiAR
 
@@ -37,8 +37,20 @@ def _sync(torch, device):
         torch.cuda.synchronize(device)
 
 
+def _silence(model) -> int:
+    """The model's silence token. Older versions of the library, run here as baselines, have only
+    the 256-level constant."""
+    try:
+        from sashimi.mulaw import silence_token
+    except ImportError:
+        from sashimi import SILENCE_TOKEN
+
+        return SILENCE_TOKEN
+    return silence_token(model.config.mu_levels)
+
+
 def _time_fast(cfg, model, torch) -> dict:
-    from sashimi import SILENCE_TOKEN, fastgen
+    from sashimi import fastgen
     from sashimi.fastgen.sampler import draw_uniforms
 
     batch, steps, device = cfg["batch"], cfg["steps"], model.head.weight.device
@@ -55,7 +67,7 @@ def _time_fast(cfg, model, torch) -> dict:
     setup = time.perf_counter() - t0
     gen = torch.Generator(device=device).manual_seed(cfg.get("seed", 0))
     engine.reset()
-    engine.feed(torch.full((batch, 1), SILENCE_TOKEN, dtype=torch.long, device=device))
+    engine.feed(torch.full((batch, 1), _silence(model), dtype=torch.long, device=device))
     warm = 512
     out = torch.empty(batch, warm + steps, dtype=torch.long, device=engine.device)
     try:  # this worker also times older checkouts (bench --baseline), which took three numbers
@@ -83,13 +95,13 @@ def _time_fast(cfg, model, torch) -> dict:
 
 def _time_eager(cfg, model, torch) -> float:
     """Samples per second of the reference loop: the dense S4 step plus sample_logits."""
-    from sashimi import SILENCE_TOKEN, sample_logits
+    from sashimi import sample_logits
 
     batch, steps, device = cfg["batch"], cfg["eager_steps"], model.head.weight.device
     model.setup_rnn("dense")
     gen = torch.Generator(device=device).manual_seed(cfg.get("seed", 0))
     state = model.default_state(batch)
-    token = torch.full((batch,), SILENCE_TOKEN, dtype=torch.long, device=device)
+    token = torch.full((batch,), _silence(model), dtype=torch.long, device=device)
     with torch.no_grad():
         logits, state = model.step(token, state)
         for _ in range(15):  # warm-up: a pooling period
@@ -111,7 +123,7 @@ def _worker(cfg: dict) -> dict:
         torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"])
     with torch.no_grad():
-        model = _model(dict(cfg, device=device), torch)
+        model = build_model(dict(cfg, device=device), torch)
         result = dict(cfg, status="ok", sample_rate=int(model.config.sample_rate),
                       parameters=sum(p.numel() for p in model.parameters()),
                       library=os.path.dirname(os.path.dirname(os.path.abspath(sashimi.__file__))))

@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--per-class", type=int, default=2, help="conditional samples per class (default: 2)")
     parser.add_argument("--unconditional", type=int, default=4, help="samples without a label (default: 4)")
     parser.add_argument("--seed", type=int, default=2026, help="sampling seed (default: 2026)")
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (default: 1.0)")
     parser.add_argument("-f", "--force", action="store_true", help="replace the files of an earlier page")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.real):
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     real = real_recordings(args.real, classes, rate, rate)
 
     labels = [c for c in range(len(classes)) for _ in range(args.per_class)]
-    cond = model.conditional_generate(labels, seed=args.seed, progress=True).numpy()
+    cond = model.conditional_generate(labels, seed=args.seed, progress=True, guidance=args.guidance).numpy()
     uncond = model.unconditional_generate(args.unconditional, seed=args.seed + 1, progress=True).numpy() \
         if args.unconditional else np.zeros((0, rate), dtype=np.float32)
     probs, _ = clf.predict(torch.from_numpy(np.concatenate([cond, uncond])), rate)
@@ -142,7 +143,7 @@ text-align:center}}th{{font-size:1.5em}}img{{image-rendering:pixelated;border:1p
 <h1>{html.escape(args.model)}: say the digit</h1>
 <p>Class-conditional autoregressive SaShiMi trained on the Free Spoken Digit Dataset (8 kHz; CC BY-SA 4.0).
 Each row: one real test recording (never trained on), then {args.per_class} samples generated for that digit
-(<code>model.conditional_generate</code>, seed {args.seed}); below, samples without a label. Under each clip,
+(<code>model.conditional_generate</code>, seed {args.seed}, guidance {args.guidance:g}); below, samples without a label. Under each clip,
 what the bundled digit classifier hears: {correct} of {len(labels)} conditional samples here are heard as the
 requested digit. Spectrograms: 0-4 kHz, log power. Made by <code>benchmarks/fsdd_samples_page.py</code>.</p>
 <table><tr><th>digit</th><th>real</th>{''.join(f'<th>sample {j + 1}</th>' for j in range(args.per_class))}</tr>

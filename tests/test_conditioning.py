@@ -272,3 +272,33 @@ def test_label_accuracy_and_class_matching():
     assert r["confusion"][1][1] == 1 and r["confusion"][1][7] == 1
     with pytest.raises(ValueError, match="no class for the model's class 'ten'"):
         match_classes(["ten"], ("zero",))
+
+
+# ---- classifier-free guidance ---------------------------------------------------------------------
+def test_guided_logits_mix_log_probabilities():
+    c, u = torch.randn(3, 256), torch.randn(3, 256)
+    torch.testing.assert_close(fastgen.guided_logits(c, u, 1.0), torch.log_softmax(c, -1))
+    torch.testing.assert_close(fastgen.guided_logits(c, u, 0.0 + 1e-9), torch.log_softmax(u, -1), atol=1e-6, rtol=0)
+    g = fastgen.guided_logits(c, u, 3.0)
+    torch.testing.assert_close(g, torch.log_softmax(u, -1) + 3 * (torch.log_softmax(c, -1) - torch.log_softmax(u, -1)))
+
+
+def test_guidance_one_is_plain_conditional_and_bad_guidance_is_refused():
+    model = _model()
+    a = model.conditional_generate([0, 2], length=120, seed=5, progress=False)
+    b = model.conditional_generate([0, 2], length=120, seed=5, progress=False, guidance=1.0)
+    assert torch.equal(a, b)
+    for bad in (0.0, -1.0, float("inf"), "2"):
+        with pytest.raises(ValueError, match="guidance must be a finite number > 0"):
+            model.conditional_generate([0], length=8, progress=False, guidance=bad)
+
+
+def test_fast_and_eager_guided_generation_agree():
+    """Greedy decoding (top_k=1) follows the mixed logits' argmax: both engines pick the same tokens."""
+    model = _model()
+    fast = model.conditional_generate([1, 2], length=40, top_k=1, seed=0, progress=False, guidance=2.5)
+    eager = model.conditional_generate([1, 2], length=40, top_k=1, seed=0, progress=False, guidance=2.5,
+                                       engine="eager", mode="dense")
+    plain = model.conditional_generate([1, 2], length=40, top_k=1, seed=0, progress=False)
+    assert torch.equal(fast, eager)
+    assert not torch.equal(fast, plain)  # guidance changed what was said

@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--conditional", action="store_true",
                      help="class-conditional models: --n samples of each class, and the classifier's accuracy "
                           "against the requested classes with a confusion matrix")
+    gen.add_argument("--guidance", default=None,
+                     help="with --conditional: classifier-free guidance weight > 0 (default: 1.0)")
     gen.add_argument("--seconds", default=None, help="length of each sample (default: 1.0)")
     gen.add_argument("--batch-size", default=None, help="samples generated at once (default: 16)")
     gen.add_argument("--seed", default=None, help="generation seed; batch j uses seed + j (default: 0)")
@@ -79,9 +81,13 @@ def _check_args(args) -> dict:
         raise CLIError("--model with SAMPLES is only used by --ar-filter; give one or the other")
     if args.ar_filter is not None and args.model is None:
         raise CLIError("--ar-filter needs --model: the autoregressive model whose likelihood ranks the samples")
-    opts = {"generate": args.samples is None, "engine": args.engine}
+    opts = {"generate": args.samples is None, "engine": args.engine, "guidance": 1.0}
     if args.conditional and args.model is None:
         raise CLIError("--conditional needs --model: a class-conditional model to generate each class with")
+    if args.guidance is not None and not args.conditional:
+        raise CLIError("--guidance applies with --conditional")
+    if args.guidance is not None:
+        opts["guidance"] = parse_number(args.guidance, float, "guidance", low=0, low_open=True)
     if args.conditional and args.ar_filter is not None:
         raise CLIError("--conditional and --ar-filter do not combine (the filter would unbalance the classes)")
     if opts["generate"]:
@@ -196,7 +202,7 @@ def _generate(model, kind: str, opts: dict, quiet: bool):
             kw.update(engine=opts["engine"] or "auto", nucleus_p=opts["nucleus_p"], temperature=opts["temperature"])
         # SashimiError: one line (main)
         if opts.get("labels") is not None:
-            wav = model.conditional_generate(opts["labels"][first:first + count], **kw)
+            wav = model.conditional_generate(opts["labels"][first:first + count], guidance=opts["guidance"], **kw)
         else:
             wav = model.unconditional_generate(count, **kw)
         out.append(wav.float().cpu())

@@ -45,6 +45,7 @@ from .pack import build_plan, s4_modes, unsupported_reason
 from .sampler import draw_uniforms, sample_with_uniforms
 
 __all__ = ["ENGINES", "WEIGHT_STORAGE", "get_engine", "generate_tokens", "stream_tokens", "teacher_forced_logits",
+           "guided_logits", "stream_guided_tokens",
            "resolve_engine", "unsupported_reason", "sample_with_uniforms", "set_num_threads", "get_num_threads",
            "set_weight_storage", "get_weight_storage", "plan_for", "cached_engine_keys"]
 
@@ -298,6 +299,72 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
             fill, used, t = fill + n, used + n, t + n
             if bar is not None:
                 bar.update(n)
+            if fill == out.size(1):
+                yield out
+                if t < total:
+                    out = torch.empty(batch, int(min(chunk, total - t)), dtype=torch.long, device=dev)
+                fill = 0
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def guided_logits(conditional: torch.Tensor, unconditional: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance: ``unconditional + guidance * (conditional - unconditional)``, on the
+    log-softmax of each, so that the result is a proper mix of log-probabilities. guidance 1: the
+    conditional distribution; > 1: pushed further from the unconditional one."""
+    c, u = torch.log_softmax(conditional.float(), -1), torch.log_softmax(unconditional.float(), -1)
+    return u + guidance * (c - u)
+
+
+@torch.no_grad()
+def stream_guided_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *, condition: torch.Tensor,
+                         uncondition: torch.Tensor, guidance: float, sampling: SamplingOptions | None = None,
+                         generator: torch.Generator | None = None, progress: bool = False, kind: str | None = None,
+                         threads: int | None = None, weights: str | None = None) -> Iterator[torch.Tensor]:
+    """As :func:`stream_tokens`, with classifier-free guidance (:func:`guided_logits`).
+
+    The engine runs 2B rows, the B sequences once with ``condition`` and once with
+    ``uncondition`` (B, H0) vectors; both halves are fed the same token, drawn from the mixed
+    logits. Sampling happens here, step by step (the engines sample one row from its own logits),
+    with the uniforms drawn as :func:`stream_tokens` draws them.
+    """
+    sampling = sampling or SamplingOptions()
+    batch, P = prefix.shape
+    total = math.inf if length is None else length
+    engine = get_engine(model, 2 * batch, kind, threads, weights)
+    engine.reset()
+    engine.set_condition(torch.cat([condition, uncondition]))
+    dev = engine.device
+    if total <= P:
+        for start in range(0, int(total), chunk):
+            yield prefix[:, start:min(start + chunk, int(total))].to(dev, copy=True)
+        return
+    silence = torch.full((batch, 1), silence_token(model.head.out_features), dtype=torch.long, device=prefix.device)
+    fed = torch.cat([silence, prefix], 1).to(dev)
+    logits = engine.feed(torch.cat([fed, fed]), want_logits=True)[:, -1]  # (2B, V)
+    start = 0
+    while start + chunk <= P:
+        yield prefix[:, start:start + chunk].to(dev, copy=True)
+        start += chunk
+    out = torch.empty(batch, int(min(chunk, total - start)), dtype=torch.long, device=dev)
+    fill = P - start
+    out[:, :fill] = prefix[:, start:P].to(dev)
+    bar = _progress(None if length is None else length - P, progress, batch, model.config.sample_rate)
+    t, uniforms, used = P, None, 0
+    try:
+        while t < total:
+            if uniforms is None or used == uniforms.size(1):
+                uniforms, used = draw_uniforms(batch, int(min(BLOCK, total - t)), generator, dev), 0
+            mixed = guided_logits(logits[:batch], logits[batch:], guidance)
+            token = sample_with_uniforms(mixed, uniforms[:, used], sampling.temperature, sampling.top_k,
+                                         sampling.nucleus_p)
+            out[:, fill] = token
+            fill, used, t = fill + 1, used + 1, t + 1
+            if t < total:
+                logits = engine.feed(torch.cat([token, token]).unsqueeze(1), want_logits=True)[:, 0]
+            if bar is not None:
+                bar.update(1)
             if fill == out.size(1):
                 yield out
                 if t < total:

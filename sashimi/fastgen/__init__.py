@@ -241,6 +241,25 @@ def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None, 
 BLOCK = 256  # steps per draw of uniforms: fixes the random stream, whatever the chunk sizes
 
 
+def _prefix_chunks(prefix: torch.Tensor, total, chunk: int, dev) -> Iterator[torch.Tensor]:
+    """The first ``total`` (<= P) tokens of ``prefix`` (B, P), in chunks: nothing to generate."""
+    for start in range(0, int(total), chunk):
+        yield prefix[:, start:min(start + chunk, int(total))].to(dev, copy=True)
+
+
+def _prefix_then_buffer(prefix: torch.Tensor, total, chunk: int, dev):
+    """Yield the whole chunks of ``prefix`` (B, P); return the buffer of the next chunk (B, <= chunk)
+    holding the prefix's remainder, and how many of its positions that fills."""
+    batch, P = prefix.shape
+    start = 0
+    while start + chunk <= P:
+        yield prefix[:, start:start + chunk].to(dev, copy=True)
+        start += chunk
+    out = torch.empty(batch, int(min(chunk, total - start)), dtype=torch.long, device=dev)
+    out[:, :P - start] = prefix[:, start:P].to(dev)
+    return out, P - start
+
+
 @torch.no_grad()
 def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *,
                   sampling: SamplingOptions | None = None, generator: torch.Generator | None = None,
@@ -276,18 +295,11 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
     engine.set_condition(condition)
     dev = engine.device
     if total <= P:  # nothing to generate
-        for start in range(0, int(total), chunk):
-            yield prefix[:, start:min(start + chunk, int(total))].to(dev, copy=True)
+        yield from _prefix_chunks(prefix, total, chunk, dev)
         return
     silence = torch.full((batch, 1), silence_token(model.head.out_features), dtype=torch.long, device=prefix.device)
     engine.feed(torch.cat([silence, prefix], 1))  # silence + prefix: the logits for position P
-    start = 0
-    while start + chunk <= P:
-        yield prefix[:, start:start + chunk].to(dev, copy=True)
-        start += chunk
-    out = torch.empty(batch, int(min(chunk, total - start)), dtype=torch.long, device=dev)
-    fill = P - start
-    out[:, :fill] = prefix[:, start:P].to(dev)
+    out, fill = yield from _prefix_then_buffer(prefix, total, chunk, dev)
     bar = _progress(None if length is None else length - P, progress, batch, model.config.sample_rate)
     t, uniforms, used = P, None, 0
     try:
@@ -337,19 +349,12 @@ def stream_guided_tokens(model, prefix: torch.Tensor, length: int | None, chunk:
     engine.set_condition(torch.cat([condition, uncondition]))
     dev = engine.device
     if total <= P:
-        for start in range(0, int(total), chunk):
-            yield prefix[:, start:min(start + chunk, int(total))].to(dev, copy=True)
+        yield from _prefix_chunks(prefix, total, chunk, dev)
         return
     silence = torch.full((batch, 1), silence_token(model.head.out_features), dtype=torch.long, device=prefix.device)
     fed = torch.cat([silence, prefix], 1).to(dev)
     logits = engine.feed(torch.cat([fed, fed]), want_logits=True)[:, -1]  # (2B, V)
-    start = 0
-    while start + chunk <= P:
-        yield prefix[:, start:start + chunk].to(dev, copy=True)
-        start += chunk
-    out = torch.empty(batch, int(min(chunk, total - start)), dtype=torch.long, device=dev)
-    fill = P - start
-    out[:, :fill] = prefix[:, start:P].to(dev)
+    out, fill = yield from _prefix_then_buffer(prefix, total, chunk, dev)
     bar = _progress(None if length is None else length - P, progress, batch, model.config.sample_rate)
     t, uniforms, used = P, None, 0
     try:

@@ -56,6 +56,9 @@ def model_card(blob: dict, *, n_params: int, name: str, repo: str | None = None)
         lines += ["import sashimi", "", f"model = sashimi.load_model({source})"]
         if kind in ("ar", "diffwave"):
             lines.append("wav = model.unconditional_generate(4)   # (4, L) float in [-1, 1]")
+        names = blob.get("class_names")
+        if kind == "ar" and names:
+            lines.append(f"wav = model.conditional_generate([{names[-1]!r}] * 4)   # four of class {names[-1]!r}")
     lines += ["```", ""]
     if not repo:
         loader = "sashimi.eval.load_classifier" if kind == "classifier" else "sashimi.load_model"

@@ -107,6 +107,8 @@ def _stream(args, n: int, seconds: float, seed, target: str, outputs) -> int:
     check_sizes(args.seconds, length, rate, channels=n)  # before any work, as --out does
     kw, prefix = ar_options(model, args, length, device)
     cycle = parse_labels(model, args.label)
+    if getattr(args, "guidance", None) is not None:
+        raise CLIError("--guidance does not apply to --stream (guided generation samples step by step in Python)")
     if cycle is not None:
         kw["labels"] = [cycle[i % len(cycle)] for i in range(n)]
     chunk = max(1, rate // 10)  # 0.1 s: a player starts within a fraction of a second

@@ -17,10 +17,11 @@ from sashimi.data.datasets import list_audio_files
 
 from conftest import FIXTURES, run_cli
 
-# The closing note of the bundled-model issue reports this number: the mean NLL of the 30 FSDD test
-# clips in tests/fixtures/fsdd (takes 0-4, never trained on), each in one second of silence, starting
-# where the model last saw words start (utterance_max_start_ms=150: at most 75 ms in).
-FIXTURE_NLL_BITS = 1.5806
+# The closing note of the conditional-model issue reports this number: the mean NLL of the 30 FSDD
+# test clips in tests/fixtures/fsdd (takes 0-4, never trained on), each in one second of silence,
+# starting where the model saw words start (utterance_max_start_ms=150: at most 75 ms in), given the
+# digit of each (version 2, unconditional: 1.5806).
+FIXTURE_NLL_BITS = 1.5689
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_bundled_folder_is_plain_data_and_credits_fsdd():
     prov = blob["provenance"]
     assert blob["kind"] == "ar" and "optimizer" not in prov and prov["license"] == "cc-by-sa-4.0"
     assert "Free Spoken Digit Dataset" in prov["credit"] and "CC BY-SA 4.0" in prov["credit"]
-    assert [a["step"] for a in prov["averaged"]] == [4400, 4500, 4600, 4700, 4800]
+    assert [a["step"] for a in prov["averaged"]] == [1100, 1200, 1300]  # version 3 (recipes/fsdd_ar_cond.yaml)
     assert "CC BY-SA 4.0" in (path / "README.md").read_text()
     tensors = load_file(path / "model.safetensors")
     assert all(v.dtype == torch.float32 for v in tensors.values() if v.is_floating_point())
@@ -81,7 +82,9 @@ def test_fixture_test_clips_nll_is_the_reported_value():
     model = sashimi.load_model("sashimi_ar_fsdd")
     files = list_audio_files(str(FIXTURES / "fsdd"))
     assert len(files) == 30
-    bits = utterance_nll_bits(model, files, max_start=1200)
+    from sashimi.data.datasets import file_labels
+
+    bits = utterance_nll_bits(model, files, max_start=1200, labels=file_labels(files[0], files, "fsdd"))
     assert bits.shape == (30,) and torch.isfinite(bits).all()
     assert float(bits.mean()) == pytest.approx(FIXTURE_NLL_BITS, abs=2e-3)
 
@@ -154,16 +157,20 @@ def test_export_rejects_bad_arguments(capsys, tmp_path, ckpt):
 
 
 def test_recipe_builds_the_bundled_architecture():
-    """recipes/fsdd_ar.yaml is a valid training config, and its model is the one shipped."""
+    """recipes/fsdd_ar_cond.yaml is a valid training config, and its model is the one shipped: the
+    architecture of the recipe, with the digit classes the labels (FSDD file names) give."""
     import dataclasses
 
     from sashimi.train.config import build_config
 
-    recipe = FIXTURES.parent.parent / "recipes" / "fsdd_ar.yaml"
+    recipe = FIXTURES.parent.parent / "recipes" / "fsdd_ar_cond.yaml"
     cfg = build_config([], yaml_path=str(recipe))
     assert cfg.utterance_window and cfg.sample_rate in (None, 8000) and cfg.seq_len == 8000
-    shipped = dataclasses.asdict(sashimi.load_model("sashimi_ar_fsdd").config)
-    assert dataclasses.asdict(cfg.model_cfg) == shipped
+    assert cfg.labels == "fsdd" and 0 < cfg.label_dropout < 1
+    shipped = sashimi.load_model("sashimi_ar_fsdd")
+    assert shipped.classes == [str(d) for d in range(10)]
+    expected = dataclasses.replace(cfg.model_cfg, num_classes=10, class_names=shipped.classes)
+    assert dataclasses.asdict(expected) == dataclasses.asdict(shipped.config)
 
 
 def test_generate_with_the_published_name_still_downloads_it(capsys, tmp_path, monkeypatch):

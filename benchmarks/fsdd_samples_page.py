@@ -27,15 +27,14 @@ from sashimi import load_classifier, load_model  # noqa: E402
 from sashimi.data.audio import read_audio, write_wav  # noqa: E402
 from sashimi.eval import match_classes  # noqa: E402
 
+from fsdd_spectrograms import spectrogram  # noqa: E402  (benchmarks/, this script's folder, is on sys.path)
+
 
 # ---- spectrogram images (numpy + zlib: no plotting library needed) ------------------------------
 def spectrogram_db(wav: np.ndarray, n_fft: int = 256, hop: int = 32) -> np.ndarray:
-    """Log power (dB re 1, floor -90 dB) of a Hann-windowed STFT: (n_fft // 2 + 1, frames)."""
-    window = np.hanning(n_fft)
-    wav = np.pad(wav, (n_fft // 2, n_fft // 2))
-    frames = 1 + (len(wav) - n_fft) // hop
-    stft = np.stack([np.fft.rfft(wav[i * hop:i * hop + n_fft] * window) for i in range(frames)], axis=1)
-    return 10 * np.log10(np.maximum(np.abs(stft) ** 2, 1e-9))
+    """Log power (dB re 1, floor -90 dB) with frames centred on the samples (the signal padded by
+    half a window each side): :func:`fsdd_spectrograms.spectrogram` at a finer hop."""
+    return spectrogram(np.pad(wav, (n_fft // 2, n_fft // 2)), 0, n_fft, hop)
 
 
 def _colour(x: np.ndarray) -> np.ndarray:

@@ -41,13 +41,22 @@ class SashimiAR(nn.Module):
         super().__init__()
         self.config = config = config if config is not None else ARConfig()
         self.mu_embedder = nn.Embedding(config.mu_levels, config.d_model)
-        self.sashimi = Sashimi.from_config(config)
+        per_block = bool(config.num_classes) and config.condition != "input"
+        self.sashimi = Sashimi.from_config(config, d_cond=config.d_model if per_block else None, cond_ff=per_block,
+                                           film=config.condition == "film")
         self.head = nn.Linear(config.d_model, config.mu_levels)
         if config.num_classes:
             # N(0, 1) like the token embedding, not zero: measured when fine-tuning the bundled FSDD
             # model, zero-initialised label vectors stayed ~50x smaller than the token vectors after
             # 600 steps (norm 0.15 vs 7.5) and the digits were heard as asked 12.5% of the time
             self.label_embedder = nn.Embedding(config.num_classes + 1, config.d_model)
+        if per_block:
+            # Zero projections: a model fine-tuned from an input-conditioned one starts as exactly
+            # that model (the label vectors, not these, carry the signal at step 0)
+            for block in self.sashimi.modules():
+                if getattr(block, "fc_t", None) is not None:
+                    nn.init.zeros_(block.fc_t.weight)
+                    nn.init.zeros_(block.fc_t.bias)
 
     @property
     def classes(self) -> list[str] | None:
@@ -80,7 +89,7 @@ class SashimiAR(nn.Module):
         if lengths is not None:
             _check_lengths(lengths, x.shape)
         labels = self.check_labels(labels, x.size(0))
-        return self.head(self.sashimi(self._embed(x, labels)))
+        return self.head(self.sashimi(self._embed(x, labels), self._block_condition(labels, x.size(0))))
 
     @torch.no_grad()
     def nll(self, wavs: torch.Tensor, lengths: torch.Tensor | None = None, batch_size: int = 16,
@@ -147,7 +156,7 @@ class SashimiAR(nn.Module):
         """
         tokens = self._check_tokens(tokens, "tokens", ndim=1)
         labels = self.check_labels(labels, tokens.size(0))
-        y, state = self.sashimi.step(self._embed(tokens, labels), state)
+        y, state = self.sashimi.step(self._embed(tokens, labels), state, self._block_condition(labels, tokens.size(0)))
         return self.head(y), state
 
     @torch.no_grad()
@@ -439,6 +448,13 @@ class SashimiAR(nn.Module):
         if labels is None:
             labels = torch.full((batch,), self.config.num_classes, dtype=torch.long, device=self.device)
         return self.label_embedder(labels)
+
+    def _block_condition(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The (batch, d_model) label vectors the residual blocks project (config.condition
+        'blocks' or 'film'), else None."""
+        if not self.config.num_classes or self.config.condition == "input":
+            return None
+        return self.label_vectors(labels, batch)
 
     def _embed(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings (B, [L,] d_model) plus the label vectors of a conditional model."""

@@ -124,29 +124,45 @@ class FFBlock(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """x + dropout(layer(LayerNorm(x) [+ cond projection])).
+    """x + dropout(layer(LayerNorm(x) [conditioned])).
 
     Args:
         d_model: channels.
         layer: an :class:`S4` or :class:`FFBlock`.
         dropout: channel dropout on the layer's output.
-        d_cond: if given, a conditioning vector (B, d_cond) is projected to d_model and added
-            after the norm (DiffWave's diffusion-step embedding).
+        d_cond: if given, a conditioning vector (B, d_cond) is projected by ``fc_t`` and applied
+            after the norm: added (DiffWave's diffusion-step embedding; a label's shift), or with
+            ``film`` as a scale and shift, ``z (1 + scale) + shift`` (FiLM).
+        film: condition by scale and shift (``fc_t`` maps d_cond to 2 d_model: scale, then shift).
     """
 
-    def __init__(self, d_model: int, layer: nn.Module, dropout: float = 0.0, d_cond: int | None = None):
+    def __init__(self, d_model: int, layer: nn.Module, dropout: float = 0.0, d_cond: int | None = None,
+                 film: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
         self.layer = layer
-        self.fc_t = nn.Linear(d_cond, d_model) if d_cond else None
+        self.film = bool(film and d_cond)
+        self.fc_t = nn.Linear(d_cond, d_model * (2 if self.film else 1)) if d_cond else None
         self.dropout = dropout
+
+    def cond_terms(self, cond: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(scale, shift) this block applies after its norm for conditioning vectors (B, d_cond):
+        each (B, d_model); scale is None without FiLM (the norm's output is only shifted)."""
+        t = self.fc_t(cond)
+        if self.film:
+            scale, shift = t.chunk(2, dim=-1)
+            return scale, shift
+        return None, t
 
     def _pre(self, x, cond):
         z = self.norm(x)
         if self.fc_t is not None:
             if cond is None:
                 raise ValueError("this block needs a conditioning vector (cond)")
-            z = z + self.fc_t(cond).unsqueeze(-2) if z.dim() == 3 else z + self.fc_t(cond)
+            scale, shift = self.cond_terms(cond)
+            if z.dim() == 3:
+                scale, shift = (None if scale is None else scale.unsqueeze(-2)), shift.unsqueeze(-2)
+            z = z + shift if scale is None else z * (1 + scale) + shift
         return z
 
     def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
@@ -177,13 +193,15 @@ class Sashimi(nn.Module):
         l_max: longest sequence (the S4 kernels' length).
         tie_state: tie S4 state matrices across channels.
         lr: learning rate for S4 state parameters (recorded on the parameters).
-        d_cond: conditioning vector size for the S4 blocks (DiffWave), or None.
+        d_cond: conditioning vector size (DiffWave's step embedding, a label vector), or None.
+        cond_ff: condition the FF blocks too (else only the S4 blocks, DiffWave's layout).
+        film: condition by scale and shift after each norm instead of a shift alone.
     """
 
     def __init__(self, d_model: int = 64, n_layers: int = 8, pool=(4, 4), expand: int = 2, ff: int = 2,
                  bidirectional: bool = False, glu: bool = True, unet: bool = False, dropout: float = 0.0,
                  d_state: int = 64, l_max: int = 16000, tie_state: bool = True, lr: float | None = None,
-                 d_cond: int | None = None):
+                 d_cond: int | None = None, cond_ff: bool = False, film: bool = False):
         super().__init__()
         self.d_model, self.unet, self.bidirectional = d_model, unet, bidirectional
         self.pool = tuple(pool)
@@ -191,14 +209,15 @@ class Sashimi(nn.Module):
         def s4_block(dim: int, length: int) -> ResidualBlock:
             layer = S4(dim, d_state=d_state, l_max=length, bidirectional=bidirectional, glu=glu,
                        dropout=dropout, tie_state=tie_state, lr=lr)
-            return ResidualBlock(dim, layer, dropout, d_cond=d_cond)
+            return ResidualBlock(dim, layer, dropout, d_cond=d_cond, film=film)
 
         def blocks(dim: int, length: int) -> list[nn.Module]:
             out = []
             for _ in range(n_layers):
                 out.append(s4_block(dim, length))
                 if ff > 0:
-                    out.append(ResidualBlock(dim, FFBlock(dim, ff, dropout), dropout))
+                    out.append(ResidualBlock(dim, FFBlock(dim, ff, dropout), dropout,
+                                             d_cond=d_cond if cond_ff else None, film=film))
             return out
 
         # Each tier's S4 kernels are defined for the length that tier sees.
@@ -224,13 +243,13 @@ class Sashimi(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     @classmethod
-    def from_config(cls, config, d_cond: int | None = None) -> "Sashimi":
+    def from_config(cls, config, d_cond: int | None = None, cond_ff: bool = False, film: bool = False) -> "Sashimi":
         """The backbone a :class:`~sashimi.config.BackboneConfig` (or a model config built on it)
-        describes; ``d_cond``: the per-block conditioning size (DiffWave's step embedding)."""
+        describes; ``d_cond``, ``cond_ff``, ``film``: the per-block conditioning (see the class)."""
         return cls(d_model=config.d_model, n_layers=config.n_layers, pool=config.pool, expand=config.expand,
                    ff=config.ff, bidirectional=config.bidirectional, glu=config.glu, unet=config.unet,
                    dropout=config.dropout, d_state=config.d_state, l_max=config.l_max, tie_state=config.tie_state,
-                   lr=config.lr, d_cond=d_cond)
+                   lr=config.lr, d_cond=d_cond, cond_ff=cond_ff, film=film)
 
     @property
     def total_pool(self) -> int:

@@ -9,7 +9,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BackboneConfig", "ARConfig", "DiffWaveConfig", "config_from_dict"]
+__all__ = ["BackboneConfig", "ARConfig", "DiffWaveConfig", "config_from_dict", "CONDITIONS"]
+
+#: Where a conditional model's label vector enters the network (see :class:`ARConfig`).
+CONDITIONS = ("input", "blocks", "film")
 
 
 @dataclass
@@ -69,15 +72,22 @@ class ARConfig(BackboneConfig):
         num_classes: classes the model is conditioned on (0: unconditional). A conditional model
             also has a "no label" class, index ``num_classes``, for unconditional generation.
         class_names: the classes' names (``num_classes`` strings; None: their indices as text).
+        condition: where a conditional model's label vector enters: 'input' (added to every
+            input embedding only), 'blocks' (also projected into every residual block of every
+            tier and added after its norm) or 'film' (also a scale and shift after every
+            block's norm). Ignored by unconditional models.
     """
 
     mu_levels: int = 256
     num_classes: int = 0
     class_names: list | None = None
+    condition: str = "input"
 
     def __post_init__(self):
         super().__post_init__()
         _check_classes(self)
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"ARConfig.condition must be one of {CONDITIONS}, got {self.condition!r}")
         if self.bidirectional:
             raise ValueError("ARConfig.bidirectional must be False: an autoregressive model is causal")
         _check_positive(self, "mu_levels")

@@ -246,7 +246,7 @@ def _init_from(model: nn.Module, cfg: TrainConfig, log: TrainLogger) -> None:
 
     source = load_model(cfg.init_checkpoint)
     mine, theirs = dataclasses.asdict(model.config), dataclasses.asdict(getattr(source, "config", None) or {})
-    differ = sorted(k for k in mine if k not in ("num_classes", "class_names", "dropout", "lr")
+    differ = sorted(k for k in mine if k not in ("num_classes", "class_names", "condition", "dropout", "lr")
                     and theirs.get(k) != mine[k])
     if type(source) is not type(model) or differ:
         raise ConfigError(f"init_checkpoint={cfg.init_checkpoint}: its architecture differs from model_cfg in "

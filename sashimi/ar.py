@@ -17,7 +17,7 @@ from .config import ARConfig
 from .errors import InputError
 from .mulaw import mulaw_decode, mulaw_encode, silence_token
 from .s4 import check_float_params
-from .sampling import SamplingOptions, make_generator, sample_logits
+from .sampling import SamplingOptions, check_sampling_defaults, make_generator, resolve_sampling, sample_logits
 
 __all__ = ["SashimiAR"]
 
@@ -40,6 +40,7 @@ class SashimiAR(nn.Module):
     def __init__(self, config: ARConfig | None = None):
         super().__init__()
         self.config = config = config if config is not None else ARConfig()
+        config.sampling = check_sampling_defaults(config.sampling, "ARConfig.sampling")
         self.mu_embedder = nn.Embedding(config.mu_levels, config.d_model)
         per_block = bool(config.num_classes) and config.condition != "input"
         self.sashimi = Sashimi.from_config(config, d_cond=config.d_model if per_block else None, cond_ff=per_block,
@@ -182,19 +183,22 @@ class SashimiAR(nn.Module):
         return logits, state
 
     @torch.no_grad()
-    def unconditional_generate(self, N: int, nucleus_p: float = 1.0, progress: bool = True, *,
-                               length: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+    def unconditional_generate(self, N: int, nucleus_p: float | None = None, progress: bool = True, *,
+                               length: int | None = None, temperature: float | None = None, top_k: int | None = None,
                                seed: int | None = None, mode: str | None = None, engine: str = "auto") -> torch.Tensor:
         """Sample ``N`` waveforms from silence (a class-conditional model: with no label).
 
         Args:
             N: number of waveforms.
             nucleus_p: nucleus (top-p) mass in (0, 1]; 1.0 samples the full distribution.
+                None (and for ``temperature``, ``top_k``): the model's own default
+                (``config.sampling``, see :meth:`sampling_options`), else 1.0.
             progress: show a progress bar.
             length: samples per waveform (None: one second at the model's ``config.sample_rate``,
                 16000 for SC09, 8000 for the bundled FSDD model).
-            temperature: softmax temperature (> 0).
-            top_k: sample among the k most likely tokens only (None: all).
+            temperature: softmax temperature (> 0; None: the model's default, else 1.0).
+            top_k: sample among the k most likely tokens only (None: the model's default, else
+                all; 0: all).
             seed: seed for reproducible samples (None: torch's global RNG). A seed reproduces the
                 samples of one engine; the engines share the distribution, not the random stream.
             mode: S4 step mode of the eager loop ('dense': the reference, 'diagonal', 'dplr');
@@ -207,13 +211,13 @@ class SashimiAR(nn.Module):
             float (N, length) waveforms in [-1, 1].
         """
         N = _positive_int(N, "N")
-        request = _Request(self._silence(N), _check_length(self._one_second(length), 0, endless_ok=False), SamplingOptions(temperature, top_k, nucleus_p),
+        request = _Request(self._silence(N), _check_length(self._one_second(length), 0, endless_ok=False), self.sampling_options(nucleus_p, temperature, top_k),
                            seed, None, mode, engine, progress)
         return self._decode(self._token_chunks(request))
 
     @torch.no_grad()
-    def conditional_generate(self, labels, nucleus_p: float = 1.0, progress: bool = True, *,
-                             length: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+    def conditional_generate(self, labels, nucleus_p: float | None = None, progress: bool = True, *,
+                             length: int | None = None, temperature: float | None = None, top_k: int | None = None,
                              seed: int | None = None, mode: str | None = None, engine: str = "auto",
                              guidance: float = 1.0) -> torch.Tensor:
         """Sample one waveform per requested class (class-conditional models only).
@@ -238,13 +242,13 @@ class SashimiAR(nn.Module):
         n = len(labels) if not torch.is_tensor(labels) or labels.dim() else 1
         labels = self.check_labels(labels, n, allow_none_class=False)
         request = _Request(self._silence(n), _check_length(self._one_second(length), 0, endless_ok=False),
-                           SamplingOptions(temperature, top_k, nucleus_p),
+                           self.sampling_options(nucleus_p, temperature, top_k),
                            seed, labels, mode, engine, progress, guidance=_check_guidance(guidance, labels))
         return self._decode(self._token_chunks(request))
 
     @torch.no_grad()
-    def generate(self, prefix_wav: torch.Tensor, length: int, nucleus_p: float = 1.0, progress: bool = True, *,
-                 temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
+    def generate(self, prefix_wav: torch.Tensor, length: int, nucleus_p: float | None = None, progress: bool = True, *,
+                 temperature: float | None = None, top_k: int | None = None, seed: int | None = None,
                  mode: str | None = None, engine: str = "auto", labels=None) -> torch.Tensor:
         """Continue given audio.
 
@@ -262,13 +266,14 @@ class SashimiAR(nn.Module):
             prefix_wav = prefix_wav.unsqueeze(0)
         prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
         length = _check_length(length, prefix.size(1), endless_ok=False)
-        request = _Request(prefix, length, SamplingOptions(temperature, top_k, nucleus_p), seed,
+        request = _Request(prefix, length, self.sampling_options(nucleus_p, temperature, top_k), seed,
                            self.check_labels(labels, prefix.size(0)), mode, engine, progress)
         return self._decode(self._token_chunks(request))
 
     def stream(self, N: int, length: int | None | str = "1s", chunk: int | None = None, *,
                prefix_wav: torch.Tensor | None = None,
-               nucleus_p: float = 1.0, temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
+               nucleus_p: float | None = None, temperature: float | None = None, top_k: int | None = None,
+               seed: int | None = None,
                mode: str | None = None, engine: str = "auto", progress: bool = False,
                labels=None) -> Iterator[torch.Tensor]:
         """Sample ``N`` waveforms, yielding the audio chunk by chunk as it is made.
@@ -310,10 +315,17 @@ class SashimiAR(nn.Module):
             if prefix_wav.size(0) != N:
                 raise InputError(f"prefix_wav holds {prefix_wav.size(0)} waveforms, N is {N}")
             prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
-        request = _Request(prefix, length, SamplingOptions(temperature, top_k, nucleus_p), seed,
+        request = _Request(prefix, length, self.sampling_options(nucleus_p, temperature, top_k), seed,
                            self.check_labels(labels, N), mode, engine, progress, chunk)
         chunks = self._token_chunks(request)
         return (mulaw_decode(c.to(self.device), self.config.mu_levels) for c in chunks)
+
+    def sampling_options(self, nucleus_p: float | None = None, temperature: float | None = None,
+                         top_k: int | None = None) -> SamplingOptions:
+        """The sampling settings a generation call uses: the ones given, the model's stored
+        defaults (``config.sampling``, chosen on validation for the bundled model) for those left
+        None, else nucleus 1.0, temperature 1.0 and all tokens; ``top_k=0``: all tokens."""
+        return resolve_sampling(nucleus_p, temperature, top_k, self.config.sampling)
 
     # ---- generation internals: one request value travels down ------------------------------
     def _silence(self, n: int) -> torch.Tensor:

@@ -76,16 +76,22 @@ class ARConfig(BackboneConfig):
             input embedding only), 'blocks' (also projected into every residual block of every
             tier and added after its norm) or 'film' (also a scale and shift after every
             block's norm). Ignored by unconditional models.
+        sampling: the model's own default sampling settings (some of ``temperature``,
+            ``top_k``, ``nucleus_p``), chosen on validation for this model; generation calls and
+            ``sashimi generate`` use them for every setting not given. None: nucleus 1.0,
+            temperature 1.0, all tokens. Checked when the model is built.
     """
 
     mu_levels: int = 256
     num_classes: int = 0
     class_names: list | None = None
     condition: str = "input"
+    sampling: dict | None = None
 
     def __post_init__(self):
         super().__post_init__()
         _check_classes(self)
+        # its values are checked by the model (sashimi.sampling.check_sampling_defaults): one check
         if self.condition not in CONDITIONS:
             raise ValueError(f"ARConfig.condition must be one of {CONDITIONS}, got {self.condition!r}")
         if self.bidirectional:

@@ -10,7 +10,10 @@ import torch
 from .errors import InputError
 
 __all__ = ["SamplingOptions", "sample_logits", "filtered_probs", "check_sampling_args", "make_generator",
-           "MIN_TEMPERATURE"]
+           "MIN_TEMPERATURE", "SAMPLING_KEYS", "resolve_sampling", "check_sampling_defaults"]
+
+#: The settings a model may store as its own defaults (``ARConfig.sampling``).
+SAMPLING_KEYS = ("temperature", "top_k", "nucleus_p")
 
 #: The lowest temperature accepted. Below it, logits / temperature overflows float32 for ordinary
 #: logits (1e-45 turns every logit into inf), and the distribution is already the argmax: greedy
@@ -27,7 +30,41 @@ def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, nucl
         raise InputError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature!r} "
                          "(for greedy decoding use top_k=1)")
     if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1):
-        raise InputError(f"top_k must be None or a positive integer, got {top_k!r}")
+        raise InputError(f"top_k must be None or a positive integer (0 in generation calls: all tokens), "
+                         f"got {top_k!r}")
+
+
+def check_sampling_defaults(defaults, where: str = "sampling") -> dict | None:
+    """Validate a model's stored sampling defaults: None or a dict with some of
+    :data:`SAMPLING_KEYS` (top_k None or 0: all tokens). Returns a plain-typed copy."""
+    if defaults is None:
+        return None
+    if not isinstance(defaults, dict):
+        raise InputError(f"{where} must be None or a dict with keys among {SAMPLING_KEYS}, got {defaults!r}")
+    unknown = sorted(set(defaults) - set(SAMPLING_KEYS))
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {unknown}; valid keys: {list(SAMPLING_KEYS)}")
+    top_k = defaults.get("top_k")
+    check_sampling_args(defaults.get("temperature", 1.0), top_k or None, defaults.get("nucleus_p", 1.0))
+    return {k: (None if k == "top_k" and not v else (int(v) if k == "top_k" else float(v)))
+            for k, v in defaults.items()}
+
+
+def resolve_sampling(nucleus_p=None, temperature=None, top_k=None, defaults: dict | None = None) -> SamplingOptions:
+    """The settings a generation call uses: each argument given wins; one left None takes the
+    model's stored default (``defaults``, e.g. ``ARConfig.sampling``), else the library's
+    (nucleus 1.0, temperature 1.0, all tokens). ``top_k=0`` asks for all tokens explicitly (to
+    override a model's stored top-k)."""
+    defaults = defaults or {}
+    if nucleus_p is None:
+        nucleus_p = defaults.get("nucleus_p", 1.0)
+    if temperature is None:
+        temperature = defaults.get("temperature", 1.0)
+    if top_k is None:
+        top_k = defaults.get("top_k")
+    elif isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool) and top_k == 0:
+        top_k = None
+    return SamplingOptions(temperature, top_k, nucleus_p)
 
 
 def _is_real(x) -> bool:

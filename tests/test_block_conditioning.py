@@ -107,3 +107,32 @@ def test_condition_is_checked():
 def test_unconditional_models_ignore_condition():
     model = SashimiAR(ARConfig(d_model=16, n_layers=2, l_max=512, condition="film")).eval()
     assert all(getattr(m, "fc_t", None) is None for m in model.modules())
+
+
+# ---- a model's own sampling defaults (ARConfig.sampling) ------------------------------------------
+def test_a_models_sampling_defaults_apply_unless_told_otherwise(tmp_path):
+    cfg = ARConfig(d_model=16, n_layers=2, l_max=512, sampling={"temperature": 0.5, "top_k": 7})
+    model = SashimiAR(cfg).eval()
+    assert model.sampling_options() == sashimi.SamplingOptions(0.5, 7, 1.0)
+    assert model.sampling_options(temperature=1.0, top_k=0) == sashimi.SamplingOptions(1.0, None, 1.0)
+    assert model.sampling_options(nucleus_p=0.9) == sashimi.SamplingOptions(0.5, 7, 0.9)
+    plain = SashimiAR(ARConfig(d_model=16, n_layers=2, l_max=512)).eval()
+    assert plain.sampling_options() == sashimi.SamplingOptions(1.0, None, 1.0)
+    # generation uses them: the same tokens as asking for them explicitly
+    a = model.unconditional_generate(2, length=40, seed=3, progress=False)
+    b = model.unconditional_generate(2, length=40, seed=3, progress=False, temperature=0.5, top_k=7)
+    c = model.unconditional_generate(2, length=40, seed=3, progress=False, temperature=1.0, top_k=0)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+    # and travel with the model through every format
+    sashimi.save_model(model, tmp_path / "m.pt")
+    sashimi.save_pretrained(model, tmp_path / "folder")
+    for path in (tmp_path / "m.pt", tmp_path / "folder"):
+        assert sashimi.load_model(path).config.sampling == {"temperature": 0.5, "top_k": 7}
+
+
+@pytest.mark.parametrize("sampling, match", [({"temperature": 0}, "temperature"), ({"nucleus": 0.9}, "unknown key"),
+                                             ({"top_k": -1}, "top_k"), ([0.9], "dict")])
+def test_bad_sampling_defaults_are_refused(sampling, match):
+    with pytest.raises(ValueError, match=match):
+        SashimiAR(ARConfig(d_model=16, n_layers=2, l_max=512, sampling=sampling))

@@ -44,7 +44,7 @@ def test_nucleus_sampling_is_batched_and_restricts_support():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"nucleus_p": 0.0}, "nucleus_p"), ({"nucleus_p": 1.5}, "nucleus_p"),
-    ({"temperature": 0.0}, "temperature"), ({"top_k": 0}, "top_k"),
+    ({"temperature": 0.0}, "temperature"), ({"top_k": -1}, "top_k"),  # top_k 0: all tokens
 ])
 def test_bad_sampling_arguments(tiny, kwargs, match):
     with pytest.raises(ValueError, match=match):

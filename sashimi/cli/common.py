@@ -221,13 +221,14 @@ def ar_options(model, args, length: int, device):
 
     fastgen.set_num_threads(parse_number(args.threads, int, "threads", low=1) if args.threads is not None else None)
     fastgen.set_weight_storage(args.weights or "float32")
+    # None: the model's own default (config.sampling), else the library's
     nucleus_p = parse_number(args.nucleus_p, float, "nucleus-p", low=0, high=1, low_open=True) \
-        if args.nucleus_p is not None else 1.0
+        if args.nucleus_p is not None else None
     from sashimi.sampling import MIN_TEMPERATURE
 
     temperature = parse_number(args.temperature, float, "temperature", low=MIN_TEMPERATURE) \
-        if args.temperature is not None else 1.0
-    top_k = parse_number(args.top_k, int, "top-k", low=1) if args.top_k is not None else None
+        if args.temperature is not None else None
+    top_k = parse_number(args.top_k, int, "top-k", low=0) if args.top_k is not None else None
     prefix = None
     if args.prefix is not None:
         from sashimi.data.audio import AudioError, audio_info, read_audio

@@ -56,8 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--steps", default=None, help="diffusion models: 'fast', an integer, or all steps (default)")
     gen.add_argument("--engine", default=None, choices=("auto", "fast", "eager"),
                      help="autoregressive models: generation engine (default: auto)")
-    gen.add_argument("--nucleus-p", default=None, help="autoregressive models: nucleus mass in (0, 1] (default: 1.0)")
-    gen.add_argument("--temperature", default=None, help="autoregressive models: softmax temperature (default: 1.0)")
+    gen.add_argument("--nucleus-p", default=None, help="autoregressive models: nucleus mass in (0, 1] (default: the model's "
+                     "own, else 1.0)")
+    gen.add_argument("--temperature", default=None, help="autoregressive models: softmax temperature (default: the model's own, "
+                     "else 1.0)")
     gen.add_argument("--save-samples", default=None, metavar="DIR", help="also write the generated samples here")
     gen.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     sc = parser.add_argument_group("scoring")
@@ -98,8 +100,11 @@ def _check_args(args) -> dict:
         opts["seed"] = parse_number(args.seed or "0", int, "seed", low=0)
         from sashimi.sampling import MIN_TEMPERATURE
 
-        opts["nucleus_p"] = parse_number(args.nucleus_p or "1.0", float, "nucleus-p", low=0, high=1, low_open=True)
-        opts["temperature"] = parse_number(args.temperature or "1.0", float, "temperature", low=MIN_TEMPERATURE)
+        # None: the model's own default (config.sampling), else the library's
+        opts["nucleus_p"] = None if args.nucleus_p is None else \
+            parse_number(args.nucleus_p, float, "nucleus-p", low=0, high=1, low_open=True)
+        opts["temperature"] = None if args.temperature is None else \
+            parse_number(args.temperature, float, "temperature", low=MIN_TEMPERATURE)
         if args.steps is not None and args.steps != "fast":
             opts["steps"] = parse_number(args.steps, int, "steps", low=1)
         else:

@@ -40,9 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing files")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ar = parser.add_argument_group("autoregressive models")
-    ar.add_argument("--nucleus-p", default=None, help="nucleus (top-p) mass in (0, 1] (default: 1.0)")
-    ar.add_argument("--temperature", default=None, help="softmax temperature > 0 (default: 1.0)")
-    ar.add_argument("--top-k", default=None, help="sample among the k most likely values (default: all)")
+    ar.add_argument("--nucleus-p", default=None, help="nucleus (top-p) mass in (0, 1] (default: the model's own, else 1.0)")
+    ar.add_argument("--temperature", default=None, help="softmax temperature > 0 (default: the model's own, else 1.0)")
+    ar.add_argument("--top-k", default=None, help="sample among the k most likely values (0: all; default: the model's "
+                    "own, else all)")
     ar.add_argument("--prefix", default=None, metavar="WAV", help="audio to continue (resampled to the model's rate)")
     ar.add_argument("--label", default=None, metavar="CLASS",
                     help="class-conditional models: the class to say, by name or index (the bundled model: a "

@@ -20,8 +20,10 @@ Same output distribution as the eager loop, much less time per sample:
 - opt-in reduced-precision weights for the C++ engine (:func:`set_weight_storage`): the linear
   layers' weights stored as float16, computed in float32.
 
-The engine protocol: ``reset()``, ``set_sampling(options: SamplingOptions)``,
-``set_condition(vectors (B, H0) | None)`` (per-row input vectors: class conditioning),
+The engine protocol: ``reset(condition (B, H0) | None)`` (a fresh state and its condition),
+``set_sampling(options: SamplingOptions)``, ``set_condition(vectors (B, H0) | None)`` (per-row
+condition vectors: class conditioning, at the input and in every conditioned block; None: the
+model's "no label" vector, see :mod:`.condition`),
 ``feed(tokens (B, T), want_logits) -> logits (B, T, V) | None`` (teacher forcing),
 ``sample_and_feed(out, t0, t1, uniforms, feed_last)`` and ``last_logits()``.
 """
@@ -45,7 +47,7 @@ from .pack import build_plan, s4_modes, unsupported_reason
 from .sampler import draw_uniforms, sample_with_uniforms
 
 __all__ = ["ENGINES", "WEIGHT_STORAGE", "get_engine", "generate_tokens", "stream_tokens", "teacher_forced_logits",
-           "guided_logits", "stream_guided_tokens",
+           "guided_logits", "stream_guided_tokens", "engine_rows",
            "resolve_engine", "unsupported_reason", "sample_with_uniforms", "set_num_threads", "get_num_threads",
            "set_weight_storage", "get_weight_storage", "plan_for", "cached_engine_keys"]
 
@@ -230,15 +232,25 @@ def get_engine(model, batch: int, kind: str | None = None, threads: int | None =
 def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None, threads: int | None = None,
                           weights: str | None = None, condition: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, T, V) of the fast step fed ``tokens`` (B, T) from a fresh state (the first
-    input is usually ``silence_token(V)``): the counterpart of looping ``model.step``. ``condition``:
-    (B, H0) vectors added to every input embedding (a class-conditional model's label vectors)."""
+    input is usually ``silence_token(V)``): the counterpart of looping ``model.step``.
+
+    Args:
+        condition: (B, H0) condition vectors (a class-conditional model's ``label_vectors``:
+            added to every input embedding and projected by every conditioned block); None: the
+            model's "no label" vector (nothing for an unconditional model), as ``model(tokens)``.
+    """
     engine = get_engine(model, tokens.size(0), kind, threads, weights)
-    engine.reset()
-    engine.set_condition(condition)
+    engine.reset(condition)
     return engine.feed(tokens, want_logits=True)
 
 
 BLOCK = 256  # steps per draw of uniforms: fixes the random stream, whatever the chunk sizes
+
+
+def engine_rows(batch: int, guidance: float = 1.0) -> int:
+    """Rows of the engine a request for ``batch`` sequences runs on: 2 ``batch`` with classifier-free
+    guidance (each sequence with and without its label), else ``batch``; for building it ahead."""
+    return 2 * batch if guidance != 1.0 else batch
 
 
 def _prefix_chunks(prefix: torch.Tensor, total, chunk: int, dev) -> Iterator[torch.Tensor]:
@@ -260,11 +272,48 @@ def _prefix_then_buffer(prefix: torch.Tensor, total, chunk: int, dev):
     return out, P - start
 
 
+class _Plain:
+    """Sampling inside the engine: B rows, each drawn from its own logits."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def prime(self, fed: torch.Tensor) -> None:
+        self.engine.feed(fed)
+
+    def advance(self, out, t0: int, t1: int, uniforms, feed_last: bool) -> None:
+        self.engine.sample_and_feed(out, t0, t1, uniforms, feed_last)
+
+
+class _Guided:
+    """Classifier-free guidance: 2B rows (the sequences with, then without, their labels), one draw
+    per sequence from the mixed logits (:func:`guided_logits`), fed to both halves; sampled here,
+    step by step, from the same uniforms the engine would use."""
+
+    def __init__(self, engine, batch: int, guidance: float, sampling: SamplingOptions):
+        self.engine, self.batch, self.guidance, self.sampling = engine, batch, guidance, sampling
+        self.logits = None
+
+    def prime(self, fed: torch.Tensor) -> None:
+        self.engine.feed(torch.cat([fed, fed]))
+        self.logits = self.engine.last_logits().to(self.engine.device)  # (2B, V)
+
+    def advance(self, out, t0: int, t1: int, uniforms, feed_last: bool) -> None:
+        s, B = self.sampling, self.batch
+        for j, t in enumerate(range(t0, t1)):
+            mixed = guided_logits(self.logits[:B], self.logits[B:], self.guidance)
+            token = sample_with_uniforms(mixed, uniforms[:, j], s.temperature, s.top_k, s.nucleus_p)
+            out[:, t] = token
+            if t < t1 - 1 or feed_last:
+                self.logits = self.engine.feed(torch.cat([token, token]).unsqueeze(1), want_logits=True)[:, 0]
+
+
 @torch.no_grad()
 def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *,
                   sampling: SamplingOptions | None = None, generator: torch.Generator | None = None,
                   progress: bool = False, kind: str | None = None, threads: int | None = None,
-                  weights: str | None = None, condition: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                  weights: str | None = None, condition: torch.Tensor | None = None, guidance: float = 1.0,
+                  uncondition: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Tokens continuing ``prefix``, as they are sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
@@ -280,25 +329,36 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
         generator: the random generator (None: torch's global RNG).
         kind, threads, weights: see :func:`get_engine`.
         progress: show a progress bar with the real-time factor on stderr.
-        condition: (B, H0) vectors added to every input embedding (class conditioning), or None.
+        condition: (B, H0) condition vectors (a class-conditional model's ``label_vectors``);
+            None: the model's "no label" vector (nothing for an unconditional model).
+        guidance: classifier-free guidance weight (:func:`guided_logits`); 1: none. Otherwise the
+            engine runs 2B rows (:func:`engine_rows`): with ``condition`` and with ``uncondition``.
+        uncondition: (B, H0) vectors of the unguided half (None: the model's "no label" vector).
 
     Yields:
         int64 (B, chunk) tokens on the engine's device, positions [k chunk, (k + 1) chunk) for
         k = 0, 1, ... (the prefix first); the last chunk is shorter if ``length`` is not a
         multiple of ``chunk``.
     """
+    sampling = sampling or SamplingOptions()
     batch, P = prefix.shape
     total = math.inf if length is None else length
-    engine = get_engine(model, batch, kind, threads, weights)
-    engine.reset()
-    engine.set_sampling(sampling or SamplingOptions())
-    engine.set_condition(condition)
+    guided = guidance != 1.0
+    engine = get_engine(model, engine_rows(batch, guidance), kind, threads, weights)
+    if guided:
+        condition, uncondition = (_default_rows(model, v, batch) for v in (condition, uncondition))
+        engine.reset(torch.cat([condition, uncondition]))
+        run = _Guided(engine, batch, guidance, sampling)
+    else:
+        engine.reset(condition)
+        engine.set_sampling(sampling)
+        run = _Plain(engine)
     dev = engine.device
     if total <= P:  # nothing to generate
         yield from _prefix_chunks(prefix, total, chunk, dev)
         return
     silence = torch.full((batch, 1), silence_token(model.head.out_features), dtype=torch.long, device=prefix.device)
-    engine.feed(torch.cat([silence, prefix], 1))  # silence + prefix: the logits for position P
+    run.prime(torch.cat([silence, prefix], 1).to(dev))  # silence + prefix: the logits for position P
     out, fill = yield from _prefix_then_buffer(prefix, total, chunk, dev)
     bar = _progress(None if length is None else length - P, progress, batch, model.config.sample_rate)
     t, uniforms, used = P, None, 0
@@ -307,7 +367,7 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
             if uniforms is None or used == uniforms.size(1):
                 uniforms, used = draw_uniforms(batch, int(min(BLOCK, total - t)), generator, dev), 0
             n = int(min(uniforms.size(1) - used, out.size(1) - fill))
-            engine.sample_and_feed(out, fill, fill + n, uniforms[:, used:used + n], feed_last=t + n < total)
+            run.advance(out, fill, fill + n, uniforms[:, used:used + n], feed_last=t + n < total)
             fill, used, t = fill + n, used + n, t + n
             if bar is not None:
                 bar.update(n)
@@ -321,6 +381,16 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
             bar.close()
 
 
+def _default_rows(model, vectors: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """``vectors``, or the plan's default condition for ``batch`` rows (zeros without one)."""
+    if vectors is not None:
+        return vectors
+    plan = plan_for(model)
+    H0 = plan["emb"].size(1)
+    default = plan["condition"] if plan["condition"] is not None else torch.zeros(H0, dtype=torch.float64)
+    return default.to(model.head.weight.dtype).reshape(1, H0).expand(batch, H0)
+
+
 def guided_logits(conditional: torch.Tensor, unconditional: torch.Tensor, guidance: float) -> torch.Tensor:
     """Classifier-free guidance: ``unconditional + guidance * (conditional - unconditional)``, on the
     log-softmax of each, so that the result is a proper mix of log-probabilities. guidance 1: the
@@ -329,73 +399,41 @@ def guided_logits(conditional: torch.Tensor, unconditional: torch.Tensor, guidan
     return u + guidance * (c - u)
 
 
-@torch.no_grad()
 def stream_guided_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *, condition: torch.Tensor,
-                         uncondition: torch.Tensor, guidance: float, sampling: SamplingOptions | None = None,
-                         generator: torch.Generator | None = None, progress: bool = False, kind: str | None = None,
-                         threads: int | None = None, weights: str | None = None) -> Iterator[torch.Tensor]:
-    """As :func:`stream_tokens`, with classifier-free guidance (:func:`guided_logits`).
+                         uncondition: torch.Tensor | None = None, guidance: float,
+                         sampling: SamplingOptions | None = None, generator: torch.Generator | None = None,
+                         progress: bool = False, kind: str | None = None, threads: int | None = None,
+                         weights: str | None = None) -> Iterator[torch.Tensor]:
+    """:func:`stream_tokens` with classifier-free guidance (the same loop; kept for its name).
 
     The engine runs 2B rows, the B sequences once with ``condition`` and once with
-    ``uncondition`` (B, H0) vectors; both halves are fed the same token, drawn from the mixed
-    logits. Sampling happens here, step by step (the engines sample one row from its own logits),
-    with the uniforms drawn as :func:`stream_tokens` draws them.
+    ``uncondition`` (B, H0) vectors (None: the model's "no label" vector); both halves are fed
+    the same token, drawn from the mixed logits, with the uniforms :func:`stream_tokens` draws.
     """
-    sampling = sampling or SamplingOptions()
-    batch, P = prefix.shape
-    total = math.inf if length is None else length
-    engine = get_engine(model, 2 * batch, kind, threads, weights)
-    engine.reset()
-    engine.set_condition(torch.cat([condition, uncondition]))
-    dev = engine.device
-    if total <= P:
-        yield from _prefix_chunks(prefix, total, chunk, dev)
-        return
-    silence = torch.full((batch, 1), silence_token(model.head.out_features), dtype=torch.long, device=prefix.device)
-    fed = torch.cat([silence, prefix], 1).to(dev)
-    logits = engine.feed(torch.cat([fed, fed]), want_logits=True)[:, -1]  # (2B, V)
-    out, fill = yield from _prefix_then_buffer(prefix, total, chunk, dev)
-    bar = _progress(None if length is None else length - P, progress, batch, model.config.sample_rate)
-    t, uniforms, used = P, None, 0
-    try:
-        while t < total:
-            if uniforms is None or used == uniforms.size(1):
-                uniforms, used = draw_uniforms(batch, int(min(BLOCK, total - t)), generator, dev), 0
-            mixed = guided_logits(logits[:batch], logits[batch:], guidance)
-            token = sample_with_uniforms(mixed, uniforms[:, used], sampling.temperature, sampling.top_k,
-                                         sampling.nucleus_p)
-            out[:, fill] = token
-            fill, used, t = fill + 1, used + 1, t + 1
-            if t < total:
-                logits = engine.feed(torch.cat([token, token]).unsqueeze(1), want_logits=True)[:, 0]
-            if bar is not None:
-                bar.update(1)
-            if fill == out.size(1):
-                yield out
-                if t < total:
-                    out = torch.empty(batch, int(min(chunk, total - t)), dtype=torch.long, device=dev)
-                fill = 0
-    finally:
-        if bar is not None:
-            bar.close()
+    return stream_tokens(model, prefix, length, chunk, sampling=sampling, generator=generator, progress=progress,
+                         kind=kind, threads=threads, weights=weights, condition=condition, guidance=guidance,
+                         uncondition=uncondition)
 
 
 @torch.no_grad()
 def generate_tokens(model, prefix: torch.Tensor, length: int, *, sampling: SamplingOptions | None = None,
                     generator: torch.Generator | None = None, progress: bool = False,
                     kind: str | None = None, threads: int | None = None, weights: str | None = None,
-                    condition: torch.Tensor | None = None) -> torch.Tensor:
+                    condition: torch.Tensor | None = None, guidance: float = 1.0,
+                    uncondition: torch.Tensor | None = None) -> torch.Tensor:
     """Tokens (B, length) continuing ``prefix`` (B, P), sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
     prefix, then each sampled token; only the random stream differs. The same tokens as
-    :func:`stream_tokens` with the same generator (same arguments).
+    :func:`stream_tokens` with the same generator (same arguments; ``condition`` None: the
+    model's "no label" vector).
     """
     batch, P = prefix.shape
     if P >= length:
         return prefix[:, :length].clone()
     chunks = list(stream_tokens(model, prefix, length, length, sampling=sampling, generator=generator,
-                                progress=progress, kind=kind, threads=threads, weights=weights, condition=condition))
+                                progress=progress, kind=kind, threads=threads, weights=weights, condition=condition,
+                                guidance=guidance, uncondition=uncondition))
     return chunks[0].to(model.head.weight.device)
 
 

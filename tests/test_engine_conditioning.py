@@ -167,6 +167,7 @@ def test_item1_nats_per_sample_equals_nll_with_and_without_labels_whatever_ran_b
             if before is not None:  # whatever ran before in the process
                 short.conditional_generate(before, length=30, seed=0, progress=False)
                 fastgen.teacher_forced_logits(short, _tokens(1, 10), condition=short.label_vectors(torch.tensor(before), 1))
+            assert abs(nats_per_sample(short, wav) - want[None]) < 1e-5, (condition, before)
             for labels in (None, 1):
                 assert abs(nats_per_sample(short, wav, labels=labels) - want[labels]) < 1e-5, (condition, before, labels)
                 assert abs(nats_per_sample(model, wav, labels=labels) - want[labels]) < 1e-6
@@ -248,3 +249,19 @@ def test_drift_guided_and_plain_streams_are_one_loop():
         runs.append(torch.cat(list(it), 1))
     assert runs[0].shape == (2, 300) and torch.equal(runs[0][:, :7], prefix)
     assert all(torch.equal(r, runs[0]) for r in runs[1:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("condition", ["blocks", "film"])
+def test_cuda_graphs_block_conditioning_matches_forward(condition):
+    """The captured graphs read the condition's fixed buffers: a new condition after capture counts."""
+    model, tok = _model(condition).cuda(), _tokens().cuda()
+    labels = LABELS.cuda()
+    for lab in (labels, None, labels.flip(0)):
+        got = fastgen.teacher_forced_logits(model, tok, kind="cuda-graphs",
+                                            condition=None if lab is None else model.label_vectors(lab, 4))
+        assert (got - model(tok, labels=lab)).abs().max() < 1e-3
+    gen = [fastgen.generate_tokens(model, tok[:2, :5], 100, kind="cuda-graphs", guidance=g,
+                                   condition=model.label_vectors(labels[:2], 2),
+                                   generator=torch.Generator("cuda").manual_seed(0)) for g in (1.0, 2.0)]
+    assert all(t.shape == (2, 100) for t in gen)

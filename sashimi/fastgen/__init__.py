@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 import warnings
 import weakref
 from typing import Iterator
@@ -44,6 +43,7 @@ from ..mulaw import silence_token
 from ..s4 import one_thread
 from ..sampling import SamplingOptions
 from .pack import build_plan, s4_modes, unsupported_reason
+from .runs import GuidedRun, PlainRun, guided_logits, progress_bar
 from .sampler import draw_uniforms, sample_with_uniforms
 
 __all__ = ["ENGINES", "WEIGHT_STORAGE", "get_engine", "generate_tokens", "stream_tokens", "teacher_forced_logits",
@@ -272,42 +272,6 @@ def _prefix_then_buffer(prefix: torch.Tensor, total, chunk: int, dev):
     return out, P - start
 
 
-class _Plain:
-    """Sampling inside the engine: B rows, each drawn from its own logits."""
-
-    def __init__(self, engine):
-        self.engine = engine
-
-    def prime(self, fed: torch.Tensor) -> None:
-        self.engine.feed(fed)
-
-    def advance(self, out, t0: int, t1: int, uniforms, feed_last: bool) -> None:
-        self.engine.sample_and_feed(out, t0, t1, uniforms, feed_last)
-
-
-class _Guided:
-    """Classifier-free guidance: 2B rows (the sequences with, then without, their labels), one draw
-    per sequence from the mixed logits (:func:`guided_logits`), fed to both halves; sampled here,
-    step by step, from the same uniforms the engine would use."""
-
-    def __init__(self, engine, batch: int, guidance: float, sampling: SamplingOptions):
-        self.engine, self.batch, self.guidance, self.sampling = engine, batch, guidance, sampling
-        self.logits = None
-
-    def prime(self, fed: torch.Tensor) -> None:
-        self.engine.feed(torch.cat([fed, fed]))
-        self.logits = self.engine.last_logits().to(self.engine.device)  # (2B, V)
-
-    def advance(self, out, t0: int, t1: int, uniforms, feed_last: bool) -> None:
-        s, B = self.sampling, self.batch
-        for j, t in enumerate(range(t0, t1)):
-            mixed = guided_logits(self.logits[:B], self.logits[B:], self.guidance)
-            token = sample_with_uniforms(mixed, uniforms[:, j], s.temperature, s.top_k, s.nucleus_p)
-            out[:, t] = token
-            if t < t1 - 1 or feed_last:
-                self.logits = self.engine.feed(torch.cat([token, token]).unsqueeze(1), want_logits=True)[:, 0]
-
-
 @torch.no_grad()
 def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *,
                   sampling: SamplingOptions | None = None, generator: torch.Generator | None = None,
@@ -348,11 +312,11 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
     if guided:
         condition, uncondition = (_default_rows(model, v, batch) for v in (condition, uncondition))
         engine.reset(torch.cat([condition, uncondition]))
-        run = _Guided(engine, batch, guidance, sampling)
+        run = GuidedRun(engine, batch, guidance, sampling)
     else:
         engine.reset(condition)
         engine.set_sampling(sampling)
-        run = _Plain(engine)
+        run = PlainRun(engine)
     dev = engine.device
     if total <= P:  # nothing to generate
         yield from _prefix_chunks(prefix, total, chunk, dev)
@@ -360,7 +324,7 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
     silence = torch.full((batch, 1), silence_token(model.head.out_features), dtype=torch.long, device=prefix.device)
     run.prime(torch.cat([silence, prefix], 1).to(dev))  # silence + prefix: the logits for position P
     out, fill = yield from _prefix_then_buffer(prefix, total, chunk, dev)
-    bar = _progress(None if length is None else length - P, progress, batch, model.config.sample_rate)
+    bar = progress_bar(None if length is None else length - P, progress, batch, model.config.sample_rate)
     t, uniforms, used = P, None, 0
     try:
         while t < total:
@@ -389,14 +353,6 @@ def _default_rows(model, vectors: torch.Tensor | None, batch: int) -> torch.Tens
     H0 = plan["emb"].size(1)
     default = plan["condition"] if plan["condition"] is not None else torch.zeros(H0, dtype=torch.float64)
     return default.to(model.head.weight.dtype).reshape(1, H0).expand(batch, H0)
-
-
-def guided_logits(conditional: torch.Tensor, unconditional: torch.Tensor, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance: ``unconditional + guidance * (conditional - unconditional)``, on the
-    log-softmax of each, so that the result is a proper mix of log-probabilities. guidance 1: the
-    conditional distribution; > 1: pushed further from the unconditional one."""
-    c, u = torch.log_softmax(conditional.float(), -1), torch.log_softmax(unconditional.float(), -1)
-    return u + guidance * (c - u)
 
 
 def stream_guided_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *, condition: torch.Tensor,
@@ -435,27 +391,3 @@ def generate_tokens(model, prefix: torch.Tensor, length: int, *, sampling: Sampl
                                 progress=progress, kind=kind, threads=threads, weights=weights, condition=condition,
                                 guidance=guidance, uncondition=uncondition))
     return chunks[0].to(model.head.weight.device)
-
-
-class _Progress:
-    """tqdm over samples, showing the real-time factor (seconds of audio per second of wall time)."""
-
-    def __init__(self, total, batch: int, sample_rate: int):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, unit="sample", unit_scale=batch, desc="generating", dynamic_ncols=True)
-        self.rate, self.start, self.done = sample_rate, time.perf_counter(), 0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        elapsed = time.perf_counter() - self.start
-        if elapsed > 0:
-            self.bar.set_postfix_str(f"{self.done / self.rate / elapsed:.2f}x real time", refresh=False)
-        self.bar.update(n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _progress(total, enabled: bool, batch: int, sample_rate: int):
-    return _Progress(total, batch, sample_rate) if enabled else None

@@ -442,7 +442,9 @@ class SashimiAR(nn.Module):
         return index
 
     def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """The (batch, d_model) vectors added to each input embedding, or None (unconditional).
+        """The (batch, d_model) label vectors, or None (unconditional): added to each input embedding,
+        and projected by every residual block when ``config.condition`` is 'blocks' or 'film'; the
+        ``condition`` the fast engines (:mod:`sashimi.fastgen`) take.
 
         Args:
             labels: checked labels (from :meth:`check_labels`) or None for "no label".

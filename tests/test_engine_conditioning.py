@@ -93,6 +93,35 @@ def test_block_conditioned_generation_is_the_same_in_the_cpp_and_torch_engines(c
                                                             engine="eager").shape == (1, 30)
 
 
+@pytest.mark.parametrize("condition", ["blocks", "film"])
+def test_block_conditioning_is_the_same_in_every_thread_layout_and_odd_widths(condition):
+    """Rows split between thread groups (each row its own norm parameters) and channels between
+    threads; widths that are not multiples of the 16-channel unit; pools of 2 and 3."""
+    _need("cpp")
+    torch.manual_seed(0)
+    model = SashimiAR(ARConfig(d_model=24, n_layers=1, pool=[2, 3], l_max=240, sample_rate=8000, num_classes=2,
+                               condition=condition)).eval()
+    with torch.no_grad():
+        for block in model.sashimi.modules():
+            if getattr(block, "fc_t", None) is not None:
+                torch.nn.init.normal_(block.fc_t.weight, std=0.2)
+                torch.nn.init.normal_(block.fc_t.bias, std=0.2)
+        torch.nn.init.normal_(model.label_embedder.weight)
+    tok = torch.randint(0, 256, (3, 120), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2])
+    ref = model(tok, labels=labels)
+    cond = model.label_vectors(labels, 3)
+    results = []
+    for rows, threads in [(1, 1), (1, 2), (2, 1), (2, 2)]:
+        engine = fastgen.get_engine(model, 3, "cpp", threads=max(2, rows * threads))
+        engine.set_layout(rows, threads)
+        engine.reset(cond)
+        results.append(engine.feed(tok, want_logits=True))
+    assert (results[0] - ref).abs().max() < 1e-4
+    assert (model(tok, labels=labels.flip(0)) - ref).abs().max() > 1e-2
+    assert all(torch.equal(r, results[0]) for r in results[1:])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_block_conditioned_guided_logits_match_the_eager_step(kind):
     """The guided stream's two halves are the labelled and the unlabelled model: one token step by

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
+from .pack import conditioned
 
 __all__ = ["resolve_condition"]
 
@@ -35,7 +36,7 @@ def resolve_condition(plan: dict, vectors: torch.Tensor | None, batch: int) -> t
         default = plan.get("condition")
         if default is not None:
             return default.reshape(1, H0).expand(batch, H0)
-        if any("fc_w" in block for tier in plan["tiers"] for block in tier["blocks"]):
+        if conditioned(plan):
             return torch.zeros(batch, H0, dtype=torch.float64)
         return None
     if not torch.is_tensor(vectors) or not vectors.is_floating_point():

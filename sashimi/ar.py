@@ -31,7 +31,15 @@ class SashimiAR(nn.Module):
 
     Attribute names follow the seed implementation so custom sampling loops keep working:
     ``mu_embedder``, ``sashimi`` (the backbone: ``setup_rnn``, ``default_state``, ``step`` on
-    embedded inputs) and ``head``.
+    embedded inputs) and ``head``. Such a loop gets a conditional model's label through
+    :meth:`conditioning` (labels None: the "no label" class, as :meth:`forward` means it), and
+    then gives the same logits as :meth:`forward` and :meth:`nll`::
+
+        inputs, cond = model.conditioning(labels, B)  # (B, d_model) and (B, d_model) or None
+        model.setup_rnn(); state = model.default_state(B)
+        for tok in tokens.unbind(1):  # silence first
+            y, state = model.sashimi.step(model.mu_embedder(tok) + inputs, state, cond)
+            logits = model.head(y)
 
     Args:
         config: an :class:`ARConfig` (default: the SC09 architecture).
@@ -345,15 +353,11 @@ class SashimiAR(nn.Module):
         generator = make_generator(request.seed, self.device)
         check_float_params(self.head.weight.dtype, type(self).__name__)
         if fastgen.resolve_engine(self, request.engine, request.mode) == "fast":
-            if request.guidance != 1.0:
-                return fastgen.stream_guided_tokens(
-                    self, prefix, length, request.chunk or length, sampling=request.sampling, generator=generator,
-                    progress=request.progress, guidance=request.guidance,
-                    condition=self.label_vectors(request.labels, prefix.size(0)),
-                    uncondition=self.label_vectors(None, prefix.size(0)))
-            return fastgen.stream_tokens(self, prefix, length, request.chunk or length, sampling=request.sampling,
-                                         generator=generator, progress=request.progress,
-                                         condition=self.label_vectors(request.labels, prefix.size(0)))
+            guided = request.guidance != 1.0
+            return fastgen.stream_tokens(
+                self, prefix, length, request.chunk or length, sampling=request.sampling, generator=generator,
+                progress=request.progress, condition=self.label_vectors(request.labels, prefix.size(0)),
+                guidance=request.guidance, uncondition=self.label_vectors(None, prefix.size(0)) if guided else None)
         return self._eager_chunks(request, generator)
 
     @torch.no_grad()
@@ -450,7 +454,9 @@ class SashimiAR(nn.Module):
         return index
 
     def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """The (batch, d_model) vectors added to each input embedding, or None (unconditional).
+        """The (batch, d_model) label vectors, or None (unconditional): added to each input embedding,
+        and projected by every residual block when ``config.condition`` is 'blocks' or 'film'; the
+        ``condition`` the fast engines (:mod:`sashimi.fastgen`) take.
 
         Args:
             labels: checked labels (from :meth:`check_labels`) or None for "no label".
@@ -460,6 +466,26 @@ class SashimiAR(nn.Module):
         if labels is None:
             labels = torch.full((batch,), self.config.num_classes, dtype=torch.long, device=self.device)
         return self.label_embedder(labels)
+
+    def conditioning(self, labels=None, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What a loop over ``mu_embedder`` / ``sashimi.step`` / ``head`` adds for ``labels``
+        (see the class docstring): the same conditioning as :meth:`forward` and :meth:`step`.
+
+        Args:
+            labels: as :meth:`forward` (None: the "no label" class of a conditional model).
+            batch: the sequences in the loop.
+
+        Returns:
+            ``inputs`` (batch, d_model): to add to every ``mu_embedder`` output (zeros for an
+            unconditional model); ``cond`` (batch, d_model) or None: the ``cond`` argument of
+            ``sashimi.step`` / ``sashimi.forward`` (None unless ``config.condition`` is 'blocks'
+            or 'film').
+        """
+        labels = self.check_labels(labels, batch)
+        inputs = self.label_vectors(labels, batch)
+        if inputs is None:
+            inputs = torch.zeros(batch, self.config.d_model, device=self.device, dtype=self.mu_embedder.weight.dtype)
+        return inputs, self._block_condition(labels, batch)
 
     def _block_condition(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The (batch, d_model) label vectors the residual blocks project (config.condition

@@ -113,7 +113,8 @@ def _run_to_files(args: argparse.Namespace) -> int:
     import torch
 
     show_engine_messages(args.quiet)
-    setup = _prepare_engine(model, kind, args.engine, batch)  # timed apart from the sampling rate
+    guidance = float(args.guidance) if kind == "ar" and args.guidance else 1.0  # checked by _ar_sampler
+    setup = _prepare_engine(model, kind, args.engine, batch, guidance)  # timed apart from the sampling rate
     wavs, start = [], time.perf_counter()
     for j, first in enumerate(range(0, n, batch)):
         count = min(batch, n - first)
@@ -129,17 +130,18 @@ def _run_to_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_engine(model, kind: str, engine: str | None, batch: int) -> float:
-    """Set up generation before it is timed (building the fast engine: its plan, and the C++ step
-    compiled on first use; the eager loop's recurrence), so that the samples/s printed measure
-    sampling alone. Returns the seconds it took."""
+def _prepare_engine(model, kind: str, engine: str | None, batch: int, guidance: float = 1.0) -> float:
+    """Set up generation before it is timed (building the fast engine, for the rows the request
+    runs: 2 ``batch`` when guided; its plan, and the C++ step compiled on first use; the eager
+    loop's recurrence), so that the samples/s printed measure sampling alone. Returns the seconds
+    it took."""
     if kind != "ar":
         return 0.0
     from sashimi import fastgen
 
     start = time.perf_counter()
     if fastgen.resolve_engine(model, engine or "auto") == "fast":
-        fastgen.get_engine(model, batch)  # cached: the generation calls reuse it
+        fastgen.get_engine(model, fastgen.engine_rows(batch, guidance))  # cached: the generation calls reuse it
     else:
         model.setup_rnn("diagonal")  # the eager loop's default; cached while the weights are unchanged
     return time.perf_counter() - start

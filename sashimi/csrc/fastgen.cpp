@@ -55,7 +55,7 @@ thread_local int g_error_kind = 0;  // 0 none, 1 invalid input / runtime error, 
 namespace {
 
 constexpr int64_t kMagic = 0x53415348;  // "SASH"
-constexpr int64_t kVersion = 3;
+constexpr int64_t kVersion = 4;
 
 struct SpecError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -182,6 +182,10 @@ Engine* build(const int64_t* spec, int64_t spec_len, const float* w, int64_t w_l
       } else {
         throw SpecError("bad spec (block type)");
       }
+      const int64_t cond = r.next();  // 1: a conditioned block (its norm's parameters per row)
+      if (cond != 0 && cond != 1) throw SpecError("bad spec (block conditioning)");
+      blk.cond = cond == 1;
+      if (blk.cond) blk.rows.assign(checked_mul(B, 2 * Hp), 0.0f);
     }
   }
   if (r.next() != kMagic) throw SpecError("bad spec (trailer)");
@@ -263,11 +267,26 @@ SG_EXPORT int sg_reset(void* e) {
 
 SG_EXPORT int64_t sg_time(void* e) { return static_cast<Engine*>(e)->t; }
 
-// Per-row vectors (B, H0), row-major, added to every input embedding from now on (a class
-// label's embedding); null clears them. Kept across sg_reset.
-SG_EXPORT int sg_set_condition(void* e, const float* cond) {
+// The rows' condition from now on. cond: per-row vectors (B, H0), row-major, added to every input
+// embedding (a class label's embedding), or null (nothing added). terms: for each conditioned
+// block in spec order, its norm's per-row parameters (B, 2, Hp) (see Block::rows), terms_len
+// floats in all; null only for a model without conditioned blocks. Kept across sg_reset.
+SG_EXPORT int sg_set_condition(void* e, const float* cond, const float* terms, int64_t terms_len) {
   return guarded([&] {
     Engine& E = *static_cast<Engine*>(e);
+    int64_t need = 0;
+    for (const Tier& T : E.tiers)
+      for (const Block& blk : T.blocks)
+        if (blk.cond) need += E.B * 2 * T.Hp;
+    if (terms_len != need || (need && terms == nullptr))
+      return fail("condition terms: expected " + std::to_string(need) + " floats, got " + std::to_string(terms_len));
+    const float* src = terms;
+    for (Tier& T : E.tiers)
+      for (Block& blk : T.blocks)
+        if (blk.cond) {
+          std::memcpy(blk.rows.data(), src, blk.rows.size() * sizeof(float));
+          src += blk.rows.size();
+        }
     if (cond == nullptr) {
       E.has_cond = false;
       return 0;

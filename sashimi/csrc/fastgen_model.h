@@ -56,7 +56,25 @@ struct Block {
   bool is_s4 = true;
   S4Layer s4;
   FFLayer ff;
+  // A conditioned block (per-block label conditioning): its norm's affine parameters per row,
+  // (B, 2, Hp) = (w (1 + scale), b (1 + scale) + shift) for the row's condition (set by
+  // sg_set_condition): the norm's output z becomes z (1 + scale) + shift in one pass.
+  bool cond = false;
+  Buf rows;
 };
+
+// The block's norm of x over rows [r0, r1) and columns [c0, c1): shared parameters, or each row's own.
+inline void block_norm(const Block& blk, const float* ln_w, const float* ln_b, const float* x, int64_t ldx, float* out,
+                       int64_t ldo, int64_t r0, int64_t r1, int64_t H, int64_t Hp, int64_t c0, int64_t c1, float eps) {
+  if (!blk.cond) {
+    layer_norm_to(x, ldx, ln_w, ln_b, out, ldo, r0, r1, H, c0, c1, eps);
+    return;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* wb = blk.rows.data() + r * 2 * Hp;
+    layer_norm_to(x, ldx, wb, wb + Hp, out, ldo, r, r + 1, H, c0, c1, eps);
+  }
+}
 
 struct Tier {
   int64_t H = 0, Hp = 0, U = 0;  // channels, padded to 16, units
@@ -179,7 +197,7 @@ void run_tier(Engine& E, Ctx& X, Tier& T, const Buf& skip) {
     X.bar.wait();  // the residual stream is complete: every thread needs all of it
     if (blk.is_s4) {
       S4Layer& L = blk.s4;
-      layer_norm_to(cur, Hp, L.ln_w, L.ln_b, E.u.data(), E.wu, r0, r1, T.H, a * kUnit, b * kUnit, E.eps);
+      block_norm(blk, L.ln_w, L.ln_b, cur, Hp, E.u.data(), E.wu, r0, r1, T.H, Hp, a * kUnit, b * kUnit, E.eps);
       s4_rows(L, E.u.data(), E.y.data(), E.wu, Hp, E.B, r0, r1, a, b);
       X.bar.wait();  // the output linear reads all channels
       if (L.glu)
@@ -189,7 +207,7 @@ void run_tier(Engine& E, Ctx& X, Tier& T, const Buf& skip) {
     } else {
       FFLayer& L = blk.ff;
       float* h = X.sc->ln.data();  // each thread normalises the whole row: fc1 reads all of it
-      layer_norm(cur, L.ln_w, L.ln_b, h, Hp, r0, r1, T.H, 0, Hp, E.eps);
+      block_norm(blk, L.ln_w, L.ln_b, cur, Hp, h, Hp, r0, r1, T.H, Hp, 0, Hp, E.eps);
       int64_t f0, f1;
       X.part(L.fc1.panels, f0, f1);
       linear_rows<E_GELU>(L.fc1, h, Hp, E.f.data(), E.wf, r0, r1, f0, f1, f0 * kUnit);

@@ -40,21 +40,36 @@ def utterance_nll_bits(model, files: list[str], window: int | None = None, batch
 
 
 @torch.no_grad()
-def nats_per_sample(model, wav) -> float:
+def nats_per_sample(model, wav, labels=None) -> float:
     """Mean NLL (nats per sample) of one waveform (L,), as :meth:`SashimiAR.nll` but of any length:
-    longer than the model's ``l_max``, it is scored by the recurrent fast engine, 16,000 steps at a time."""
+    longer than the model's ``l_max``, it is scored by the recurrent fast engine, 16,000 steps at a time.
+
+    Args:
+        model: a :class:`SashimiAR`.
+        wav: float (L,) waveform in [-1, 1].
+        labels: a class-conditional model's class of the waveform (a name or index, or a list of
+            one); None: the "no label" class, as :meth:`SashimiAR.nll` means it. The engine is
+            given this condition explicitly: nothing that ran before in the process changes it.
+
+    Returns:
+        nats per sample.
+    """
     import torch.nn.functional as F
 
     from ..mulaw import mulaw_encode, silence_token
 
+    if labels is not None and not isinstance(labels, (list, tuple)) and not torch.is_tensor(labels):
+        labels = [labels]
     if wav.numel() <= model.config.l_max:
-        return float(model.nll(wav.unsqueeze(0).to(model.device))[0])
+        return float(model.nll(wav.unsqueeze(0).to(model.device), labels=labels)[0])
     from .. import fastgen
 
+    inputs_vectors, _ = model.conditioning(labels, 1)  # checks the labels; the engine adds the block terms
+    condition = inputs_vectors if model.config.num_classes else None
     targets = mulaw_encode(wav.unsqueeze(0), model.config.mu_levels)
     inputs = F.pad(targets[:, :-1], (1, 0), value=silence_token(model.config.mu_levels))
     engine = fastgen.get_engine(model, 1, weights="float32")  # a measurement: never the opt-in float16 weights
-    engine.reset()
+    engine.reset(condition)
     total, chunk = 0.0, 16000
     with torch.no_grad():
         for start in range(0, inputs.size(1), chunk):

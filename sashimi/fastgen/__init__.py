@@ -20,8 +20,10 @@ Same output distribution as the eager loop, much less time per sample:
 - opt-in reduced-precision weights for the C++ engine (:func:`set_weight_storage`): the linear
   layers' weights stored as float16, computed in float32.
 
-The engine protocol: ``reset()``, ``set_sampling(options: SamplingOptions)``,
-``set_condition(vectors (B, H0) | None)`` (per-row input vectors: class conditioning),
+The engine protocol: ``reset(condition (B, H0) | None)`` (a fresh state and its condition),
+``set_sampling(options: SamplingOptions)``, ``set_condition(vectors (B, H0) | None)`` (per-row
+condition vectors: class conditioning, at the input and in every conditioned block; None: the
+model's "no label" vector, see :mod:`.condition`),
 ``feed(tokens (B, T), want_logits) -> logits (B, T, V) | None`` (teacher forcing),
 ``sample_and_feed(out, t0, t1, uniforms, feed_last)`` and ``last_logits()``.
 """
@@ -30,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 import warnings
 import weakref
 from typing import Iterator
@@ -42,10 +43,11 @@ from ..mulaw import silence_token
 from ..s4 import one_thread
 from ..sampling import SamplingOptions
 from .pack import build_plan, s4_modes, unsupported_reason
+from .runs import GuidedRun, PlainRun, guided_logits, progress_bar
 from .sampler import draw_uniforms, sample_with_uniforms
 
 __all__ = ["ENGINES", "WEIGHT_STORAGE", "get_engine", "generate_tokens", "stream_tokens", "teacher_forced_logits",
-           "guided_logits", "stream_guided_tokens",
+           "guided_logits", "stream_guided_tokens", "engine_rows",
            "resolve_engine", "unsupported_reason", "sample_with_uniforms", "set_num_threads", "get_num_threads",
            "set_weight_storage", "get_weight_storage", "plan_for", "cached_engine_keys"]
 
@@ -230,15 +232,25 @@ def get_engine(model, batch: int, kind: str | None = None, threads: int | None =
 def teacher_forced_logits(model, tokens: torch.Tensor, kind: str | None = None, threads: int | None = None,
                           weights: str | None = None, condition: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, T, V) of the fast step fed ``tokens`` (B, T) from a fresh state (the first
-    input is usually ``silence_token(V)``): the counterpart of looping ``model.step``. ``condition``:
-    (B, H0) vectors added to every input embedding (a class-conditional model's label vectors)."""
+    input is usually ``silence_token(V)``): the counterpart of looping ``model.step``.
+
+    Args:
+        condition: (B, H0) condition vectors (a class-conditional model's ``label_vectors``:
+            added to every input embedding and projected by every conditioned block); None: the
+            model's "no label" vector (nothing for an unconditional model), as ``model(tokens)``.
+    """
     engine = get_engine(model, tokens.size(0), kind, threads, weights)
-    engine.reset()
-    engine.set_condition(condition)
+    engine.reset(condition)
     return engine.feed(tokens, want_logits=True)
 
 
 BLOCK = 256  # steps per draw of uniforms: fixes the random stream, whatever the chunk sizes
+
+
+def engine_rows(batch: int, guidance: float = 1.0) -> int:
+    """Rows of the engine a request for ``batch`` sequences runs on: 2 ``batch`` with classifier-free
+    guidance (each sequence with and without its label), else ``batch``; for building it ahead."""
+    return 2 * batch if guidance != 1.0 else batch
 
 
 def _prefix_chunks(prefix: torch.Tensor, total, chunk: int, dev) -> Iterator[torch.Tensor]:
@@ -264,7 +276,8 @@ def _prefix_then_buffer(prefix: torch.Tensor, total, chunk: int, dev):
 def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *,
                   sampling: SamplingOptions | None = None, generator: torch.Generator | None = None,
                   progress: bool = False, kind: str | None = None, threads: int | None = None,
-                  weights: str | None = None, condition: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                  weights: str | None = None, condition: torch.Tensor | None = None, guidance: float = 1.0,
+                  uncondition: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Tokens continuing ``prefix``, as they are sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
@@ -280,34 +293,45 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
         generator: the random generator (None: torch's global RNG).
         kind, threads, weights: see :func:`get_engine`.
         progress: show a progress bar with the real-time factor on stderr.
-        condition: (B, H0) vectors added to every input embedding (class conditioning), or None.
+        condition: (B, H0) condition vectors (a class-conditional model's ``label_vectors``);
+            None: the model's "no label" vector (nothing for an unconditional model).
+        guidance: classifier-free guidance weight (:func:`guided_logits`); 1: none. Otherwise the
+            engine runs 2B rows (:func:`engine_rows`): with ``condition`` and with ``uncondition``.
+        uncondition: (B, H0) vectors of the unguided half (None: the model's "no label" vector).
 
     Yields:
         int64 (B, chunk) tokens on the engine's device, positions [k chunk, (k + 1) chunk) for
         k = 0, 1, ... (the prefix first); the last chunk is shorter if ``length`` is not a
         multiple of ``chunk``.
     """
+    sampling = sampling or SamplingOptions()
     batch, P = prefix.shape
     total = math.inf if length is None else length
-    engine = get_engine(model, batch, kind, threads, weights)
-    engine.reset()
-    engine.set_sampling(sampling or SamplingOptions())
-    engine.set_condition(condition)
+    guided = guidance != 1.0
+    engine = get_engine(model, engine_rows(batch, guidance), kind, threads, weights)
+    if guided:
+        condition, uncondition = (_default_rows(model, v, batch) for v in (condition, uncondition))
+        engine.reset(torch.cat([condition, uncondition]))
+        run = GuidedRun(engine, batch, guidance, sampling)
+    else:
+        engine.reset(condition)
+        engine.set_sampling(sampling)
+        run = PlainRun(engine)
     dev = engine.device
     if total <= P:  # nothing to generate
         yield from _prefix_chunks(prefix, total, chunk, dev)
         return
     silence = torch.full((batch, 1), silence_token(model.head.out_features), dtype=torch.long, device=prefix.device)
-    engine.feed(torch.cat([silence, prefix], 1))  # silence + prefix: the logits for position P
+    run.prime(torch.cat([silence, prefix], 1).to(dev))  # silence + prefix: the logits for position P
     out, fill = yield from _prefix_then_buffer(prefix, total, chunk, dev)
-    bar = _progress(None if length is None else length - P, progress, batch, model.config.sample_rate)
+    bar = progress_bar(None if length is None else length - P, progress, batch, model.config.sample_rate)
     t, uniforms, used = P, None, 0
     try:
         while t < total:
             if uniforms is None or used == uniforms.size(1):
                 uniforms, used = draw_uniforms(batch, int(min(BLOCK, total - t)), generator, dev), 0
             n = int(min(uniforms.size(1) - used, out.size(1) - fill))
-            engine.sample_and_feed(out, fill, fill + n, uniforms[:, used:used + n], feed_last=t + n < total)
+            run.advance(out, fill, fill + n, uniforms[:, used:used + n], feed_last=t + n < total)
             fill, used, t = fill + n, used + n, t + n
             if bar is not None:
                 bar.update(n)
@@ -321,103 +345,49 @@ def stream_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *
             bar.close()
 
 
-def guided_logits(conditional: torch.Tensor, unconditional: torch.Tensor, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance: ``unconditional + guidance * (conditional - unconditional)``, on the
-    log-softmax of each, so that the result is a proper mix of log-probabilities. guidance 1: the
-    conditional distribution; > 1: pushed further from the unconditional one."""
-    c, u = torch.log_softmax(conditional.float(), -1), torch.log_softmax(unconditional.float(), -1)
-    return u + guidance * (c - u)
+def _default_rows(model, vectors: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """``vectors``, or the plan's default condition for ``batch`` rows (zeros without one)."""
+    if vectors is not None:
+        return vectors
+    plan = plan_for(model)
+    H0 = plan["emb"].size(1)
+    default = plan["condition"] if plan["condition"] is not None else torch.zeros(H0, dtype=torch.float64)
+    return default.to(model.head.weight.dtype).reshape(1, H0).expand(batch, H0)
 
 
-@torch.no_grad()
 def stream_guided_tokens(model, prefix: torch.Tensor, length: int | None, chunk: int, *, condition: torch.Tensor,
-                         uncondition: torch.Tensor, guidance: float, sampling: SamplingOptions | None = None,
-                         generator: torch.Generator | None = None, progress: bool = False, kind: str | None = None,
-                         threads: int | None = None, weights: str | None = None) -> Iterator[torch.Tensor]:
-    """As :func:`stream_tokens`, with classifier-free guidance (:func:`guided_logits`).
+                         uncondition: torch.Tensor | None = None, guidance: float,
+                         sampling: SamplingOptions | None = None, generator: torch.Generator | None = None,
+                         progress: bool = False, kind: str | None = None, threads: int | None = None,
+                         weights: str | None = None) -> Iterator[torch.Tensor]:
+    """:func:`stream_tokens` with classifier-free guidance (the same loop; kept for its name).
 
     The engine runs 2B rows, the B sequences once with ``condition`` and once with
-    ``uncondition`` (B, H0) vectors; both halves are fed the same token, drawn from the mixed
-    logits. Sampling happens here, step by step (the engines sample one row from its own logits),
-    with the uniforms drawn as :func:`stream_tokens` draws them.
+    ``uncondition`` (B, H0) vectors (None: the model's "no label" vector); both halves are fed
+    the same token, drawn from the mixed logits, with the uniforms :func:`stream_tokens` draws.
     """
-    sampling = sampling or SamplingOptions()
-    batch, P = prefix.shape
-    total = math.inf if length is None else length
-    engine = get_engine(model, 2 * batch, kind, threads, weights)
-    engine.reset()
-    engine.set_condition(torch.cat([condition, uncondition]))
-    dev = engine.device
-    if total <= P:
-        yield from _prefix_chunks(prefix, total, chunk, dev)
-        return
-    silence = torch.full((batch, 1), silence_token(model.head.out_features), dtype=torch.long, device=prefix.device)
-    fed = torch.cat([silence, prefix], 1).to(dev)
-    logits = engine.feed(torch.cat([fed, fed]), want_logits=True)[:, -1]  # (2B, V)
-    out, fill = yield from _prefix_then_buffer(prefix, total, chunk, dev)
-    bar = _progress(None if length is None else length - P, progress, batch, model.config.sample_rate)
-    t, uniforms, used = P, None, 0
-    try:
-        while t < total:
-            if uniforms is None or used == uniforms.size(1):
-                uniforms, used = draw_uniforms(batch, int(min(BLOCK, total - t)), generator, dev), 0
-            mixed = guided_logits(logits[:batch], logits[batch:], guidance)
-            token = sample_with_uniforms(mixed, uniforms[:, used], sampling.temperature, sampling.top_k,
-                                         sampling.nucleus_p)
-            out[:, fill] = token
-            fill, used, t = fill + 1, used + 1, t + 1
-            if t < total:
-                logits = engine.feed(torch.cat([token, token]).unsqueeze(1), want_logits=True)[:, 0]
-            if bar is not None:
-                bar.update(1)
-            if fill == out.size(1):
-                yield out
-                if t < total:
-                    out = torch.empty(batch, int(min(chunk, total - t)), dtype=torch.long, device=dev)
-                fill = 0
-    finally:
-        if bar is not None:
-            bar.close()
+    return stream_tokens(model, prefix, length, chunk, sampling=sampling, generator=generator, progress=progress,
+                         kind=kind, threads=threads, weights=weights, condition=condition, guidance=guidance,
+                         uncondition=uncondition)
 
 
 @torch.no_grad()
 def generate_tokens(model, prefix: torch.Tensor, length: int, *, sampling: SamplingOptions | None = None,
                     generator: torch.Generator | None = None, progress: bool = False,
                     kind: str | None = None, threads: int | None = None, weights: str | None = None,
-                    condition: torch.Tensor | None = None) -> torch.Tensor:
+                    condition: torch.Tensor | None = None, guidance: float = 1.0,
+                    uncondition: torch.Tensor | None = None) -> torch.Tensor:
     """Tokens (B, length) continuing ``prefix`` (B, P), sampled with the fast engine.
 
     Equivalent to the eager loop of :meth:`SashimiAR.generate`: the model is fed silence, then the
     prefix, then each sampled token; only the random stream differs. The same tokens as
-    :func:`stream_tokens` with the same generator (same arguments).
+    :func:`stream_tokens` with the same generator (same arguments; ``condition`` None: the
+    model's "no label" vector).
     """
     batch, P = prefix.shape
     if P >= length:
         return prefix[:, :length].clone()
     chunks = list(stream_tokens(model, prefix, length, length, sampling=sampling, generator=generator,
-                                progress=progress, kind=kind, threads=threads, weights=weights, condition=condition))
+                                progress=progress, kind=kind, threads=threads, weights=weights, condition=condition,
+                                guidance=guidance, uncondition=uncondition))
     return chunks[0].to(model.head.weight.device)
-
-
-class _Progress:
-    """tqdm over samples, showing the real-time factor (seconds of audio per second of wall time)."""
-
-    def __init__(self, total, batch: int, sample_rate: int):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, unit="sample", unit_scale=batch, desc="generating", dynamic_ncols=True)
-        self.rate, self.start, self.done = sample_rate, time.perf_counter(), 0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        elapsed = time.perf_counter() - self.start
-        if elapsed > 0:
-            self.bar.set_postfix_str(f"{self.done / self.rate / elapsed:.2f}x real time", refresh=False)
-        self.bar.update(n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _progress(total, enabled: bool, batch: int, sample_rate: int):
-    return _Progress(total, batch, sample_rate) if enabled else None

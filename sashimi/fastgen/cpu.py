@@ -17,12 +17,14 @@ from .. import native
 from ..errors import InputError
 from ..native import build_library
 from ..sampling import SamplingOptions
+from .condition import resolve_condition
+from .pack import block_terms
 
-__all__ = ["load_library", "CppEngine", "build_error", "sample", "SOURCE", "WEIGHT_TYPES"]
+__all__ = ["load_library", "CppEngine", "build_error", "sample", "condition_terms", "SOURCE", "WEIGHT_TYPES"]
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "fastgen.cpp"
 HEADERS = [SOURCE.with_name(f"fastgen_{name}.h") for name in ("kernels", "sample", "team", "model")]
-MAGIC, VERSION = 0x53415348, 3
+MAGIC, VERSION = 0x53415348, 4
 UNIT = 16  # kUnit in fastgen_kernels.h: channels per unit, output columns per weight panel
 S4_FORMS = {"diagonal": 0, "dplr": 1, "dplr_untied": 2}
 WEIGHT_TYPES = {"float32": 0, "bfloat16": 1, "float16": 2}  # storage of the linear layers' weights (WType)
@@ -68,7 +70,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.sg_destroy.argtypes, lib.sg_destroy.restype = [P], None
     lib.sg_reset.argtypes, lib.sg_reset.restype = [P], INT
     lib.sg_time.argtypes, lib.sg_time.restype = [P], I64
-    lib.sg_set_condition.argtypes, lib.sg_set_condition.restype = [P, P], INT
+    lib.sg_set_condition.argtypes, lib.sg_set_condition.restype = [P, P, P, I64], INT
     lib.sg_set_layout.argtypes, lib.sg_set_layout.restype = [P, I64, I64], INT
     lib.sg_layouts.argtypes, lib.sg_layouts.restype = [P, P, INT, P], INT
     lib.sg_feed.argtypes, lib.sg_feed.restype = [P, P, I64, I64, P], INT
@@ -200,8 +202,29 @@ def pack_plan(plan: dict, weights: str = "float32") -> tuple[torch.Tensor, torch
                 spec += _s4_spec(w, blk, H, norm)
             else:
                 spec += [1, blk["w1"].shape[0], *norm, *w.linear(blk["w1"], blk["b1"]), *w.linear(blk["w2"], blk["b2"])]
+            spec.append(int("fc_w" in blk))  # a conditioned block: its norm's parameters per row (condition_terms)
     spec.append(MAGIC)
     return torch.tensor(spec, dtype=torch.int64), w.buffer()
+
+
+def condition_terms(plan: dict, condition: torch.Tensor | None) -> torch.Tensor:
+    """What sg_set_condition takes for the conditioned blocks, float32: per block in spec order,
+    (B, 2, Hp) = the norm's weight and bias with the block's scale and shift folded in,
+    ``(w (1 + scale), b (1 + scale) + shift)``, for conditions (B, H0) float64 (see
+    :func:`sashimi.fastgen.pack.block_terms`). Empty without conditioned blocks."""
+    out = []
+    for tier in plan["tiers"]:
+        Hp = _pad16(tier["H"])
+        for blk in tier["blocks"]:
+            if "fc_w" not in blk:
+                continue
+            scale, shift = block_terms(blk, condition)
+            gain = 1 + scale if scale is not None else torch.ones_like(shift)
+            rows = torch.zeros(condition.size(0), 2, Hp, dtype=torch.float64)
+            rows[:, 0, :tier["H"]] = blk["ln_w"] * gain
+            rows[:, 1, :tier["H"]] = blk["ln_b"] * gain + shift
+            out.append(rows.flatten())
+    return torch.cat(out).to(torch.float32) if out else torch.zeros(0)
 
 
 def _units(*arrays: torch.Tensor) -> torch.Tensor:
@@ -265,6 +288,8 @@ class CppEngine:
         if not self._ptr:
             _raise(lib, f"fast CPU step (batch {batch})")
         self.sampling = SamplingOptions()
+        self._plan = plan
+        self.set_condition(None)
 
     def __del__(self):
         if getattr(self, "_ptr", None):
@@ -275,17 +300,32 @@ class CppEngine:
     def t(self) -> int:
         return int(self.lib.sg_time(self._ptr))
 
-    def reset(self) -> None:
+    def reset(self, condition: torch.Tensor | None = None) -> None:
+        """A fresh state for new sequences, with ``condition`` (see :meth:`set_condition`): a
+        reset never keeps the condition of an earlier request."""
         if self.lib.sg_reset(self._ptr):
             _raise(self.lib, "fast CPU step")
+        self.set_condition(condition)
 
     def set_sampling(self, options: SamplingOptions) -> None:
         self.sampling = options
 
     def set_condition(self, vectors: torch.Tensor | None) -> None:
-        """Add ``vectors`` (B, H0) to each row's input embedding from now on (None: nothing)."""
-        self._cond = None if vectors is None else vectors.detach().to("cpu", torch.float32).contiguous()
-        if self.lib.sg_set_condition(self._ptr, None if self._cond is None else self._cond.data_ptr()):
+        """Condition every row from now on (:mod:`sashimi.fastgen.condition`): ``vectors`` (B, H0)
+        are added to each row's input embedding and projected by every conditioned block (folded
+        into that block's norm, per row: :func:`condition_terms`); None: the model's default (its
+        "no label" vector; nothing for an unconditional model). Shapes are checked here: the C
+        side reads B x H0 floats."""
+        vectors = resolve_condition(self._plan, vectors, self.batch)
+        if vectors is None:
+            cond, terms = None, torch.zeros(0)
+        else:
+            cond = vectors.to(torch.float32).contiguous()
+            terms = condition_terms(self._plan, vectors).contiguous()
+        self._cond = (cond, terms)  # kept alive while the C side copies them
+        rc = self.lib.sg_set_condition(self._ptr, None if cond is None else cond.data_ptr(),
+                                       terms.data_ptr() if terms.numel() else None, terms.numel())
+        if rc:
             _raise(self.lib, "fast CPU step")
 
     def feed(self, tokens: torch.Tensor, want_logits: bool = False) -> torch.Tensor | None:

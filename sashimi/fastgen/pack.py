@@ -28,7 +28,7 @@ import torch.nn as nn
 from ..backbone import DownPool, FFBlock, ResidualBlock, Sashimi, UpPool
 from ..s4 import S4
 
-__all__ = ["build_plan", "unsupported_reason"]
+__all__ = ["build_plan", "unsupported_reason", "block_terms", "conditioned"]
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -46,14 +46,28 @@ def unsupported_reason(model: nn.Module) -> str | None:
     norms = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
     if len(norms) != 1 or not all(m.elementwise_affine for m in model.modules() if isinstance(m, nn.LayerNorm)):
         return "LayerNorms with different eps or without affine parameters"
+    H0 = model.mu_embedder.embedding_dim
     for block in list(net.c_layers) + [layer for stage in net.u_layers for layer in stage[1:]]:
-        if not isinstance(block, ResidualBlock) or block.fc_t is not None:
+        if not isinstance(block, ResidualBlock):
             return f"unexpected block {type(block).__name__}"
+        if block.fc_t is not None and (not isinstance(block.fc_t, nn.Linear) or block.fc_t.in_features != H0):
+            return f"a block's conditioning projection does not take the (B, {H0}) input condition"
         if not isinstance(block.layer, (S4, FFBlock)):
             return f"unexpected layer {type(block.layer).__name__}"
         if isinstance(block.layer, S4) and (block.layer.bidirectional or block.layer.kernel.channels != 1):
             return "bidirectional S4 layers have no step mode"
+    default = _default_condition(model)
+    if default is not None and tuple(default.shape) != (H0,):
+        return f"label_vectors gives vectors of shape {tuple(default.shape)}, expected ({H0},)"
     return None
+
+
+def _default_condition(model: nn.Module) -> torch.Tensor | None:
+    """The condition a model means when none is given: its "no label" vector (H0,), read through
+    the public ``label_vectors(None, batch)`` of a class-conditional model, else None."""
+    vectors = getattr(model, "label_vectors", None)
+    out = vectors(None, 1) if callable(vectors) else None
+    return None if out is None else out.detach()[0]
 
 
 def _d(t: torch.Tensor) -> torch.Tensor:
@@ -131,8 +145,11 @@ def build_plan(model: nn.Module, dtype: torch.dtype = torch.float32, prefer: str
 
     Returns:
         dict with ``V``, ``eps``, ``emb`` (V, H0), ``norm`` (w, b), ``head`` (w (V, H0), b),
-        ``pools`` (outermost first: ``p``, ``down`` (w, b), ``up`` (w, b)) and ``tiers``
-        (outermost first, the center last: ``H`` and ``blocks``, each {'type': 's4' | 'ff', ...}).
+        ``pools`` (outermost first: ``p``, ``down`` (w, b), ``up`` (w, b)), ``tiers``
+        (outermost first, the center last: ``H`` and ``blocks``, each {'type': 's4' | 'ff', ...,
+        and for a conditioned block ``fc_w`` (H or 2H, H0), ``fc_b``, ``film``}) and
+        ``condition``: the (H0,) vector the engines use when given none (a class-conditional
+        model's "no label" vector), or None (an unconditional model: nothing is added).
     """
     reason = unsupported_reason(model)
     if reason is not None:
@@ -150,7 +167,10 @@ def build_plan(model: nn.Module, dtype: torch.dtype = torch.float32, prefer: str
                 ff = block.layer
                 entry = {"type": "ff", "w1": _d(ff.fc1.weight), "b1": _d(ff.fc1.bias),
                          "w2": _d(ff.fc2.weight), "b2": _d(ff.fc2.bias)}
-            out.append(dict(entry, ln_w=ln_w, ln_b=ln_b))
+            entry = dict(entry, ln_w=ln_w, ln_b=ln_b)
+            if block.fc_t is not None:  # per-block conditioning: fc_t(condition) after the norm
+                entry.update(fc_w=_d(block.fc_t.weight), fc_b=_d(block.fc_t.bias), film=bool(block.film))
+            out.append(entry)
         return out
 
     pools, tiers = [], []
@@ -164,9 +184,27 @@ def build_plan(model: nn.Module, dtype: torch.dtype = torch.float32, prefer: str
         tiers.append({"H": up.d_output, "blocks": blocks(stage[1:])})
     h_center = net.d_layers[-1].d_output if n else net.d_model
     tiers.append({"H": h_center, "blocks": blocks(net.c_layers)})
+    default = _default_condition(model)
     return {"V": model.head.out_features, "eps": float(eps), "emb": _d(model.mu_embedder.weight),
             "norm": _norm(net.norm), "head": (_d(model.head.weight), _d(model.head.bias)),
-            "pools": pools, "tiers": tiers}
+            "pools": pools, "tiers": tiers, "condition": None if default is None else _d(default)}
+
+
+def block_terms(block: dict, condition: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(scale, shift), each (B, H) or scale None, that a conditioned block (one with ``fc_w``)
+    applies after its norm, ``z (1 + scale) + shift``, for conditions (B, H0): the plan's form of
+    :meth:`sashimi.backbone.ResidualBlock.cond_terms`, in the condition's dtype and device."""
+    w, b = (t.to(condition.device, condition.dtype) for t in (block["fc_w"], block["fc_b"]))
+    t = torch.nn.functional.linear(condition, w, b)
+    if block["film"]:
+        scale, shift = t.chunk(2, dim=-1)
+        return scale, shift
+    return None, t
+
+
+def conditioned(plan: dict) -> bool:
+    """Whether any block of the plan takes the condition (config.condition 'blocks' or 'film')."""
+    return any("fc_w" in block for tier in plan["tiers"] for block in tier["blocks"])
 
 
 def s4_modes(plan: dict) -> dict[str, int]:

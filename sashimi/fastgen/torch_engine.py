@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..sampling import SamplingOptions
+from .condition import resolve_condition
 from .sampler import sample_with_uniforms
 
 __all__ = ["TorchEngine", "step_depth"]
@@ -54,6 +55,16 @@ class _Tier:
             self.state = torch.zeros(0, device=device)
         if ff:
             self.w1, self.b1, self.w2, self.b2 = (stack(ff, k, dtype) for k in ("w1", "b1", "w2", "b2"))
+        # Per block (in order): its conditioning projection and the (scale, shift) it applies after
+        # its norm for the current condition, in fixed buffers (captured CUDA graphs read them)
+        self.conds = []
+        for b in blocks:
+            if "fc_w" not in b:
+                self.conds.append(None)
+                continue
+            zeros = torch.zeros(batch, self.H, device=device, dtype=dtype)
+            self.conds.append({"w": b["fc_w"].to(device=device, dtype=dtype), "b": b["fc_b"].to(device=device, dtype=dtype),
+                               "scale": zeros.clone() if b["film"] else None, "shift": zeros})
 
 
 class TorchEngine:
@@ -94,6 +105,8 @@ class TorchEngine:
         self.cuda_graphs = cuda_graphs
         self._graphs: dict = {}
         self.t = 0
+        self._plan = plan
+        self.set_condition(None)
 
     # ---- protocol ------------------------------------------------------------------------
     def buffers(self) -> list[torch.Tensor]:
@@ -101,10 +114,13 @@ class TorchEngine:
         out = [self.tok, self.logits, self.u] + [t.state for t in self.tiers] + [t.inp for t in self.tiers]
         return out + [p[k] for p in self.pools for k in ("dbuf", "ubuf")]
 
-    def reset(self) -> None:
+    def reset(self, condition: torch.Tensor | None = None) -> None:
+        """A fresh state for new sequences, with ``condition`` (see :meth:`set_condition`): a
+        reset never keeps the condition of an earlier request."""
         for buf in self.buffers():
             buf.zero_()
         self.t = 0
+        self.set_condition(condition)
 
     def set_sampling(self, options: SamplingOptions) -> None:
         if options != self.sampling:
@@ -112,12 +128,26 @@ class TorchEngine:
             self._graphs = {key: g for key, g in self._graphs.items() if key[0] == "feed"}
 
     def set_condition(self, vectors: torch.Tensor | None) -> None:
-        """Add ``vectors`` (B, H0) to each row's input embedding from now on (None: nothing).
-        Copied into a fixed buffer, so captured CUDA graphs see it."""
+        """Condition every row from now on (:mod:`sashimi.fastgen.condition`): ``vectors`` (B, H0)
+        are added to each row's input embedding and projected by every conditioned block; None:
+        the model's default (its "no label" vector; nothing for an unconditional model). Copied
+        into fixed buffers, so captured CUDA graphs see it."""
+        vectors = resolve_condition(self._plan, vectors, self.batch)
         if vectors is None:
             self.cond.zero_()
-        else:
-            self.cond.copy_(vectors.detach())
+            return
+        v = vectors.to(device=self.device, dtype=self.dtype)
+        self.cond.copy_(v)
+        for tier in self.tiers:
+            for c in tier.conds:
+                if c is not None:
+                    t = F.linear(v, c["w"], c["b"])  # as ResidualBlock.cond_terms
+                    if c["scale"] is None:
+                        c["shift"].copy_(t)
+                    else:
+                        scale, shift = t.chunk(2, dim=-1)
+                        c["scale"].copy_(scale)
+                        c["shift"].copy_(shift)
 
     @torch.no_grad()
     def feed(self, tokens: torch.Tensor, want_logits: bool = False) -> torch.Tensor | None:
@@ -214,9 +244,11 @@ class TorchEngine:
     def _tier(self, tier: _Tier, z: torch.Tensor) -> torch.Tensor:
         """The tier's residual blocks on z (B, H), plus z (the skip around the tier)."""
         x = z
-        for kind, i in tier.order:
+        for (kind, i), cond in zip(tier.order, tier.conds):
             ln = tier.s4_ln if kind == "s4" else tier.ff_ln
             u = F.layer_norm(x, (tier.H,), ln[0][i], ln[1][i], eps=self.eps)
+            if cond is not None:  # as ResidualBlock._pre
+                u = u + cond["shift"] if cond["scale"] is None else u * (1 + cond["scale"]) + cond["shift"]
             if kind == "s4":
                 st = tier.state[i]  # (B, H, N) complex, updated in place
                 s = 2 * (tier.v[i] * st).real.sum(-1)

@@ -1,7 +1,7 @@
 """Accuracy-as-asked of a class-conditional FSDD model, per checkpoint: the curve behind the model card.
 
     python benchmarks/fsdd_cond_curve.py runs/fsdd_ar_v4/ckpt_*.pt --reference splits/fsdd-valid.csv \
-        --per-class 20 --json curve.json [--plot curve.png] [--nucleus-p 0.95] [--temperature 0.9]
+        --per-class 20 --json curve.json [--plot curve.png] [--nucleus-p 0.95] [--temperature 0.9] [--unconditional]
 
 For each model (a checkpoint, model folder or pretrained name) it draws ``--per-class`` samples
 of every class (seed ``--seed``) and, with the bundled FSDD classifier, reports how often the
@@ -48,8 +48,11 @@ def reference_features(classifier, files: list[str], rate: int) -> torch.Tensor:
     return classifier.predict(wavs, rate)[1]
 
 
-def score_model(source: str, classifier, ref_feats, per_class: int, seed: int, sampling: dict) -> dict:
-    """Samples of every class from ``source``, scored: accuracy-as-asked, FID, IS, silent fraction."""
+def score_model(source: str, classifier, ref_feats, per_class: int, seed: int, sampling: dict,
+                unconditional: bool = False) -> dict:
+    """Samples of every class from ``source``, scored: accuracy-as-asked, FID, IS, silent fraction;
+    with ``unconditional`` also as many samples without a label (FID, IS, silent fraction and the
+    rarest digit's share)."""
     model = load_model(source).eval()
     if not model.classes:
         raise SystemExit(f"{source}: not a class-conditional model")
@@ -59,11 +62,23 @@ def score_model(source: str, classifier, ref_feats, per_class: int, seed: int, s
     probs, feats = classifier.predict(wavs, rate)
     report = label_accuracy(probs, requested, match_classes(model.classes, classifier.classes),
                             len(classifier.classes))
-    rms = wavs.pow(2).mean(-1).sqrt()
-    return {"model": source, "step": step_of(source), "n": len(requested), "accuracy": report["accuracy"],
-            "worst_class": min(report["per_class"]), "per_class": report["per_class"],
-            "fid": frechet_distance(feats, ref_feats), "is": inception_score(probs),
-            "silent": float((rms < SILENT_RMS).float().mean()), "sampling": sampling, "seed": seed}
+    result = {"model": source, "step": step_of(source), "n": len(requested), "accuracy": report["accuracy"],
+              "worst_class": min(report["per_class"]), "per_class": report["per_class"],
+              "fid": frechet_distance(feats, ref_feats), "is": inception_score(probs),
+              "silent": silent_fraction(wavs), "sampling": sampling, "seed": seed}
+    if unconditional:
+        wavs = model.unconditional_generate(len(requested), progress=False, seed=seed + 1, **sampling)
+        probs, feats = classifier.predict(wavs, rate)
+        counts = torch.bincount(probs.argmax(1), minlength=len(classifier.classes))
+        result["unconditional"] = {"n": len(wavs), "fid": frechet_distance(feats, ref_feats),
+                                   "is": inception_score(probs), "silent": silent_fraction(wavs),
+                                   "rarest_digit": float(counts.min()) / len(wavs), "histogram": counts.tolist()}
+    return result
+
+
+def silent_fraction(wavs: torch.Tensor) -> float:
+    """The fraction of (N, L) waveforms whose RMS stays below :data:`SILENT_RMS`."""
+    return float((wavs.pow(2).mean(-1).sqrt() < SILENT_RMS).float().mean())
 
 
 def plot(results: list[dict], path: str) -> None:
@@ -96,6 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--nucleus-p", type=float, default=None)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--unconditional", action="store_true",
+                        help="also score as many samples without a label (seed + 1)")
     parser.add_argument("--json", required=True, help="results file (appended to; models in it are skipped)")
     parser.add_argument("--plot", default=None, help="also draw the curve into this PNG")
     args = parser.parse_args(argv)
@@ -111,13 +128,17 @@ def main(argv=None) -> int:
         if ref_feats is None:
             rate = int(load_model(source).config.sample_rate)
             ref_feats = reference_features(classifier, list_audio_files(args.reference), rate)
-        result = score_model(source, classifier, ref_feats, args.per_class, args.seed, sampling)
+        result = score_model(source, classifier, ref_feats, args.per_class, args.seed, sampling, args.unconditional)
         results.append(result)
         with open(args.json + ".tmp", "w") as f:
             json.dump(results, f, indent=1)
         os.replace(args.json + ".tmp", args.json)
         print(f"{source}: {100 * result['accuracy']:.1f}% as asked (worst digit {100 * result['worst_class']:.0f}%), "
-              f"FID {result['fid']:.2f}, IS {result['is']:.2f}, silent {100 * result['silent']:.1f}%", flush=True)
+              f"FID {result['fid']:.2f}, IS {result['is']:.2f}, silent {100 * result['silent']:.1f}%"
+              + ("" if "unconditional" not in result else
+                 "; no label: FID {fid:.2f}, IS {is:.2f}, silent {s:.1f}%, rarest digit {r:.1f}%".format(
+                     s=100 * result["unconditional"]["silent"], r=100 * result["unconditional"]["rarest_digit"],
+                     **result["unconditional"])), flush=True)
     if args.plot:
         plot(results, args.plot)
     return 0

@@ -195,23 +195,15 @@ def with_output_dir(command):
 
 
 def parse_labels(model, text: str | None) -> list[int] | None:
-    """Class indices from ``--label`` (names or indices, comma-separated), or None without it."""
+    """Class indices from ``--label`` (comma-separated names, or indices where unambiguous: see
+    :func:`sashimi.labels.parse_label_text`, the parser the API uses too), or None without it."""
     if text is None:
         return None
-    classes = model.classes
-    if classes is None:
+    if model.classes is None:
         raise CLIError("--label needs a class-conditional model; this model is unconditional (it has no classes)")
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        if item in classes:
-            out.append(classes.index(item))
-        elif item.isdigit() and int(item) < len(classes):
-            out.append(int(item))
-        else:
-            raise CLIError(f"--label: unknown class {item!r}; the model's classes are {', '.join(classes)} "
-                           f"(or their indices 0-{len(classes) - 1})")
-    return out
+    from sashimi.labels import parse_label_text
+
+    return parse_label_text(text, model.classes, name="--label")
 
 
 def ar_options(model, args, length: int, device):

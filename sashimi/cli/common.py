@@ -194,6 +194,39 @@ def with_output_dir(command):
     return run
 
 
+def write_wavs(outputs, paths: list[str], wavs, rate: int) -> None:
+    """Write each waveform into its claimed ``.part`` file, then give it its name: the one writer of
+    ``generate`` and ``eval --save-samples``. A half-written file never carries a final name; without
+    -f a file that appeared meanwhile is never replaced. Such a clash does not stop the others:
+    every result is published (the clashing one under a free name beside it), then the clashes
+    are reported.
+
+    Args:
+        outputs: the run's :class:`sashimi.persistence.outputs.OutputFiles`, holding every path.
+        paths: the N files, in order; wavs: float (N, L) waveforms; rate: Hz.
+
+    Raises:
+        OutputError: a claimed path was written by something else meanwhile (the message names it
+            and where this run's result is).
+    """
+    from sashimi.data.audio import write_wav
+    from sashimi.errors import OutputError
+
+    if len(paths) != len(wavs):  # a caller's bug: say so before writing anything
+        raise RuntimeError(f"write_wavs: {len(paths)} paths for {len(wavs)} waveforms")
+    clashes = []
+    for path, wav in zip(paths, wavs):
+        try:
+            outputs.publish(path, functools.partial(write_wav, wav=wav, sample_rate=rate))
+        except OutputError as e:
+            if "appeared while this run was working" not in str(e):
+                raise
+            clashes.append(first_line(e))
+    if clashes:
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        raise OutputError(f"{clashes[0]}{more}; the other {len(paths) - len(clashes)} file(s) were written")
+
+
 def parse_labels(model, text: str | None) -> list[int] | None:
     """Class indices from ``--label`` (comma-separated names, or indices where unambiguous: see
     :func:`sashimi.labels.parse_label_text`, the parser the API uses too), or None without it."""

@@ -54,7 +54,7 @@ def parse_number(text, kind, name: str, low=None, high=None, low_open=False):
     if isinstance(value, float) and not math.isfinite(value):
         raise CLIError(f"--{name} must be finite, got {text!r}")
     if low is not None and (value <= low if low_open else value < low) or high is not None and value > high:
-        bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}]"
+        bounds = f"{'(' if low_open else '['}{low}, {f'{high}]' if high is not None else 'inf)'}"  # inf is refused
         raise CLIError(f"--{name} must be in {bounds}, got {text!r}")
     return value
 

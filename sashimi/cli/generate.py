@@ -146,7 +146,8 @@ def _prepare_engine(model, kind: str, engine: str | None, batch: int) -> float:
 def _ar_sampler(model, args, length: int, device):
     kw, prefix = ar_options(model, args, length, device)
     cycle = parse_labels(model, args.label)
-    guidance = parse_number(args.guidance, float, "guidance", low=0, low_open=True) if args.guidance else 1.0
+    guidance = parse_number(args.guidance, float, "guidance", low=0, low_open=True) \
+        if args.guidance is not None else 1.0  # "" is refused, not taken as the default
     if args.guidance is not None and cycle is None:
         raise CLIError("--guidance needs --label (it mixes the labelled and the unlabelled distributions)")
     if args.guidance is not None and prefix is not None:

@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sashimi: error: unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     name = argv[0]
+    if any("\0" in a for a in argv):  # no shell passes one; a caller of main() could, and paths cannot hold it
+        print(f"sashimi {name}: error: an argument contains a NUL character", file=sys.stderr)
+        return 2
     module = importlib.import_module(COMMANDS[name][0])
     cmd_parser = argparse.ArgumentParser(prog=f"sashimi {name}", description=COMMANDS[name][1])
     module.add_arguments(cmd_parser)

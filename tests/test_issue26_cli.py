@@ -95,3 +95,28 @@ def test_item14_export_takes_a_model_folder(tmp_path, capsys):
     model = load_model(out / pt)
     assert torch.equal(model.head.weight, _tiny().head.weight)
     assert torch.load(out / pt, weights_only=True)["source"] == "mine.pt"
+
+
+# ---- the wider search: input that reached the "internal error" branch ----------------------------------
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "meta"], "--device must be cpu, cuda or cuda:N, got 'meta'"),
+    (["--device", "mps"], "--device must be cpu, cuda or cuda:N, got 'mps'"),
+    (["--stream", "s.wav", "--n", "70000"], "--n must be in [1, 65535]"),
+    (["--name", "a\0b"], "contains a NUL character"),
+])
+def test_wider_search_generate_errors_are_one_line(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sashimi.save_model(_tiny(), tmp_path / "t.pt")
+    code, _, err = run_cli(capsys, "generate", "--model", "t.pt", "--seconds", "0.001", "--out", "o", "-q", *extra)
+    assert code == 2 and message in err and "internal error" not in err, err
+
+
+def test_wider_search_an_unreadable_classifier_file_is_one_line(tmp_path, capsys):
+    from sashimi.data.audio import write_wav
+
+    for i in range(2):
+        write_wav(tmp_path / f"{i}.wav", torch.zeros(800), 8000)
+    (tmp_path / "c.pt").write_text("hello")
+    code, _, err = run_cli(capsys, "eval", str(tmp_path), "--reference", str(tmp_path), "--classifier",
+                           str(tmp_path / "c.pt"), "-q")
+    assert code == 2 and "c.pt is not a readable checkpoint" in err and "internal error" not in err, err

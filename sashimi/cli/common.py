@@ -68,8 +68,12 @@ def resolve_device(name: str | None):
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise CLIError(f"--device: unknown device {name!r}") from None
+    if device.type not in ("cpu", "cuda"):  # meta, mps, xpu, ...: the library runs on CPUs and CUDA GPUs
+        raise CLIError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

@@ -20,6 +20,7 @@ at the same time: both pass it, and both report success for files that hold one 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 from typing import Callable, Sequence
 
@@ -88,6 +89,9 @@ class OutputFiles:
     def _take_over(path: str, part: str) -> int | None:
         """The fd of an abandoned ``part`` (its claimant no longer runs), locked; None if it vanished;
         else OutputError (a live run holds it)."""
+        if not _LOCKS:  # no way to tell an abandoned claim from a live one: refuse, as before
+            raise OutputError(f"{part} exists: another run is writing {path} now, or an interrupted one left it "
+                              "behind (delete it if no run is writing there)")
         try:
             fd = os.open(part, os.O_RDWR)
         except FileNotFoundError:
@@ -255,6 +259,10 @@ def _link_new(src: str, dst: str) -> bool:
 
     shutil.copyfile(src, dst)
     return True
+
+
+#: POSIX: claims are locked (``fcntl.flock``), so abandoned ones are recognised; elsewhere they are not
+_LOCKS = importlib.util.find_spec("fcntl") is not None
 
 
 def _lock(fd: int) -> bool:

@@ -76,8 +76,9 @@ def parse_labels(labels, class_names: Sequence[str], *, batch: int | None = None
         raise InputError(f"{name} holds {index.numel()} entries, but the batch holds {batch} sequences")
     high = C if allow_none_class else C - 1
     if index.numel() and (int(index.min()) < 0 or int(index.max()) > high):
-        raise InputError(f"{name} must be class indices in [0, {high}]" + (f" ({C}: no label)" if allow_none_class else "")
-                         + f", got min {int(index.min())}, max {int(index.max())}")
+        none = f" ({C}: no label)" if allow_none_class else ""
+        raise InputError(f"{name} must be class indices in [0, {high}]{none}, got min {int(index.min())}, "
+                         f"max {int(index.max())}")
     return index
 
 

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one_line_errors(parser)
     parser.description, parser.formatter_class = plain(__doc__), argparse.RawDescriptionHelpFormatter
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                        help="a training checkpoint or model folder (any format load_model reads); several are averaged")
+                        help="a training checkpoint or model folder (any format load_model reads); several are "
+                             "averaged")
     parser.add_argument("--out-dir", required=True, help="folder to write the exported file into")
     parser.add_argument("--name", required=True, help="file name stem, or the folder's name (letters, digits, '_', '-')")
     parser.add_argument("--format", choices=("pt", "folder"), default="pt",

@@ -159,8 +159,9 @@ def write_wav(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_ra
         try:
             sf.write(path, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
         except RuntimeError as e:  # soundfile's LibsndfileError: a full disk, a file size limit, an I/O error
-            raise OutputError(f"{path}: cannot write the WAV file (libsndfile: {str(e).strip() or type(e).__name__}; is the disk "
-                              "full, or a file size limit reached?)") from e
+            why = str(e).strip() or type(e).__name__
+            raise OutputError(f"{path}: cannot write the WAV file (libsndfile: {why}; is the disk full, or a file "
+                              "size limit reached?)") from e
     else:
         from scipy.io import wavfile
 

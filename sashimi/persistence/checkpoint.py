@@ -218,7 +218,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> N
         ([f"'{k}'" for k in missing], "missing tensor(s)"),
         ([f"'{k}'" for k in unexpected], "unexpected tensor(s)")) if x]
     if problems:
-        raise CheckpointError(f"{source}: the weights do not fit the model built from its config: " + "; ".join(problems))
+        raise CheckpointError(f"{source}: the weights do not fit the model built from its config: "
+                              + "; ".join(problems))
     bad = [k for k, v in state_dict.items() if (v.is_floating_point() or v.is_complex())
            and not bool(torch.isfinite(v).all())]
     if bad:

@@ -5,17 +5,21 @@ Each command lives in its own module under :mod:`sashimi.cli`, exposing
 
 Exit status: 0 success; 2 a usage error (bad arguments, or an error the library raises on purpose:
 :class:`sashimi.SashimiError`, printed as one line); 1 an operating-system error (printed as one
-line) or a bug (printed with its traceback and a request to report it); 130 interrupted.
+line) or a bug (printed with its traceback and a request to report it); 130 interrupted (SIGINT);
+143 terminated (SIGTERM: cleaned up as after SIGINT).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 
-from sashimi.cli import ISSUE_TRACKER, CLIError, first_line
+from sashimi.cli import ISSUE_TRACKER, CLIError, Terminated, first_line
 from sashimi.errors import SashimiError
 
 # command -> (module, one-line help)
@@ -45,6 +49,27 @@ def _quiet_openmp() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@contextlib.contextmanager
+def _sigterm_cleans_up():
+    """While a command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so that it
+    cleans up as after Ctrl-C instead of dying with its ``.part`` files and folders left behind.
+    Only where SIGTERM has its default action (an ignored or handled one is left as it is) and in
+    the main thread (the only one that receives signals)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_openmp()
     argv = sys.argv[1:] if argv is None else argv
@@ -60,15 +85,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sashimi: error: unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     name = argv[0]
+    if any("\0" in a for a in argv):  # no shell passes one; a caller of main() could, and paths cannot hold it
+        print(f"sashimi {name}: error: an argument contains a NUL character", file=sys.stderr)
+        return 2
     module = importlib.import_module(COMMANDS[name][0])
     cmd_parser = argparse.ArgumentParser(prog=f"sashimi {name}", description=COMMANDS[name][1])
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        with _sigterm_cleans_up():
+            return int(module.run(args) or 0)
     except (CLIError, SashimiError) as e:  # the user's to fix: one line
         print(f"sashimi {name}: error: {first_line(e)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"sashimi {name}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"sashimi {name}: interrupted", file=sys.stderr)
         return 130

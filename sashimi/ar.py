@@ -7,6 +7,7 @@ import math
 import numbers
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from . import fastgen
 from .backbone import Sashimi
 from .config import ARConfig
 from .errors import InputError
+from .labels import parse_labels
 from .mulaw import mulaw_decode, mulaw_encode, silence_token
 from .s4 import check_float_params
 from .sampling import SamplingOptions, check_sampling_defaults, make_generator, resolve_sampling, sample_logits
@@ -247,8 +249,8 @@ class SashimiAR(nn.Module):
                              "(config.num_classes=0): use unconditional_generate")
         if labels is None:
             raise InputError("labels must be the classes to generate, got None (use unconditional_generate)")
-        n = len(labels) if not torch.is_tensor(labels) or labels.dim() else 1
-        labels = self.check_labels(labels, n, allow_none_class=False)
+        labels = self.check_labels(labels, None, allow_none_class=False)
+        n = labels.numel()
         request = _Request(self._silence(n), _check_length(self._one_second(length), 0, endless_ok=False),
                            self.sampling_options(nucleus_p, temperature, top_k),
                            seed, labels, mode, engine, progress, guidance=_check_guidance(guidance, labels))
@@ -399,13 +401,15 @@ class SashimiAR(nn.Module):
                 fill = 0
 
     # ---- conditioning --------------------------------------------------------------------
-    def check_labels(self, labels, batch: int, allow_none_class: bool = True) -> torch.Tensor | None:
-        """Validate ``labels`` for a batch of ``batch`` sequences.
+    def check_labels(self, labels, batch: int | None, allow_none_class: bool = True) -> torch.Tensor | None:
+        """Validate ``labels`` for a batch of ``batch`` sequences (:func:`sashimi.labels.parse_labels`).
 
         Args:
-            labels: None, an integer tensor (batch,) or a list of ``batch`` class names or indices.
-                A conditional model's index ``num_classes`` is the "no label" class.
-            batch: the batch size the labels must match.
+            labels: None, an integer tensor or numpy array (batch,), or a list of ``batch`` class
+                names or indices (numpy integers and 0-d tensors too). A string is a class name
+                first; integer text that is not a name is an index only when no class name is a
+                number. A conditional model's index ``num_classes`` is the "no label" class.
+            batch: the batch size the labels must match (None: any, at least one).
             allow_none_class: accept the "no label" index ``num_classes``.
 
         Returns:
@@ -416,42 +420,12 @@ class SashimiAR(nn.Module):
             ValueError: labels for an unconditional model, unknown names, indices out of range or
                 the wrong count. TypeError: labels of the wrong type.
         """
-        C = self.config.num_classes
         if labels is None:
             return None
-        if not C:
+        if not self.config.num_classes:
             raise InputError("labels were given, but this model is unconditional (config.num_classes=0)")
-        if torch.is_tensor(labels):
-            if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-                raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
-            if labels.dim() == 0:
-                labels = labels.reshape(1)
-            if labels.dim() != 1:
-                raise InputError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
-            index = labels.to(device=self.device, dtype=torch.long)
-        elif isinstance(labels, (list, tuple)):
-            names = self.config.class_names
-            index = []
-            for item in labels:
-                if isinstance(item, str):
-                    if item not in names:
-                        raise InputError(f"unknown class {item!r}; this model's classes are {names}")
-                    index.append(names.index(item))
-                elif isinstance(item, int) and not isinstance(item, bool):
-                    index.append(item)
-                else:
-                    raise TypeError(f"labels must be class names or integer indices, got {item!r}")
-            index = torch.tensor(index, dtype=torch.long, device=self.device)
-        else:
-            raise TypeError(f"labels must be a LongTensor or a list of class names or indices, got {type(labels).__name__}")
-        if index.numel() != batch:
-            raise InputError(f"labels holds {index.numel()} entries, but the batch holds {batch} sequences")
-        high = C if allow_none_class else C - 1
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) > high):
-            raise InputError(f"labels must be class indices in [0, {high}]"
-                             + (f" ({C}: no label)" if allow_none_class else "")
-                             + f", got min {int(index.min())}, max {int(index.max())}")
-        return index
+        index = parse_labels(labels, self.config.class_names, batch=batch, allow_none_class=allow_none_class)
+        return index.to(self.device)
 
     def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The (batch, d_model) label vectors, or None (unconditional): added to each input embedding,
@@ -551,8 +525,10 @@ class _Request:
 
 
 def _check_guidance(guidance, labels) -> float:
-    if not isinstance(guidance, numbers.Real) or isinstance(guidance, bool) or not 0 < guidance < math.inf:
-        raise InputError(f"guidance must be a finite number > 0, got {guidance!r}")
+    if torch.is_tensor(guidance) and guidance.dim() == 0 and not guidance.is_complex() and guidance.dtype != torch.bool:
+        guidance = guidance.item()  # a 0-d tensor number, e.g. torch.tensor(2.)
+    if not isinstance(guidance, numbers.Real) or isinstance(guidance, (bool, np.bool_)) or not 0 < guidance < math.inf:
+        raise InputError(f"guidance must be a finite number > 0 (a float, or a 0-d tensor), got {guidance!r}")
     if guidance != 1.0 and labels is None:
         raise InputError("guidance needs labels: it mixes the labelled and the unlabelled distributions")
     return float(guidance)

@@ -66,11 +66,26 @@ def gather(build: bool = True, progress=None) -> dict:
                           for b in bundled.get("files", []) if b["status"] != "ok"]
     if "error" in bundled:
         report["problems"].append(f"bundled files: {bundled['error']}")
+    report["problems"] += _build_problems(report)
     report["notes"] = [f"{name}: {section['error']}" for name, section in report.items()
                        if isinstance(section, dict) and "error" in section and name != "bundled"]
     report["timings_s"] = timings
     report["elapsed_s"] = round(time.perf_counter() - t0, 2)
     return report
+
+
+def _build_problems(report: dict) -> list[str]:
+    """The C++ libraries that could be built nowhere here (a compiler that fails, an unwritable build
+    folder): problems, since everything then runs on the much slower PyTorch paths."""
+    out = []
+    cpu = ((report.get("cauchy") or {}).get("devices") or {}).get("cpu") or {}
+    kernel = (cpu.get("backends") or {}).get("cpu") or {}
+    if kernel.get("available") is False:
+        out.append(f"Cauchy kernel (cpu): {kernel.get('reason')}")
+    fast = report.get("fastgen") or {}
+    if fast.get("cpp") is False:
+        out.append(f"CPU generation: the fused C++ step cannot be built: {fast.get('why')}")
+    return out
 
 
 def _error(e: BaseException) -> str:

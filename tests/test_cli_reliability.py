@@ -65,7 +65,7 @@ def test_out_is_created_before_loading_and_removed_if_generation_fails(tmp_path,
 @pytest.mark.parametrize("bad, message", [
     (["--seed", str(2**64)], "--seed must be in [0, 18446744073709551615]"),
     (["--seed", str(2**64 - 1), "--n", "2", "--batch-size", "1"], "--seed must be in [0, 18446744073709551614]"),
-    (["--temperature", "1e-45"], "--temperature must be in [0.0001, inf]"),
+    (["--temperature", "1e-45"], "--temperature must be in [0.0001, inf)"),
     (["--temperature", "inf"], "--temperature must be finite"),
 ])
 def test_out_of_range_seed_and_temperature(tmp_path, capsys, ckpt, bad, message):

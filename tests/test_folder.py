@@ -182,8 +182,8 @@ MALFORMED = {
     "changed weights": (_flip_last_byte,
                         r"model\.safetensors: SHA-256 [0-9a-f]{64} differs from the one in config\.json key 'sha256'"),
     "truncated weights": (_truncate_weights, r"model\.safetensors: not a readable safetensors file"),
-    "wrong dtype": (_edit_tensors(lambda t: t.update({"head.weight": t["head.weight"].double()})),
-                    r"model\.safetensors: .*1 tensor\(s\) of the wrong dtype.*'head\.weight' torch\.float64 vs "
+    "wrong dtype": (_edit_tensors(lambda t: t.update({"head.weight": t["head.weight"].long()})),
+                    r"model\.safetensors: .*1 tensor\(s\) of the wrong dtype.*'head\.weight' torch\.int64 vs "
                     r"torch\.float32"),
     "wrong shape": (_edit_tensors(lambda t: t.update({"head.bias": torch.zeros(7)})),
                     r"model\.safetensors: .*wrong shape.*'head\.bias' \(7,\) vs \(256,\)"),

@@ -82,14 +82,17 @@ def test_item6_a_file_that_appears_meanwhile_is_not_replaced(tmp_path):
         path.write_bytes(b"someone else's")
         with pytest.raises(OutputError, match="appeared while this run was working"):
             outputs.publish(path, lambda part: open(part, "wb").write(b"mine"))
-    assert path.read_bytes() == b"someone else's" and (tmp_path / "a.wav.part").read_bytes() == b"mine"
+    # issue 26, item 13: this run's result is kept too, under a free name, and no .part blocks a rerun
+    assert path.read_bytes() == b"someone else's" and (tmp_path / "a-1.wav").read_bytes() == b"mine"
+    assert sorted(os.listdir(tmp_path)) == ["a-1.wav", "a.wav"]
 
 
 def test_item6_claims_are_released_on_failure(tmp_path):
-    (tmp_path / "b.wav.part").write_bytes(b"")  # another run is writing b.wav
+    other = OutputFiles([tmp_path / "b.wav"])  # another run is writing b.wav
     with pytest.raises(OutputError, match=r"b\.wav\.part exists: another run is writing"):
         OutputFiles([tmp_path / "a.wav", tmp_path / "b.wav"])
     assert sorted(os.listdir(tmp_path)) == ["b.wav.part"]  # a.wav's claim was given back
+    other.release()
 
 
 def _train_argv(wavs, run, *extra):
@@ -182,11 +185,12 @@ def test_item8_eval_outputs_are_checked_before_the_work(tmp_path, capsys, ckpt, 
                            "--save-reference", str(tmp_path / "afile" / "r.npz"))
     assert code == 2 and "r.npz: cannot write there" in err, err
     (tmp_path / "ok").mkdir()
-    (tmp_path / "ok" / "sample_000.wav.part").write_bytes(b"")  # another eval is saving there
+    other = OutputFiles([tmp_path / "ok" / "sample_000.wav"])  # another eval is saving there
     code, _, err = run_cli(capsys, "eval", "--model", ckpt, "--n", "2", "--reference", str(ref), "-q",
                            "--save-samples", str(tmp_path / "ok"))
     assert code == 2 and "another run is writing" in err, err
     assert sorted(os.listdir(tmp_path / "ok")) == ["sample_000.wav.part"]
+    other.release()
 
 
 def test_item6_train_classifier_claims_its_files(tmp_path, capsys, fixtures_dir, monkeypatch):
@@ -222,7 +226,8 @@ def test_item6_split_csvs_are_claimed(tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    (out / "fsdd-test.csv.part").write_bytes(b"")  # another run is writing it
+    other = OutputFiles([out / "fsdd-test.csv"])  # another run is writing it
     with pytest.raises(OutputError, match="another run is writing"):
         write_split({"train": ["a.wav"], "test": ["b.wav"]}, str(out), "fsdd")
     assert sorted(os.listdir(out)) == ["fsdd-test.csv.part"]  # nothing written, no claim left
+    other.release()

@@ -14,6 +14,12 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``timeout``, ``docker stop``, Slurm): raised in the main thread so that a
+    command cleans up exactly as after Ctrl-C (its claims on output files are released and the
+    folders it created removed); the command line then exits with status 143."""
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message, or its type's name when the message is empty."""
     text = str(e).strip()

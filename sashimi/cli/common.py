@@ -54,7 +54,7 @@ def parse_number(text, kind, name: str, low=None, high=None, low_open=False):
     if isinstance(value, float) and not math.isfinite(value):
         raise CLIError(f"--{name} must be finite, got {text!r}")
     if low is not None and (value <= low if low_open else value < low) or high is not None and value > high:
-        bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}]"
+        bounds = f"{'(' if low_open else '['}{low}, {f'{high}]' if high is not None else 'inf)'}"  # inf is refused
         raise CLIError(f"--{name} must be in {bounds}, got {text!r}")
     return value
 
@@ -68,8 +68,12 @@ def resolve_device(name: str | None):
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise CLIError(f"--device: unknown device {name!r}") from None
+    if device.type not in ("cpu", "cuda"):  # meta, mps, xpu, ...: the library runs on CPUs and CUDA GPUs
+        raise CLIError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -194,24 +198,49 @@ def with_output_dir(command):
     return run
 
 
+def write_wavs(outputs, paths: list[str], wavs, rate: int) -> None:
+    """Write each waveform into its claimed ``.part`` file, then give it its name: the one writer of
+    ``generate`` and ``eval --save-samples``. A half-written file never carries a final name; without
+    -f a file that appeared meanwhile is never replaced. Such a clash does not stop the others:
+    every result is published (the clashing one under a free name beside it), then the clashes
+    are reported.
+
+    Args:
+        outputs: the run's :class:`sashimi.persistence.outputs.OutputFiles`, holding every path.
+        paths: the N files, in order; wavs: float (N, L) waveforms; rate: Hz.
+
+    Raises:
+        OutputError: a claimed path was written by something else meanwhile (the message names it
+            and where this run's result is).
+    """
+    from sashimi.data.audio import write_wav
+    from sashimi.errors import OutputError
+
+    if len(paths) != len(wavs):  # a caller's bug: say so before writing anything
+        raise RuntimeError(f"write_wavs: {len(paths)} paths for {len(wavs)} waveforms")
+    clashes = []
+    for path, wav in zip(paths, wavs):
+        try:
+            outputs.publish(path, functools.partial(write_wav, wav=wav, sample_rate=rate))
+        except OutputError as e:
+            if "appeared while this run was working" not in str(e):
+                raise
+            clashes.append(first_line(e))
+    if clashes:
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        raise OutputError(f"{clashes[0]}{more}; the other {len(paths) - len(clashes)} file(s) were written")
+
+
 def parse_labels(model, text: str | None) -> list[int] | None:
-    """Class indices from ``--label`` (names or indices, comma-separated), or None without it."""
+    """Class indices from ``--label`` (comma-separated names, or indices where unambiguous: see
+    :func:`sashimi.labels.parse_label_text`, the parser the API uses too), or None without it."""
     if text is None:
         return None
-    classes = model.classes
-    if classes is None:
+    if model.classes is None:
         raise CLIError("--label needs a class-conditional model; this model is unconditional (it has no classes)")
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        if item in classes:
-            out.append(classes.index(item))
-        elif item.isdigit() and int(item) < len(classes):
-            out.append(int(item))
-        else:
-            raise CLIError(f"--label: unknown class {item!r}; the model's classes are {', '.join(classes)} "
-                           f"(or their indices 0-{len(classes) - 1})")
-    return out
+    from sashimi.labels import parse_label_text
+
+    return parse_label_text(text, model.classes, name="--label")
 
 
 def ar_options(model, args, length: int, device):

@@ -28,7 +28,7 @@ import time
 
 from sashimi.cli import CLIError
 from sashimi.cli.common import (AR_ONLY, load_cli_model, model_kind, one_line_errors, parse_number, plain,
-                                  resolve_device)
+                                resolve_device, write_wavs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -252,7 +252,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     ref_files = None if ref_is_cache else _list(args.reference, "--reference")
     if ref_is_cache and not os.path.isfile(args.reference):
         raise CLIError(f"--reference: no such file: {args.reference}")
-    save_paths = _sample_paths(args, opts["n"]) if opts["generate"] else []
+    # --conditional: the files are claimed once the model says how many classes (n per class)
+    save_paths = _sample_paths(args, opts["n"]) if opts["generate"] and not args.conditional else []
     outputs = _claim_outputs(args, save_paths, cleanup)  # before any reading, generating or scoring
 
     from sashimi.eval import load_classifier
@@ -286,6 +287,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             opts["labels"] = [c for c in range(len(model.classes)) for _ in range(per_class)]
             opts["n"] = len(opts["labels"])
             save_paths = _sample_paths(args, opts["n"])
+            outputs.claim(save_paths)  # before generating (released with the others on the way out)
         ar_only = [f"--{name.replace('_', '-')}" for name in AR_ONLY if getattr(args, name, None) is not None]
         if kind == "diffwave" and ar_only:
             raise CLIError(f"{ar_only[0]} applies to autoregressive models only; {args.model} is a diffusion model")
@@ -307,7 +309,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     if opts["generate"]:
         wavs, rate = _generate(model, kind, opts, args.quiet)
         if save_paths:
-            _write_wavs(outputs, save_paths, wavs, rate)
+            write_wavs(outputs, save_paths, wavs, rate)
         probs, feats = classifier.predict(wavs, rate, progress=not args.quiet)
         source = f"{args.model}, {opts['n']} samples"
     else:
@@ -379,7 +381,7 @@ def _claim_outputs(args, save_paths: list[str], cleanup: contextlib.ExitStack):
     from sashimi.cli.common import prepare_output_dir, remove_if_empty
     from sashimi.persistence.outputs import OutputFiles
 
-    if save_paths:
+    if args.save_samples is not None and args.model is not None and args.samples is None:
         cleanup.callback(remove_if_empty, prepare_output_dir(args.save_samples, "--save-samples"))
     paths = save_paths + ([args.save_reference] if args.save_reference else [])
     return cleanup.enter_context(OutputFiles(paths, args.force))
@@ -388,14 +390,6 @@ def _claim_outputs(args, save_paths: list[str], cleanup: contextlib.ExitStack):
 def _save_reference(reference, path: str) -> None:
     with open(path, "wb") as f:  # a file object: numpy would append .npz to the name of the .part file
         reference.save(f)
-
-
-def _write_wavs(outputs, paths: list[str], wavs, rate: int) -> None:
-    """Each waveform into its claimed file, then under its name (never a half-written file there)."""
-    from sashimi.data.audio import write_wav
-
-    for path, wav in zip(paths, wavs):
-        outputs.publish(path, functools.partial(write_wav, wav=wav, sample_rate=rate))
 
 
 def _stack(wavs):

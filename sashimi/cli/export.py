@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one_line_errors(parser)
     parser.description, parser.formatter_class = plain(__doc__), argparse.RawDescriptionHelpFormatter
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                        help="a training checkpoint (any format load_model reads); several are averaged")
+                        help="a training checkpoint or model folder (any format load_model reads); several are "
+                             "averaged")
     parser.add_argument("--out-dir", required=True, help="folder to write the exported file into")
     parser.add_argument("--name", required=True, help="file name stem, or the folder's name (letters, digits, '_', '-')")
     parser.add_argument("--format", choices=("pt", "folder"), default="pt",
@@ -47,9 +48,11 @@ def run(args) -> int:
     from sashimi.persistence.download import sha256_file
     from sashimi.pretrained import FSDD_CREDIT
 
+    from sashimi.persistence.folder import is_model_folder
+
     for path in args.checkpoints:
-        if not os.path.isfile(path):
-            raise CLIError(f"{path}: no such file")
+        if not os.path.isfile(path) and not is_model_folder(path):
+            raise CLIError(f"{path}: no such file or model folder")
     if not os.path.isdir(args.out_dir):
         raise CLIError(f"--out-dir {args.out_dir}: no such directory")
     credit, license = (FSDD_CREDIT, args.license or FSDD_LICENSE) if args.credit == "fsdd" else (args.credit, args.license)

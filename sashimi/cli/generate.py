@@ -15,7 +15,6 @@ never write the same file, and it gets its name only when generation succeeded.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
 import sys
@@ -24,7 +23,7 @@ import time
 from sashimi.cli import CLIError
 from sashimi.cli.common import (AR_ONLY, DIFFWAVE_ONLY, add_model_arguments, ar_options, check_sizes, load_cli_model,
                                 model_kind, one_line_errors, parse_labels, parse_number, plain, resolve_device,
-                                show_engine_messages, with_output_dir)
+                                show_engine_messages, with_output_dir, write_wavs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +122,7 @@ def _run_to_files(args: argparse.Namespace) -> int:
         wavs.append(wav.float().cpu())
     wavs = torch.cat(wavs)
     elapsed = time.perf_counter() - start
-    _write_all(outputs, paths, wavs, rate)
+    write_wavs(outputs, paths, wavs, rate)
     if not args.quiet:
         print(f"wrote {n} file(s) of {length / rate:.3g} s at {rate} Hz to {args.out} "
               f"({n * length / elapsed:,.0f} samples/s after {setup:.1f} s of set-up)", file=sys.stderr)
@@ -150,7 +149,8 @@ def _prepare_engine(model, kind: str, engine: str | None, batch: int, guidance: 
 def _ar_sampler(model, args, length: int, device):
     kw, prefix = ar_options(model, args, length, device)
     cycle = parse_labels(model, args.label)
-    guidance = parse_number(args.guidance, float, "guidance", low=0, low_open=True) if args.guidance else 1.0
+    guidance = parse_number(args.guidance, float, "guidance", low=0, low_open=True) \
+        if args.guidance is not None else 1.0  # "" is refused, not taken as the default
     if args.guidance is not None and cycle is None:
         raise CLIError("--guidance needs --label (it mixes the labelled and the unlabelled distributions)")
     if args.guidance is not None and prefix is not None:
@@ -179,13 +179,3 @@ def _diffwave_sampler(model, args, length: int):
         return model.unconditional_generate(count, progress=not args.quiet, steps=steps, seed=seed, length=length)
 
     return sample
-
-
-def _write_all(outputs, paths: list[str], wavs, rate: int) -> None:
-    """Write each waveform into its claimed ``.part`` file, then give it its name (never a
-    half-written file under the final name; without -f never over a file that appeared meanwhile)."""
-    from sashimi.data.audio import write_wav
-
-    for path, wav in zip(paths, wavs):
-        outputs.publish(path, functools.partial(write_wav, wav=wav, sample_rate=rate))
-

@@ -112,7 +112,12 @@ def stage(folder: Path, out: Path, repo_id: str, card: str | None) -> Path:
 
     import torch.nn as nn
 
-    obj = load_folder(folder)  # any kind; malformed folders are refused here, not on the Hub
+    if read_config(folder)["kind"] == "classifier":  # built above the persistence layer: its own loader
+        from sashimi.eval import load_classifier
+
+        obj = load_classifier(folder)
+    else:
+        obj = load_folder(folder)  # any model kind; malformed folders are refused here, not on the Hub
     module = obj if isinstance(obj, nn.Module) else obj.model  # a classifier wraps its network
     out.mkdir(parents=True)
     for name in (CONFIG_FILE, WEIGHTS_FILE):

@@ -72,7 +72,7 @@ def run_stream(args) -> int:
     and write chunk by chunk."""
     from sashimi.cli.common import parse_number
 
-    n = parse_number(args.n if args.n is not None else "1", int, "n", low=1)
+    n = parse_number(args.n if args.n is not None else "1", int, "n", low=1, high=65535)  # channels of one WAV
     seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
     seed = parse_number(args.seed, int, "seed", low=0, high=2**64 - 1) if args.seed is not None else None
     target = args.stream

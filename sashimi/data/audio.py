@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from ..errors import AudioError
+from ..errors import AudioError, OutputError
 
 __all__ = ["AudioError", "read_audio", "resample", "write_wav", "audio_info", "AUDIO_EXTENSIONS"]
 
@@ -156,7 +156,12 @@ def write_wav(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_ra
     path = os.fspath(path)
     sf = _soundfile()
     if sf is not None:
-        sf.write(path, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
+        try:
+            sf.write(path, pcm, int(sample_rate), subtype="PCM_16", format="WAV")
+        except RuntimeError as e:  # soundfile's LibsndfileError: a full disk, a file size limit, an I/O error
+            why = str(e).strip() or type(e).__name__
+            raise OutputError(f"{path}: cannot write the WAV file (libsndfile: {why}; is the disk full, or a file "
+                              "size limit reached?)") from e
     else:
         from scipy.io import wavfile
 

@@ -218,7 +218,9 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) ->
         raise FileNotFoundError(f"classifier {key!r}: not a bundled name ({names}) and no such file")
     if not path.is_file():
         raise ValueError(f"classifier {key!r} is neither a file nor a model folder (no config.json)")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    from ..persistence.checkpoint import load_checkpoint_file
+
+    blob = load_checkpoint_file(path)  # weights_only; an unreadable file is a CheckpointError naming it
     classifier = _from_blob(blob, path.name, str(path))
     return classifier.to(device) if device is not None else classifier
 
@@ -260,17 +262,12 @@ def _strip_prefix(state: dict, prefix: str) -> dict:
     return state
 
 
-def _load_strict(model: nn.Module, state: dict, where: str) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
-             if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{len(x)} {what}, e.g. {x[:3]}" for x, what in
-                 ((missing, "missing"), (unexpected, "unexpected"), (wrong, "of the wrong shape")) if x]
-        raise ValueError(f"{where}: the weights do not fit {type(model).__name__}: " + "; ".join(parts))
-    model.load_state_dict(state)
+def _load_strict(model: nn.Module, state, where: str) -> None:
+    """The one validation of every weights file (:func:`sashimi.persistence.checkpoint.load_state_dict_strict`:
+    missing, unexpected, misshapen tensors, NaN / inf), after checking ``state`` maps names to tensors."""
+    from ..persistence.checkpoint import check_state_dict, load_state_dict_strict
+
+    load_state_dict_strict(model, check_state_dict(state, where, "state_dict"), where)
 
 
 # ---- the model-folder kind "classifier" (see sashimi.persistence.folder) ---------------------------

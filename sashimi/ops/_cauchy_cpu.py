@@ -16,7 +16,7 @@ from torch.autograd.function import once_differentiable
 
 from ..native import CSRC, build_library
 
-__all__ = ["load_library", "build_error", "cauchy_cpu_canonical", "CauchyCPU"]
+__all__ = ["load_library", "build_error", "why_unavailable", "cauchy_cpu_canonical", "CauchyCPU"]
 
 ABI_VERSION = 1
 _lock = threading.Lock()
@@ -39,6 +39,12 @@ def load_library() -> ctypes.CDLL | None:
                 lib, build_error = None, (str(e).strip().splitlines() or [type(e).__name__])[0]
             _lib.append(lib)
         return _lib[0]
+
+
+def why_unavailable() -> str | None:
+    """Why :func:`load_library` returned None (read it after calling that: ``from ... import
+    build_error`` copies the value of the moment, None before the first build)."""
+    return build_error
 
 
 def _declare(lib: ctypes.CDLL) -> None:

@@ -172,7 +172,7 @@ def cauchy_cpu(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tenso
     """Same as :func:`cauchy_ref`, through the fused C++ kernel (CPU tensors only; built on
     first use, RuntimeError if it cannot be). A gradient for ``z``, which S4 never needs, comes
     from the PyTorch backend."""
-    from ._cauchy_cpu import build_error, cauchy_cpu_canonical, load_library
+    from ._cauchy_cpu import cauchy_cpu_canonical, load_library, why_unavailable
 
     v, z, w = _check(v, z, w)
     if z.device.type != "cpu":
@@ -180,7 +180,7 @@ def cauchy_cpu(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tenso
     if z.requires_grad and torch.is_grad_enabled():
         return cauchy_torch(v, z, w)
     if load_library() is None:
-        raise RuntimeError(f"cauchy_cpu: the C++ kernel is unavailable: {build_error}")
+        raise RuntimeError(f"cauchy_cpu: the C++ kernel is unavailable: {why_unavailable()}")
     v3, w2, unflatten = _canonical(v, w)
     return unflatten(cauchy_cpu_canonical(v3, z, w2))
 
@@ -218,9 +218,9 @@ def _run_probe(backend: str, device: torch.device) -> str | None:
         return f"it needs CPU tensors, got {device.type}"
     try:
         if backend == "cpu":
-            from ._cauchy_cpu import build_error, load_library
+            from ._cauchy_cpu import load_library, why_unavailable
             if load_library() is None:
-                return f"the C++ kernel cannot be built: {build_error}"
+                return f"the C++ kernel cannot be built: {why_unavailable()}"
         elif backend == "cuda":
             from ._cauchy_cuda import load_extension
             load_extension()

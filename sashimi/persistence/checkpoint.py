@@ -187,20 +187,36 @@ def describe(value: Any) -> str:
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Load every tensor, failing with one clear message on missing, unexpected or misshapen keys,
-    or on NaN / infinite weights (a diverged run's: every output would be NaN)."""
+    """Load every tensor, or fail with one message naming each problem: the validation of every
+    format (native and published ``.pt`` files, model folders), so that none accepts what another
+    refuses.
+
+    Refused: missing, unexpected or misshapen tensors; a floating-point tensor where the model
+    holds another kind (or the reverse); NaN or infinite weights (a diverged run's: every output
+    would be NaN). Accepted: another floating-point dtype (e.g. a ``model.half()`` saved as it
+    was), cast to the model's, as ``load_state_dict`` does.
+
+    Args:
+        model: the model built from the file's config.
+        state_dict: the file's tensors.
+        source: the file, named in the message.
+
+    Raises:
+        CheckpointError: the tensors do not fit, or hold NaN / inf.
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    wrong = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-             for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if wrong:
-        problems.append(f"{len(wrong)} tensor(s) of the wrong shape, e.g. " + "; ".join(wrong[:3]))
-    if missing:
-        problems.append(f"{len(missing)} missing, e.g. {missing[:3]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}")
+    common = [k for k in expected if k in state_dict]
+    shapes = [f"'{k}' {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}" for k in common
+              if tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    dtypes = [f"'{k}' {state_dict[k].dtype} vs {expected[k].dtype}" for k in common
+              if _dtype_kind(state_dict[k]) != _dtype_kind(expected[k])]
+    problems = [f"{len(x)} {what}, e.g. {', '.join(x[:3])}" for x, what in (
+        (shapes, "tensor(s) of the wrong shape (file vs model)"),
+        (dtypes, "tensor(s) of the wrong dtype (file vs model)"),
+        ([f"'{k}'" for k in missing], "missing tensor(s)"),
+        ([f"'{k}'" for k in unexpected], "unexpected tensor(s)")) if x]
     if problems:
         raise CheckpointError(f"{source}: the weights do not fit the model built from its config: "
                               + "; ".join(problems))
@@ -210,3 +226,9 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> N
         raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values, e.g. {bad[:3]} "
                               "(a diverged training run?); a model cannot compute with them")
     model.load_state_dict(state_dict, strict=True)
+
+
+def _dtype_kind(t: torch.Tensor) -> str:
+    """'float', 'complex', 'bool' or 'int': dtypes of one kind convert without loss of meaning."""
+    return "float" if t.is_floating_point() else "complex" if t.is_complex() else \
+        "bool" if t.dtype == torch.bool else "int"

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from ..config import config_from_dict
-from .checkpoint import MODEL_KINDS, CheckpointError, build_uninitialized, describe
+from .checkpoint import MODEL_KINDS, CheckpointError, build_uninitialized, describe, load_state_dict_strict
 from .download import sha256_file
 
 __all__ = ["FolderKind", "OTHER_KINDS", "save_pretrained", "load_folder", "read_config", "is_model_folder",
@@ -294,30 +294,10 @@ def load_folder(folder: str | os.PathLike, map_location="cpu", kinds: tuple[str,
         tensors = load_file(os.fspath(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from e
-    _check_tensors(tensors, module.state_dict(), weights)
-    module.load_state_dict(tensors, strict=True)
+    load_state_dict_strict(module, tensors, os.fspath(weights))  # the one validation of every format
     own = kind.parts(obj)[2]
     if own != blob["class_names"]:
         raise CheckpointError(f"{config_path}: key 'class_names' is {describe(blob['class_names'])}, but the model "
                               f"built from key 'config' has {describe(own)}")
     module.to(map_location).eval()
     return obj
-
-
-def _check_tensors(tensors: dict, expected: dict, path: Path) -> None:
-    """Every tensor present, none extra, each of the model's shape and dtype; else one error naming them."""
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    common = [k for k in expected if k in tensors]
-    shapes = [f"'{k}' {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in common
-              if tuple(tensors[k].shape) != tuple(expected[k].shape)]
-    dtypes = [f"'{k}' {tensors[k].dtype} vs {expected[k].dtype}" for k in common
-              if tensors[k].dtype != expected[k].dtype]
-    problems = [f"{len(x)} {what}, e.g. {', '.join(x[:3])}" for x, what in (
-        (shapes, "tensor(s) of the wrong shape (file vs model)"),
-        (dtypes, "tensor(s) of the wrong dtype (file vs model)"),
-        ([f"'{k}'" for k in missing], "missing tensor(s)"),
-        ([f"'{k}'" for k in unexpected], "unexpected tensor(s)")) if x]
-    if problems:
-        raise CheckpointError(f"{path}: the tensors do not fit the model its {CONFIG_FILE} describes: "
-                              + "; ".join(problems))

@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import SashimiError
+from ..errors import InputError, SashimiError
 from .checkpoint import CheckpointError
 from .download import DownloadError
 from .folder import CONFIG_FILE, FOLDER_FILES, WEIGHTS_FILE, read_config
@@ -44,11 +44,12 @@ def parse_hf_uri(uri: str) -> tuple[str, str | None]:
     """``"hf://owner/name@rev"`` -> ``("owner/name", "rev")`` (revision None when not given).
 
     Raises:
-        ValueError: not of that form.
+        InputError (a ValueError): not of that form.
     """
     m = _URI.match(uri)
     if m is None:
-        raise ValueError(f"{uri!r} is not a Hub model: expected hf://owner/name or hf://owner/name@revision")
+        raise InputError(f"{uri!r} is not a Hub model: expected hf://owner/name or hf://owner/name@revision "
+                         "(letters, digits, '.', '_', '-'; no trailing '/')")
     return m.group("repo"), m.group("rev")
 
 

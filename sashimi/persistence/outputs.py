@@ -8,7 +8,11 @@ at the same time: both pass it, and both report success for files that hold one 
   an unwritable place is found before anything is computed. The result is written into the
   ``.part`` file and then published under the final name: without ``force`` by a hard link, which
   fails rather than replace a file that appeared meanwhile; with ``force`` by a rename over it.
-  A half-written file never carries the final name.
+  A half-written file never carries the final name. The claiming process holds an advisory lock
+  on each ``.part`` file it claimed until it is published or released, so a ``.part`` left by a
+  process that no longer runs (killed by SIGKILL, a power cut) is recognised as abandoned and taken
+  over by the next run, instead of blocking it forever. A file that appears under a final name
+  while the run works is kept, and so is this run's result, under a free name beside it.
 - :class:`RunLock` holds an advisory lock on a directory (``fcntl.flock``; ``msvcrt.locking`` on
   Windows) for the whole of a run, e.g. a training run's ``checkpoint_path``. The lock ends with the
   process, so a killed run never blocks the next one.
@@ -16,6 +20,7 @@ at the same time: both pass it, and both report success for files that hold one 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 from typing import Callable, Sequence
 
@@ -37,27 +42,87 @@ class OutputFiles:
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], force: bool = False):
-        self.force, self.paths, self._claimed = force, [os.fspath(p) for p in paths], []
+        self.force, self.paths, self._claimed, self._locks = force, [], [], {}
+        self.claim(paths)
+
+    def claim(self, paths: Sequence[str | os.PathLike]) -> None:
+        """Claim more files (e.g. once a loaded model says how many); on failure none of ``paths``
+        stays claimed (the earlier claims do).
+
+        Raises:
+            OutputError: as the constructor.
+        """
+        paths = [os.fspath(p) for p in paths]
+        done = []
         try:
-            for path in self.paths:
+            _allow_open_files(len(self._claimed) + len(paths))
+            for path in paths:
                 self._claim(path)
+                done.append(path)
         except BaseException:
-            self.release()
+            for path in done:
+                self._drop(self.part(path), remove=True)
             raise
+        self.paths += paths
 
     def _claim(self, path: str) -> None:
         if not self.force and os.path.lexists(path):
             raise OutputError(f"{path} exists; use -f to overwrite")
         part = path + ".part"
-        try:
-            fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
+        for _ in range(10):  # retried only when a .part vanished between two steps of another run
+            try:
+                fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+            except FileExistsError:
+                fd = self._take_over(path, part)
+                if fd is None:
+                    continue
+            except OSError as e:
+                raise OutputError(f"{path}: cannot write there ({e.strerror or e})") from e
+            else:
+                _lock(fd)
+            self._claimed.append(part)
+            self._locks[part] = fd
+            return
+        raise OutputError(f"{part}: could not claim it (other runs keep creating and removing it)")
+
+    @staticmethod
+    def _take_over(path: str, part: str) -> int | None:
+        """The fd of an abandoned ``part`` (its claimant no longer runs), locked; None if it vanished;
+        else OutputError (a live run holds it)."""
+        if not _LOCKS:  # no way to tell an abandoned claim from a live one: refuse, as before
             raise OutputError(f"{part} exists: another run is writing {path} now, or an interrupted one left it "
-                              "behind (delete it if no run is writing there)") from None
+                              "behind (delete it if no run is writing there)")
+        try:
+            fd = os.open(part, os.O_RDWR)
+        except FileNotFoundError:
+            return None
         except OSError as e:
             raise OutputError(f"{path}: cannot write there ({e.strerror or e})") from e
-        os.close(fd)
-        self._claimed.append(part)
+        if not _lock(fd):
+            os.close(fd)
+            raise OutputError(f"{part} exists: another run is writing {path} now (a process that still runs holds it)")
+        try:  # the claimant may have published or released it as we opened it: claim afresh then
+            same = os.path.samestat(os.fstat(fd), os.stat(part))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return None
+        os.ftruncate(fd, 0)  # a run that no longer runs (SIGKILL, a power cut) left it: ours now
+        return fd
+
+    def _drop(self, part: str, remove: bool) -> None:
+        """Forget a claim (removing its ``.part`` first, while still locked, if ``remove``)."""
+        if remove:
+            try:
+                os.unlink(part)
+            except OSError:
+                pass
+        fd = self._locks.pop(part, None)
+        if fd is not None:
+            os.close(fd)
+        if part in self._claimed:
+            self._claimed.remove(part)
 
     def part(self, path: str | os.PathLike) -> str:
         """The claimed temporary file to write ``path``'s contents into."""
@@ -82,31 +147,28 @@ class OutputFiles:
             write(part)
         if self.force:
             os.replace(part, path)
-        else:
-            try:
-                os.link(part, path)  # atomic, and never replaces an existing file
-            except FileExistsError:
-                self._claimed.remove(part)  # keep this run's result
-                raise OutputError(f"{path} appeared while this run was working (something else wrote it); "
-                                  f"it is kept, and this run's file is {part}") from None
-            except OSError as e:
-                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK):
-                    raise
-                if os.path.lexists(path):  # no hard links on this file system: check, then rename
-                    raise OutputError(f"{path} appeared while this run was working; it is kept") from None
-                os.replace(part, path)
+        elif not _link_new(part, path):
+            # something that did not claim it wrote the file meanwhile: keep both, never delete a result
+            root, ext = os.path.splitext(path)
+            for k in range(1, 10000):
+                kept = f"{root}-{k}{ext}"
+                if _link_new(part, kept):
+                    break
             else:
+                kept = part
+            if kept != part:
                 os.unlink(part)
-        self._claimed.remove(part)
+            self._drop(part, remove=False)
+            raise OutputError(f"{path} appeared while this run was working (something else wrote it); it is kept, "
+                              f"and this run's result is {kept}")
+        else:
+            os.unlink(part)
+        self._drop(part, remove=False)
 
     def release(self) -> None:
         """Remove the claims not published (their ``.part`` files)."""
-        for part in self._claimed:
-            try:
-                os.unlink(part)
-            except OSError:
-                pass
-        self._claimed = []
+        for part in list(self._claimed):
+            self._drop(part, remove=True)
 
     def __enter__(self) -> "OutputFiles":
         return self
@@ -179,6 +241,56 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _link_new(src: str, dst: str) -> bool:
+    """Give ``src`` the name ``dst`` too, only if ``dst`` does not exist (False if it does)."""
+    try:
+        os.link(src, dst)  # atomic, and never replaces an existing file
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK):
+            raise
+    if os.path.lexists(dst):  # no hard links on this file system: check, then copy
+        return False
+    import shutil
+
+    shutil.copyfile(src, dst)
+    return True
+
+
+#: POSIX: claims are locked (``fcntl.flock``), so abandoned ones are recognised; elsewhere they are not
+_LOCKS = importlib.util.find_spec("fcntl") is not None
+
+
+def _lock(fd: int) -> bool:
+    """Lock a claimed ``.part`` file (``fcntl.flock``) for as long as this process holds it open; True
+    where locks are unavailable (Windows: ``msvcrt`` locks would also block this process's writes)."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _allow_open_files(n: int) -> None:
+    """Raise the soft limit on open files, if needed, so that ``n`` claims (one open file each) fit."""
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = n + 256  # what the rest of the process (torch, data loading) keeps open
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise OutputError(f"{n} output files cannot be claimed at once: this system allows {hard} open files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def _try_lock(fd: int) -> bool:

@@ -46,7 +46,7 @@ def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str
     with ``format="folder"`` as the model folder ``<out_dir>/<name>`` (see :func:`sashimi.save_pretrained`).
 
     Args:
-        checkpoints: a checkpoint path (any format :func:`sashimi.load_model` reads), or several
+        checkpoints: a checkpoint path or model folder (any format :func:`sashimi.load_model` reads), or several
             of one run, whose weights are then averaged (:func:`average_models`). The last one's
             step, validation metric and training config are kept as provenance, with every
             source's file name and step; optimiser state is dropped. A single file that is itself
@@ -82,7 +82,13 @@ def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str
     if not paths:
         raise ValueError("checkpoints: expected at least one file")
     models, raws = [], []
+    from ..persistence.folder import is_model_folder, read_config
+
     for path in paths:
+        if is_model_folder(path):  # its provenance, as a checkpoint's entries, and its model (validated)
+            raws.append(dict(read_config(path).get("provenance") or {}))
+            models.append(load_model(path))
+            continue
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated, not a torch file, or a pickle that needs code

@@ -251,12 +251,37 @@ def _init_from(model: nn.Module, cfg: TrainConfig, log: TrainLogger) -> None:
     if type(source) is not type(model) or differ:
         raise ConfigError(f"init_checkpoint={cfg.init_checkpoint}: its architecture differs from model_cfg in "
                           f"{differ or 'its kind'}; set model_cfg to match it")
-    result = model.load_state_dict(source.state_dict(), strict=False)
+    result = model.load_state_dict(_label_rows_by_name(model, source, cfg.init_checkpoint), strict=False)
     if result.unexpected_keys:
         raise ConfigError(f"init_checkpoint={cfg.init_checkpoint}: parameters {result.unexpected_keys[:4]} have no "
                           "place in this model")
     kept = sorted({k.split(".")[0] for k in result.missing_keys})
     log.write(f"initialised from {cfg.init_checkpoint}" + (f" (kept their initialisation: {kept})" if kept else ""))
+
+
+def _label_rows_by_name(model: nn.Module, source: nn.Module, where: str) -> dict:
+    """``source``'s state dict with its label embedding's rows placed by class name for ``model``:
+    row i of the new table is the vector of the source's class of the same name, and the last row
+    (the "no label" class) is the source's last row. A class the source does not know cannot be
+    mapped: refused, rather than let it inherit another class's vector (or fail with a size error).
+
+    Raises:
+        ConfigError: a class of ``model`` that ``source`` does not have.
+    """
+    state = dict(source.state_dict())
+    key = "label_embedder.weight"
+    theirs = state.get(key)
+    if theirs is None or not hasattr(model, "label_embedder"):
+        return state  # an unconditional source keeps the new label vectors; the reverse is refused after
+    mine, known = list(model.config.class_names or []), list(source.config.class_names or [])
+    unknown = [name for name in mine if name not in known]
+    if unknown:
+        raise ConfigError(f"init_checkpoint={where}: its classes are {known}; this model's class(es) {unknown} "
+                          "are not among them, so their label vectors cannot be taken from it (train with the "
+                          "same class names, or from an unconditional checkpoint)")
+    rows = [known.index(name) for name in mine] + [len(known)]  # the "no label" row last
+    state[key] = theirs[rows].clone()
+    return state
 
 
 def _loader(dataset, sampler, cfg: TrainConfig, task: Task, rt: Runtime, drop_last: bool) -> DataLoader:

@@ -5,6 +5,7 @@
     sashimi generate --model my_model.pt --n 16 --batch-size 16 --top-k 100 --seed 0 --out runs/a
     sashimi generate --model sashimi_ar_sc09 --prefix prompt.wav --seconds 2 --out continued/
     sashimi generate --model sashimi_diffwave_sc09 --steps fast --n 8 --out diffwave/
+    sashimi generate --model my_cond_diffwave.pt --label 7 --guidance 2 --steps 50 --out sevens/
 
 ``--model`` is a pretrained name from :mod:`sashimi.pretrained`, a checkpoint path, a model folder, a URL
 or ``hf://owner/name[@revision]`` (a model folder on the Hugging Face Hub). Files are
@@ -44,12 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ar.add_argument("--temperature", default=None, help="softmax temperature > 0 (default: 1.0)")
     ar.add_argument("--top-k", default=None, help="sample among the k most likely values (default: all)")
     ar.add_argument("--prefix", default=None, metavar="WAV", help="audio to continue (resampled to the model's rate)")
-    ar.add_argument("--label", default=None, metavar="CLASS",
-                    help="class-conditional models: the class to say, by name or index (the bundled model: a "
-                         "digit 0-9); a comma-separated list is cycled over the samples (default: no label)")
-    ar.add_argument("--guidance", default=None,
-                    help="with --label: classifier-free guidance weight > 0; above 1 the class is said more "
-                         "clearly, at twice the work (default: 1.0, the conditional distribution)")
     ar.add_argument("--engine", default=None, choices=("auto", "fast", "eager"),
                     help="generation engine (default: auto = fast when possible)")
     ar.add_argument("--threads", default=None,
@@ -60,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ar.add_argument("--stream", default=None, metavar="PATH",
                     help="write one WAV file (the samples as its channels) while generating; - for stdout "
                          "(e.g. | aplay)")
+    cond = parser.add_argument_group("class-conditional models (autoregressive or diffusion)")
+    cond.add_argument("--label", default=None, metavar="CLASS",
+                      help="the class to say, by name or index (the bundled model: a digit 0-9); a comma-separated "
+                           "list is cycled over the samples (default: no label)")
+    cond.add_argument("--guidance", default=None,
+                      help="with --label: classifier-free guidance weight > 0; above 1 the class is said more "
+                           "clearly, at twice the work (default: 1.0, the conditional distribution)")
     dw = parser.add_argument_group("diffusion models")
     dw.add_argument("--steps", default=None, help="'fast' (6 steps), an integer, or all T steps (default)")
 
@@ -171,9 +173,20 @@ def _diffwave_sampler(model, args, length: int):
     steps = args.steps
     if steps is not None and steps != "fast":
         steps = parse_number(steps, int, "steps", low=1)
+    cycle = parse_labels(model, args.label)
+    guidance = parse_number(args.guidance, float, "guidance", low=0, low_open=True) if args.guidance else 1.0
+    if args.guidance is not None and cycle is None:
+        raise CLIError("--guidance needs --label (it mixes the labelled and the unlabelled noise predictions)")
+    done = 0
 
     def sample(count: int, seed):
-        return model.unconditional_generate(count, progress=not args.quiet, steps=steps, seed=seed, length=length)
+        nonlocal done
+        kw = dict(progress=not args.quiet, steps=steps, seed=seed, length=length)
+        if cycle is None:
+            return model.unconditional_generate(count, **kw)
+        labels = [cycle[(done + i) % len(cycle)] for i in range(count)]
+        done += count
+        return model.conditional_generate(labels, guidance=guidance, **kw)
 
     return sample
 

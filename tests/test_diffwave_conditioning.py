@@ -1,5 +1,6 @@
 """Class-conditional DiffWave: labels in the noise predictor, classifier-free guidance, every save
 format, training with label dropout, and ``sashimi generate --label``."""
+import json
 import os
 
 import pytest
@@ -261,3 +262,89 @@ def test_label_on_an_unconditional_diffwave_is_a_clear_error(tmp_path, capsys):
     code, _, err = run_cli(capsys, "generate", "--model", str(path), "--label", "1", "--n", "1", "--seconds", "0.002",
                            "--steps", "2", "--out", str(tmp_path / "x"), "-q")
     assert code == 2 and "--label needs a class-conditional model" in err
+
+
+def test_eval_conditional_scores_a_conditional_diffwave(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = SashimiDiffWave(DiffWaveConfig(**{**TINY, "l_max": 512}, sample_rate=8000, class_names=["3", "7"]))
+    path = tmp_path / "digits.pt"
+    sashimi.save_model(model, path)
+    code, out, err = run_cli(capsys, "eval", "--model", str(path), "--conditional", "--n", "2", "--seconds", "0.032",
+                             "--steps", "2", "--guidance", "2", "--reference", str(FIXTURES / "fsdd"), "--json", "-q")
+    assert code == 0, err
+    cond = json.loads(out)["conditional"]
+    assert cond["per_class_n"] == 2 and all(sum(row) == 2 for row in cond["confusion"])
+
+
+# ---- best-of-K reranking ------------------------------------------------------------------------------
+class _LoudestIsClassOne:
+    """A stand-in classifier: the louder a clip, the surer it is of class 1 (of 2)."""
+
+    classes = ("zero", "one")
+
+    def predict(self, wavs, sample_rate):
+        p1 = wavs.abs().mean(1).double().clamp(0, 1)
+        return torch.stack([1 - p1, p1], 1), None
+
+
+def test_best_of_keeps_the_candidate_heard_most_surely_as_asked():
+    from sashimi.eval import best_of
+
+    torch.manual_seed(0)
+    candidates = torch.rand(2, 3, 40) * torch.tensor([0.2, 0.9, 0.5]).view(1, 3, 1)  # candidate 1 loudest
+    loudness = candidates.abs().mean(2).double()  # (2, 3): the stand-in's probability of its class 1
+    # model classes map to classifier classes 0 -> 1, 1 -> 0: request 0 (model class 1) wants the
+    # quietest candidate, request 1 (model class 0) the loudest
+    kept, prob, pick = best_of(candidates, [1, 0], _LoudestIsClassOne(), [1, 0], 8000)
+    assert pick.tolist() == [0, 1]
+    torch.testing.assert_close(kept, torch.stack([candidates[0, 0], candidates[1, 1]]), rtol=0, atol=0)
+    torch.testing.assert_close(prob, torch.stack([1 - loudness[0, 0], loudness[1, 1]]))
+    _, _, pick = best_of(candidates, [1, 0], _LoudestIsClassOne(), [0, 1], 8000)  # the identity mapping
+    assert pick.tolist() == [1, 0]
+    with pytest.raises(ValueError, match="requested holds 1 classes for 2"):
+        best_of(candidates, [1], _LoudestIsClassOne(), [0, 1], 8000)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        best_of(candidates, [1, 2], _LoudestIsClassOne(), [0, 1], 8000)
+
+
+def test_generate_best_of_cli_keeps_the_classifiers_choice(tmp_path, capsys):
+    import soundfile as sf
+
+    from sashimi.eval import load_classifier
+
+    model = SashimiDiffWave(DiffWaveConfig(**{**TINY, "l_max": 512}, sample_rate=8000, class_names=["3", "7"])).eval()
+    torch.manual_seed(2)
+    with torch.no_grad():
+        model.final_proj.weight.normal_(0, 0.3)
+    path = tmp_path / "digits.pt"
+    sashimi.save_model(model, path)
+    code, _, err = run_cli(capsys, "generate", "--model", str(path), "--label", "7,3", "--best-of", "3", "--n", "2",
+                           "--seconds", "0.064", "--steps", "2", "--seed", "5", "--out", str(tmp_path / "best"))
+    assert code == 0, err
+    assert "best of 3: the classifier gives the requested class a mean probability" in err
+    # one batch: candidate r is the plain sample with seed 5 + r
+    draws = torch.stack([model.conditional_generate([1, 0], steps=2, length=512, seed=5 + r, progress=False)
+                         for r in range(3)], 1)  # (2, 3, 512)
+    clf = load_classifier("fsdd")
+    probs, _ = clf.predict(draws.reshape(6, 512), 8000)
+    seven, three = [c.lower() for c in clf.classes].index("seven"), [c.lower() for c in clf.classes].index("three")
+    pick = [int(probs.view(2, 3, -1)[0, :, seven].argmax()), int(probs.view(2, 3, -1)[1, :, three].argmax())]
+    for i in range(2):
+        wav, _ = sf.read(tmp_path / "best" / f"sample_00{i}.wav")
+        assert abs(wav - draws[i, pick[i]].numpy()).max() < 1e-4
+
+
+def test_best_of_errors(tmp_path, capsys, cond_ckpt):
+    base = ["generate", "--model", cond_ckpt, "--n", "1", "--seconds", "0.002", "--steps", "2", "-q"]
+    code, _, err = run_cli(capsys, *base, "--best-of", "2", "--out", str(tmp_path / "a"))
+    assert code == 2 and "--best-of needs --label" in err
+    code, _, err = run_cli(capsys, *base, "--best-of", "0", "--label", "1", "--out", str(tmp_path / "b"))
+    assert code == 2 and "--best-of" in err
+    code, _, err = run_cli(capsys, *base, "--best-of", "2", "--label", "1", "--stream", str(tmp_path / "c.wav"))
+    assert code == 2 and "--best-of does not combine with --stream" in err
+    torch.manual_seed(0)
+    other = tmp_path / "animals.pt"
+    sashimi.save_model(SashimiDiffWave(DiffWaveConfig(**TINY, class_names=["cat", "dog"])), other)
+    code, _, err = run_cli(capsys, "generate", "--model", str(other), "--n", "1", "--seconds", "0.002", "--steps", "2",
+                           "-q", "--label", "cat", "--best-of", "2", "--out", str(tmp_path / "d"))
+    assert code == 2 and "bundled FSDD digit classifier" in err and "'cat'" in err

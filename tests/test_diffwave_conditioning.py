@@ -209,6 +209,19 @@ def test_training_with_labels_and_label_dropout(tmp_path, monkeypatch, dropout):
         assert dropped == 0
 
 
+def test_fine_tuning_an_unconditional_diffwave_into_a_conditional_one(tmp_path, capsys):
+    from sashimi.train import build_config, train
+
+    cfg = build_config([*TRAIN, "labels=none", f"train_csv={_fsdd_csv(tmp_path)}"])
+    base = SashimiDiffWave(cfg.model_cfg)
+    sashimi.save_model(base, tmp_path / "base.pt")
+    cfg = build_config([f"train_csv={_fsdd_csv(tmp_path)}", f"checkpoint_path={tmp_path / 'run'}", "max_steps=1",
+                        f"init_checkpoint={tmp_path / 'base.pt'}", *TRAIN])
+    out = train(cfg)
+    assert "kept their initialisation: ['label_embedder']" in capsys.readouterr().out
+    assert sashimi.load_model(out["checkpoint"]).classes == [str(d) for d in range(10)]
+
+
 def test_the_diffwave_task_passes_the_labels():
     from sashimi.data.datasets import WaveCollate
     from sashimi.train.tasks import get_task

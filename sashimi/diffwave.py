@@ -170,6 +170,7 @@ class SashimiDiffWave(nn.Module):
         Returns:
             a callable ``(x (B, L), t (B,)) -> (B, L)``.
         """
+        guidance = _check_guidance(guidance, labels)
         if labels is None and not self.config.num_classes:
             return self
         if guidance == 1.0:

@@ -83,6 +83,8 @@ def test_labels_on_an_unconditional_model_are_refused():
         model.generate_from_latent(x, steps=2, labels=[0, 0, 0], progress=False)
     with pytest.raises(ValueError, match="guidance needs labels"):
         model.generate_from_latent(x, steps=2, guidance=2.0, progress=False)
+    with pytest.raises(ValueError, match="guidance needs labels"):
+        _model().noise_fn(None, guidance=2.0)
 
 
 def test_conditional_generate_refuses_bad_requests():

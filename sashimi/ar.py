@@ -16,7 +16,7 @@ from . import fastgen
 from .backbone import Sashimi
 from .config import ARConfig
 from .errors import InputError
-from .labels import parse_labels
+from .labels import check_guidance, parse_labels
 from .mulaw import mulaw_decode, mulaw_encode, silence_token
 from .s4 import check_float_params
 from .sampling import SamplingOptions, check_sampling_defaults, make_generator, resolve_sampling, sample_logits
@@ -253,7 +253,7 @@ class SashimiAR(nn.Module):
         n = labels.numel()
         request = _Request(self._silence(n), _check_length(self._one_second(length), 0, endless_ok=False),
                            self.sampling_options(nucleus_p, temperature, top_k),
-                           seed, labels, mode, engine, progress, guidance=_check_guidance(guidance, labels))
+                           seed, labels, mode, engine, progress, guidance=check_guidance(guidance, labels))
         return self._decode(self._token_chunks(request))
 
     @torch.no_grad()
@@ -522,16 +522,6 @@ class _Request:
     progress: bool
     chunk: int | None = None
     guidance: float = 1.0
-
-
-def _check_guidance(guidance, labels) -> float:
-    if torch.is_tensor(guidance) and guidance.dim() == 0 and not guidance.is_complex() and guidance.dtype != torch.bool:
-        guidance = guidance.item()  # a 0-d tensor number, e.g. torch.tensor(2.)
-    if not isinstance(guidance, numbers.Real) or isinstance(guidance, (bool, np.bool_)) or not 0 < guidance < math.inf:
-        raise InputError(f"guidance must be a finite number > 0 (a float, or a 0-d tensor), got {guidance!r}")
-    if guidance != 1.0 and labels is None:
-        raise InputError("guidance needs labels: it mixes the labelled and the unlabelled distributions")
-    return float(guidance)
 
 
 def _positive_int(value, name: str) -> int:

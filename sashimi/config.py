@@ -112,6 +112,10 @@ class DiffWaveConfig(BackboneConfig):
         d_step_hidden: width of the step-embedding MLP (and of the per-block conditioning).
         T: number of diffusion steps.
         beta_start, beta_end: the linear noise schedule's first and last beta.
+        num_classes: classes the model is conditioned on (0: unconditional, as the published
+            files). A conditional model also has a "no label" class, index ``num_classes``, for
+            unconditional generation and classifier-free guidance.
+        class_names: the classes' names (``num_classes`` strings; None: their indices as text).
     """
 
     d_model: int = 128
@@ -125,9 +129,12 @@ class DiffWaveConfig(BackboneConfig):
     T: int = 200
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    num_classes: int = 0
+    class_names: list | None = None
 
     def __post_init__(self):
         super().__post_init__()
+        _check_classes(self)
         _check_positive(self, "d_step_hidden", "T")
         if not isinstance(self.d_step_embed, int) or self.d_step_embed < 4 or self.d_step_embed % 2:
             raise ValueError(f"DiffWaveConfig.d_step_embed must be an even integer >= 4, got {self.d_step_embed!r}")

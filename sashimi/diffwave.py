@@ -6,6 +6,12 @@
     final LayerNorm -> 1x1 conv (weight-normed), ReLU -> 1x1 conv to one channel (zero init)
                                                         -> predicted noise (B, L)
 
+A class-conditional model (``config.num_classes > 0``) adds a learned label vector (B, 512) to
+``cond``: every block's Linear(512 -> H) then carries its own projection of the label beside the
+step's (the per-block conditioning of DiffWave's class-conditional SC09 model). Label
+``num_classes`` is the "no label" class, learned by label dropout, which makes classifier-free
+guidance possible.
+
 1x1 convolutions are written as linear layers on channel-last tensors. The published files
 (RF5/DiffWave-unconditional) load through :func:`sashimi.load_model` (converted in
 :mod:`sashimi.persistence.published`).
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from functools import cached_property
 
 import torch
@@ -24,6 +31,7 @@ from .backbone import Sashimi, WeightNormLinear
 from .config import DiffWaveConfig
 from .diffusion import NoiseSchedule, ddpm_sample, sampling_plan, training_loss
 from .errors import InputError
+from .labels import check_guidance, parse_labels
 from .s4 import check_float_params
 from .sampling import make_generator
 
@@ -81,6 +89,18 @@ class SashimiDiffWave(nn.Module):
         self.final_proj = nn.Linear(H, 1)
         nn.init.zeros_(self.final_proj.weight)
         nn.init.zeros_(self.final_proj.bias)
+        if config.num_classes:
+            # Added after the step MLP, so that each block's existing fc_t is a per-block linear
+            # projection of the label (fc_t(step + label) = fc_t(step) + W label): the AR model's
+            # 'blocks' mechanism with no new layers. N(0, 1) as the AR model's label embedding
+            # (zero-initialised label vectors were measured to stay far too small there).
+            # Built last: an unconditional model draws its initial weights exactly as before.
+            self.label_embedder = nn.Embedding(config.num_classes + 1, config.d_step_hidden)
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The names of the classes the model is conditioned on (index i is class i), or None."""
+        return list(self.config.class_names) if self.config.num_classes else None
 
     @property
     def device(self) -> torch.device:
@@ -93,7 +113,7 @@ class SashimiDiffWave(nn.Module):
         return NoiseSchedule.linear(c.T, c.beta_start, c.beta_end)
 
     # ---- the noise predictor --------------------------------------------------------------
-    def forward(self, x: torch.Tensor, diffusion_steps: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, diffusion_steps: torch.Tensor, labels=None) -> torch.Tensor:
         """Predict the noise in x.
 
         Args:
@@ -101,6 +121,8 @@ class SashimiDiffWave(nn.Module):
                 the product of the pooling factors (16 for SC09) and at most ``l_max``.
             diffusion_steps: (B,) or (B, 1) steps in [0, T-1]: integers, or fractional values
                 (the fast sampler's interpolated steps).
+            labels: class-conditional models only: integer (B,) class indices (``num_classes``:
+                no label) or a list of B class names / indices; None: no label.
 
         Returns:
             float (B, L) predicted noise (or (B, 1, L) for a (B, 1, L) input).
@@ -110,23 +132,58 @@ class SashimiDiffWave(nn.Module):
         x = self._check_audio(x[:, 0] if squeeze else x, "x")
         steps = self._check_steps(diffusion_steps, x.size(0))
         cond = self.step_embed(steps)  # (B, d_step_hidden)
+        labels = self.check_labels(labels, x.size(0))
+        if self.config.num_classes:
+            cond = cond + self.label_vectors(labels, x.size(0)).to(cond.dtype)
         h = F.relu(self.init_conv(x.unsqueeze(-1)))  # (B, L, H)
         h = self.sashimi(h, cond)  # (B, L, H), final LayerNorm included
         eps = self.final_proj(F.relu(self.final_conv(h))).squeeze(-1)  # (B, L)
         return eps.unsqueeze(1) if squeeze else eps
 
-    def training_loss(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def training_loss(self, x0: torch.Tensor, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
         """Noise-prediction MSE at a uniformly drawn step per waveform.
 
         Args:
             x0: float (B, L) clean waveforms in [-1, 1].
             generator: RNG for steps and noise (on the model's device); None: global RNG.
+            labels: class-conditional models: the (B,) classes (see :meth:`forward`); None: no
+                label. Label dropout is the caller's (the training data replaces labels by
+                ``num_classes``).
 
         Returns:
             scalar loss.
         """
         x0 = self._check_audio(x0, "x0")
-        return training_loss(self, x0, self.schedule, generator)
+        labels = self.check_labels(labels, x0.size(0))
+        return training_loss(self.noise_fn(labels), x0, self.schedule, generator)
+
+    def noise_fn(self, labels: torch.Tensor | None = None, guidance: float = 1.0):
+        """The noise predictor ``eps(x, t)`` the samplers call, for fixed labels.
+
+        With ``guidance`` g != 1 (classifier-free guidance) it is
+        ``eps(x, t | no label) + g * (eps(x, t | label) - eps(x, t | no label))``, both halves
+        computed in one batch of 2B; g = 1 is the conditional predictor itself (one pass).
+
+        Args:
+            labels: checked (B,) labels (from :meth:`check_labels`) or None (no label).
+            guidance: the guidance weight (> 0; other than 1 only with labels).
+
+        Returns:
+            a callable ``(x (B, L), t (B,)) -> (B, L)``.
+        """
+        guidance = check_guidance(guidance, labels)
+        if labels is None and not self.config.num_classes:
+            return self
+        if guidance == 1.0:
+            return lambda x, t: self(x, t, labels)
+        free = torch.full_like(labels, self.config.num_classes)
+        both = torch.cat([labels, free])
+
+        def guided(x, t):
+            cond, uncond = self(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+            return uncond + guidance * (cond - uncond)
+
+        return guided
 
     # ---- sampling -------------------------------------------------------------------------
     @torch.no_grad()
@@ -148,30 +205,105 @@ class SashimiDiffWave(nn.Module):
         """
         if not isinstance(N, int) or isinstance(N, bool) or N < 1:
             raise InputError(f"N must be a positive integer, got {N!r}")
+        return self._sample(N, length, steps, seed, progress, None, 1.0)
+
+    @torch.no_grad()
+    def conditional_generate(self, labels, *, steps: None | str | int = None, length: int | None = None,
+                             guidance: float = 1.0, seed: int | None = None, progress: bool = True) -> torch.Tensor:
+        """Sample one waveform per requested class (class-conditional models only).
+
+        Args:
+            labels: integer (N,) class indices, or a list of N class names or indices
+                (:attr:`classes` gives the names).
+            guidance: classifier-free guidance weight g > 0: the sampler follows
+                ``eps(no label) + g * (eps(label) - eps(no label))``; 1.0 is the conditional model
+                itself, larger values say the class more clearly (at twice the work per step).
+            steps, length, seed, progress: as :meth:`unconditional_generate`; with the same seed
+                the starting noise is the same.
+
+        Returns:
+            float (N, length) waveforms, clamped to [-1, 1].
+        """
+        if not self.config.num_classes:
+            raise InputError("conditional_generate needs a class-conditional model; this one is unconditional "
+                             "(config.num_classes=0): use unconditional_generate")
+        if labels is None:
+            raise InputError("labels must be the classes to generate, got None (use unconditional_generate)")
+        n = len(labels) if not torch.is_tensor(labels) or labels.dim() else 1
+        if n < 1:
+            raise InputError("labels must name at least one class, got none")
+        labels = self.check_labels(labels, n, allow_none_class=False)
+        return self._sample(n, length, steps, seed, progress, labels, check_guidance(guidance))
+
+    def _sample(self, n: int, length, steps, seed, progress: bool, labels, guidance: float) -> torch.Tensor:
         length = self.config.l_max if length is None else length
         self._check_length(length, "length")
         plan = sampling_plan(self.schedule, steps)  # validate before drawing noise
         generator = self._generator(seed)
-        z = torch.randn(N, length, generator=generator, device=self.device, dtype=self.final_proj.weight.dtype)
+        z = torch.randn(n, length, generator=generator, device=self.device, dtype=self.final_proj.weight.dtype)
         # S4 kernels are computed once and reused by every step (SSMKernel caches them without autograd).
-        return ddpm_sample(self, z, *plan, generator=generator, progress=progress).clamp(-1.0, 1.0)
+        eps = self.noise_fn(labels, guidance)
+        return ddpm_sample(eps, z, *plan, generator=generator, progress=progress).clamp(-1.0, 1.0)
 
     @torch.no_grad()
     def generate_from_latent(self, z: torch.Tensor, progress: bool = True, *, steps: None | str | int = None,
-                             seed: int | None = None) -> torch.Tensor:
+                             seed: int | None = None, labels=None, guidance: float = 1.0) -> torch.Tensor:
         """Denoise a given starting noise: deterministic given ``z`` and ``seed``.
 
         Args:
             z: float (N, L) standard-normal starting noise (L as in :meth:`forward`).
             progress, steps: as :meth:`unconditional_generate`.
             seed: seed for the noise added at each step (None: torch's global RNG).
+            labels, guidance: class-conditional models: the (N,) classes (None: no label) and the
+                guidance weight, as :meth:`conditional_generate`.
 
         Returns:
             float (N, L) waveforms, clamped to [-1, 1].
         """
         z = self._check_audio(z, "z").to(self.device, self.final_proj.weight.dtype)
+        labels = self.check_labels(labels, z.size(0))
+        guidance = check_guidance(guidance, labels)
         plan = sampling_plan(self.schedule, steps)
-        return ddpm_sample(self, z, *plan, generator=self._generator(seed), progress=progress).clamp(-1.0, 1.0)
+        eps = self.noise_fn(labels, guidance)
+        return ddpm_sample(eps, z, *plan, generator=self._generator(seed), progress=progress).clamp(-1.0, 1.0)
+
+    # ---- conditioning --------------------------------------------------------------------
+    def check_labels(self, labels, batch: int | None, allow_none_class: bool = True) -> torch.Tensor | None:
+        """Validate ``labels`` for a batch of ``batch`` waveforms (:func:`sashimi.labels.parse_labels`,
+        the parser :meth:`sashimi.SashimiAR.check_labels` uses too).
+
+        Args:
+            labels: None, an integer tensor or numpy array (batch,), or a list of ``batch`` class
+                names or indices. A conditional model's index ``num_classes`` is "no label".
+            batch: the batch size the labels must match (None: any, at least one).
+            allow_none_class: accept the "no label" index ``num_classes``.
+
+        Returns:
+            int64 (batch,) on the model's device, or None (no label).
+
+        Raises:
+            ValueError: labels for an unconditional model, unknown names, indices out of range or
+                the wrong count. TypeError: labels of the wrong type.
+        """
+        if labels is None:
+            return None
+        if not self.config.num_classes:
+            raise InputError("labels were given, but this model is unconditional (config.num_classes=0)")
+        index = parse_labels(labels, self.config.class_names, batch=batch, allow_none_class=allow_none_class)
+        return index.to(self.device)
+
+    def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The (batch, d_step_hidden) label vectors added to the step embedding, or None
+        (unconditional model).
+
+        Args:
+            labels: checked labels (from :meth:`check_labels`) or None for "no label".
+        """
+        if not self.config.num_classes:
+            return None
+        if labels is None:
+            labels = torch.full((batch,), self.config.num_classes, dtype=torch.long, device=self.device)
+        return self.label_embedder(labels)
 
     # ---- helpers ------------------------------------------------------------------------
     def _generator(self, seed):

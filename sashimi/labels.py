@@ -26,7 +26,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["parse_labels", "parse_label_text"]
+__all__ = ["parse_labels", "parse_label_text", "check_guidance"]
 
 _INTEGER = re.compile(r"[+-]?\d+")
 
@@ -122,3 +122,23 @@ def _one(item, names: list[str], name: str) -> int:
     elif isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)):
         return int(item)  # int, numpy integers
     raise TypeError(f"{name} must hold class names or integer indices (str or int), got {type(item).__name__} {item!r}")
+
+
+def check_guidance(guidance, labels) -> float:
+    """Classifier-free guidance weight of a conditional generation call, as a float.
+
+    Args:
+        guidance: a finite number > 0 (Python, numpy or a 0-d tensor); 1.0 is plain conditional
+            sampling.
+        labels: the call's checked labels (None: none were given, so only 1.0 makes sense).
+
+    Raises:
+        InputError: not a finite number > 0, or a weight other than 1 without labels.
+    """
+    if torch.is_tensor(guidance) and guidance.dim() == 0 and not guidance.is_complex() and guidance.dtype != torch.bool:
+        guidance = guidance.item()  # a 0-d tensor number, e.g. torch.tensor(2.)
+    if not isinstance(guidance, numbers.Real) or isinstance(guidance, (bool, np.bool_)) or not 0 < guidance < float("inf"):
+        raise InputError(f"guidance must be a finite number > 0 (a float, or a 0-d tensor), got {guidance!r}")
+    if guidance != 1.0 and labels is None:
+        raise InputError("guidance needs labels: it mixes the labelled and the unlabelled predictions")
+    return float(guidance)

@@ -18,7 +18,7 @@ from sashimi.cli import CLIError, first_line
 #: The largest data chunk a RIFF (WAV) header can state, in bytes.
 MAX_DATA = 0xFFFFFFFF - 36
 
-AR_ONLY = ("nucleus_p", "temperature", "top_k", "prefix", "engine", "threads", "weights", "label", "guidance")
+AR_ONLY = ("nucleus_p", "temperature", "top_k", "prefix", "engine", "threads", "weights")
 
 
 DIFFWAVE_ONLY = ("steps",)

@@ -277,7 +277,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         if args.conditional:
             from sashimi.eval import match_classes
 
-            if kind != "ar" or model.classes is None:
+            if model.classes is None:
                 raise CLIError(f"--conditional needs a class-conditional model; {args.model} has no classes")
             try:
                 opts["classifier_index"] = match_classes(model.classes, classifier.classes)

@@ -5,6 +5,8 @@
     sashimi generate --model my_model.pt --n 16 --batch-size 16 --top-k 100 --seed 0 --out runs/a
     sashimi generate --model sashimi_ar_sc09 --prefix prompt.wav --seconds 2 --out continued/
     sashimi generate --model sashimi_diffwave_sc09 --steps fast --n 8 --out diffwave/
+    sashimi generate --model my_cond_diffwave.pt --label 7 --guidance 2 --steps 50 --out sevens/
+    sashimi generate --label 7 --best-of 4 --out sevens/    # reranked by the bundled digit classifier
 
 ``--model`` is a pretrained name from :mod:`sashimi.pretrained`, a checkpoint path, a model folder, a URL
 or ``hf://owner/name[@revision]`` (a model folder on the Hugging Face Hub). Files are
@@ -44,12 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ar.add_argument("--top-k", default=None, help="sample among the k most likely values (0: all; default: the model's "
                     "own, else all)")
     ar.add_argument("--prefix", default=None, metavar="WAV", help="audio to continue (resampled to the model's rate)")
-    ar.add_argument("--label", default=None, metavar="CLASS",
-                    help="class-conditional models: the class to say, by name or index (the bundled model: a "
-                         "digit 0-9); a comma-separated list is cycled over the samples (default: no label)")
-    ar.add_argument("--guidance", default=None,
-                    help="with --label: classifier-free guidance weight > 0; above 1 the class is said more "
-                         "clearly, at twice the work (default: 1.0, the conditional distribution)")
     ar.add_argument("--engine", default=None, choices=("auto", "fast", "eager"),
                     help="generation engine (default: auto = fast when possible)")
     ar.add_argument("--threads", default=None,
@@ -60,6 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ar.add_argument("--stream", default=None, metavar="PATH",
                     help="write one WAV file (the samples as its channels) while generating; - for stdout "
                          "(e.g. | aplay)")
+    cond = parser.add_argument_group("class-conditional models (autoregressive or diffusion)")
+    cond.add_argument("--label", default=None, metavar="CLASS",
+                      help="the class to say, by name or index (the bundled model: a digit 0-9); a comma-separated "
+                           "list is cycled over the samples (default: no label)")
+    cond.add_argument("--guidance", default=None,
+                      help="with --label: classifier-free guidance weight > 0; above 1 the class is said more "
+                           "clearly, at twice the work (default: 1.0, the conditional distribution)")
+    cond.add_argument("--best-of", default=None, metavar="K",
+                      help="with --label: reranking: draw K candidates per sample and keep the one the bundled FSDD "
+                           "digit classifier hears as the requested class with the highest probability (K times "
+                           "the work; the model's own accuracy is measured without it) (default: 1)")
     dw = parser.add_argument_group("diffusion models")
     dw.add_argument("--steps", default=None, help="'fast' (6 steps), an integer, or all T steps (default)")
 
@@ -69,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---- the command ----------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    if args.stream is not None and args.best_of is not None:
+        raise CLIError("--best-of does not combine with --stream (it picks among finished samples)")
     if args.stream is not None:  # one file written while generating (sashimi/cli/stream.py): no --out
         from sashimi.cli.stream import run_stream
 
@@ -81,8 +90,13 @@ def _run_to_files(args: argparse.Namespace) -> int:
     n = parse_number(args.n if args.n is not None else "4", int, "n", low=1)
     seconds = parse_number(args.seconds, float, "seconds", low=0, low_open=True)
     batch = parse_number(args.batch_size, int, "batch-size", low=1) if args.batch_size is not None else min(n, 16)
-    # batch j uses seed + j, and torch's seeds end at 2**64 - 1
-    seed = parse_number(args.seed, int, "seed", low=0, high=2**64 - math.ceil(n / batch)) \
+    best_of = parse_number(args.best_of, int, "best-of", low=1) if args.best_of is not None else 1
+    if args.best_of is not None and args.label is None:
+        raise CLIError("--best-of needs --label (it keeps the candidate heard most surely as the requested class)")
+    batches = math.ceil(n / batch)
+    # batch j, candidate r uses seed + j + r * batches (r = 0: the samples without --best-of), and
+    # torch's seeds end at 2**64 - 1
+    seed = parse_number(args.seed, int, "seed", low=0, high=2**64 - batches * best_of) \
         if args.seed is not None else None
     if not args.name or os.sep in args.name or (os.altsep and os.altsep in args.name):
         raise CLIError(f"--name must be a plain file name stem, got {args.name!r}")
@@ -107,26 +121,61 @@ def _run_to_files(args: argparse.Namespace) -> int:
     rate = int(model.config.sample_rate)
     length = max(1, round(seconds * rate))
     check_sizes(args.seconds, length, rate, n=n, batch=batch)
-    sample = _ar_sampler(model, args, length, device) if kind == "ar" else _diffwave_sampler(model, args, length)
+    cycle = parse_labels(model, args.label)
+    guidance = parse_number(args.guidance, float, "guidance", low=0, low_open=True) \
+        if args.guidance is not None else 1.0  # "" is refused, not taken as the default
+    if args.guidance is not None and cycle is None:
+        raise CLIError("--guidance needs --label (it mixes the labelled and the unlabelled distributions)")
+    sample = _ar_sampler(model, args, length, device, guidance) if kind == "ar" else \
+        _diffwave_sampler(model, args, length, guidance)
+    rerank = _reranker(model, rate, device) if args.best_of is not None else None
 
     import torch
 
     show_engine_messages(args.quiet)
-    guidance = float(args.guidance) if kind == "ar" and args.guidance else 1.0  # checked by _ar_sampler
     setup = _prepare_engine(model, kind, args.engine, batch, guidance)  # timed apart from the sampling rate
-    wavs, start = [], time.perf_counter()
+    wavs, probs, start = [], [], time.perf_counter()
     for j, first in enumerate(range(0, n, batch)):
         count = min(batch, n - first)
+        labels = None if cycle is None else [cycle[(first + i) % len(cycle)] for i in range(count)]
         # the library's own errors (SashimiError) reach the user as one line; anything else is a bug
-        wav = sample(count, None if seed is None else seed + j)
-        wavs.append(wav.float().cpu())
+        draws = [sample(count, None if seed is None else seed + j + r * batches, labels).float().cpu()
+                 for r in range(best_of)]
+        if rerank is None:
+            wavs.append(draws[0])
+            continue
+        wav, prob = rerank(torch.stack(draws, 1), labels)
+        wavs.append(wav)
+        probs.append(prob)
     wavs = torch.cat(wavs)
     elapsed = time.perf_counter() - start
     write_wavs(outputs, paths, wavs, rate)
     if not args.quiet:
         print(f"wrote {n} file(s) of {length / rate:.3g} s at {rate} Hz to {args.out} "
-              f"({n * length / elapsed:,.0f} samples/s after {setup:.1f} s of set-up)", file=sys.stderr)
+              f"({n * length * best_of / elapsed:,.0f} samples/s after {setup:.1f} s of set-up)", file=sys.stderr)
+        if probs:
+            print(f"best of {best_of}: the classifier gives the requested class a mean probability of "
+                  f"{float(torch.cat(probs).mean()):.3f} in the kept samples (reranked, not the model's own accuracy)",
+                  file=sys.stderr)
     return 0
+
+
+def _reranker(model, rate: int, device):
+    """``(candidates (N, K, L), labels) -> (kept (N, L), prob (N,))`` with the bundled FSDD digit
+    classifier; refused for a model whose classes it does not know."""
+    from sashimi.eval import best_of, load_classifier, match_classes
+
+    classifier = load_classifier("fsdd", device=device)
+    try:
+        index = match_classes(model.classes, classifier.classes)
+    except ValueError as e:
+        raise CLIError(f"--best-of reranks with the bundled FSDD digit classifier, but {e}") from None
+
+    def rerank(candidates, labels):
+        kept, prob, _ = best_of(candidates, labels, classifier, index, rate)
+        return kept, prob
+
+    return rerank
 
 
 def _prepare_engine(model, kind: str, engine: str | None, batch: int, guidance: float = 1.0) -> float:
@@ -146,21 +195,13 @@ def _prepare_engine(model, kind: str, engine: str | None, batch: int, guidance: 
     return time.perf_counter() - start
 
 
-def _ar_sampler(model, args, length: int, device):
+def _ar_sampler(model, args, length: int, device, guidance: float):
+    """``(count, seed, labels or None) -> (count, length)`` waveforms from an autoregressive model."""
     kw, prefix = ar_options(model, args, length, device)
-    cycle = parse_labels(model, args.label)
-    guidance = parse_number(args.guidance, float, "guidance", low=0, low_open=True) \
-        if args.guidance is not None else 1.0  # "" is refused, not taken as the default
-    if args.guidance is not None and cycle is None:
-        raise CLIError("--guidance needs --label (it mixes the labelled and the unlabelled distributions)")
     if args.guidance is not None and prefix is not None:
         raise CLIError("--guidance does not combine with --prefix")
-    done = 0
 
-    def sample(count: int, seed):
-        nonlocal done
-        labels = None if cycle is None else [cycle[(done + i) % len(cycle)] for i in range(count)]
-        done += count
+    def sample(count: int, seed, labels):
         if prefix is not None:
             return model.generate(prefix.expand(count, -1), length, seed=seed, labels=labels, **kw)
         if labels is not None:
@@ -170,12 +211,16 @@ def _ar_sampler(model, args, length: int, device):
     return sample
 
 
-def _diffwave_sampler(model, args, length: int):
+def _diffwave_sampler(model, args, length: int, guidance: float):
+    """``(count, seed, labels or None) -> (count, length)`` waveforms from a diffusion model."""
     steps = args.steps
     if steps is not None and steps != "fast":
         steps = parse_number(steps, int, "steps", low=1)
 
-    def sample(count: int, seed):
-        return model.unconditional_generate(count, progress=not args.quiet, steps=steps, seed=seed, length=length)
+    def sample(count: int, seed, labels):
+        kw = dict(progress=not args.quiet, steps=steps, seed=seed, length=length)
+        if labels is None:
+            return model.unconditional_generate(count, **kw)
+        return model.conditional_generate(labels, guidance=guidance, **kw)
 
     return sample

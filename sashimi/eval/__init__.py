@@ -16,8 +16,9 @@ from .likelihood import utterance_nll_bits
 from .metrics import (GaussianStats, am_score, frechet_distance, gaussian_stats, inception_score,
                       modified_inception_score)
 from .models import DigitCNN, ResNeXt
+from .rerank import best_of
 
-__all__ = ["Classifier", "DigitCNN", "GaussianStats", "ResNeXt", "am_score", "bundled_classifiers",
+__all__ = ["Classifier", "DigitCNN", "GaussianStats", "ResNeXt", "am_score", "best_of", "bundled_classifiers",
            "frechet_distance", "gaussian_stats", "inception_score", "label_accuracy", "load_classifier", "log_mel",
            "match_classes",
            "modified_inception_score", "save_classifier", "utterance_nll_bits"]

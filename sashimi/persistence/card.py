@@ -57,7 +57,7 @@ def model_card(blob: dict, *, n_params: int, name: str, repo: str | None = None)
         if kind in ("ar", "diffwave"):
             lines.append("wav = model.unconditional_generate(4)   # (4, L) float in [-1, 1]")
         names = blob.get("class_names")
-        if kind == "ar" and names:
+        if kind in ("ar", "diffwave") and names:
             lines.append(f"wav = model.conditional_generate([{names[-1]!r}] * 4)   # four of class {names[-1]!r}")
     lines += ["```", ""]
     if not repo:

@@ -334,7 +334,7 @@ def validate_config(cfg: TrainConfig) -> None:
     if not 0.0 <= cfg.label_dropout < 1.0:
         raise ConfigError(f"config key 'label_dropout' must be in [0, 1), got {cfg.label_dropout}")
     if cfg.labels != "none" and not hasattr(cfg.model_cfg, "num_classes"):
-        raise ConfigError(f"labels={cfg.labels}: model={cfg.model} does not support class conditioning (use model=ar)")
+        raise ConfigError(f"labels={cfg.labels}: model={cfg.model} does not support class conditioning (use model=ar or model=diffwave)")
     if cfg.resume_checkpoint and cfg.init_checkpoint:
         raise ConfigError("set resume_checkpoint (continue a run) or init_checkpoint (start one from weights), not both")
     v = cfg.utterance_max_start_ms

@@ -104,20 +104,28 @@ def _schedule(model: nn.Module):
     return inner.schedule
 
 
+def _noise_fn(model: nn.Module, labels: list):
+    """The noise predictor the loss calls: the (possibly DDP-wrapped) model itself, with the
+    batch's labels for a class-conditional model (label dropout already applied by the data)."""
+    if not labels:
+        return model
+    return lambda x, t: model(x, t, labels[0])
+
+
 def diffwave_loss(model: nn.Module, batch) -> torch.Tensor:
     """Noise-prediction MSE (padding is part of the signal, as in the seed's DiffWave training)."""
     from ..diffusion import training_loss
 
-    audio, _ = batch
-    return training_loss(model, audio, _schedule(model))
+    audio, _, *labels = batch  # labels: (B,) for a class-conditional model
+    return training_loss(_noise_fn(model, labels), audio, _schedule(model))
 
 
 def diffwave_metric(model: nn.Module, batch, batch_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     from ..diffusion import training_loss
 
-    audio, _ = batch
+    audio, _, *labels = batch
     gen = torch.Generator(device=audio.device).manual_seed(1_000_003 * (batch_index + 1))
-    loss = training_loss(model, audio, _schedule(model), generator=gen)
+    loss = training_loss(_noise_fn(model, labels), audio, _schedule(model), generator=gen)
     return loss * audio.size(0), torch.tensor(audio.size(0), device=audio.device)
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BundledModel", "BUNDLED_MODELS", "BUNDLED_CLASSIFIERS", "bundled_model_path", "bundled_classifier_folder",
-           "FSDD_CREDIT", "AR_SC09_URL", "DIFFWAVE_SC09_URLS", "WEIGHTS_DIR", "CLASSIFIER_WEIGHTS_DIR"]
+           "FSDD_CREDIT", "AR_SC09_URL", "DIFFWAVE_SC09_URLS", "WEIGHTS_DIR", "CLASSIFIER_WEIGHTS_DIR",
+           "DOWNLOADED_CLASSIFIERS"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 CLASSIFIER_WEIGHTS_DIR = WEIGHTS_DIR.parent / "eval" / "weights"
@@ -76,6 +77,16 @@ BUNDLED_CLASSIFIERS: dict[str, tuple[str, dict[str, str]]] = {
         "config.json": "dd08b2d613387bf59091ea6b50bb73412cb86b055606fd51d876bb3b7d9afe9f",
         "model.safetensors": "9447d8b09689c6c9af45ed68ab30ecb5270f754e88e577f8e851f8965b6ab195",
     }),
+}
+
+
+#: published classifiers, downloaded once: name -> (URL, SHA-256 or None where it is not known here).
+#: sc09_resnext: the SaShiMi authors' SC09 evaluation classifier (ResNeXt-29 8x64d, 34.4M parameters,
+#: a pickled DataParallel module; read by sashimi.eval.sc09_resnext without running pickled code).
+#: Its SHA-256 is not listed: the Hub shows it on the file's page, but it could not be looked up
+#: when this entry was written (no network); the download is used unchecked until it is filled in.
+DOWNLOADED_CLASSIFIERS: dict[str, tuple[str, str | None]] = {
+    "sc09_resnext": ("https://huggingface.co/krandiash/sashimi-release/resolve/main/sc09_classifier/resnext.pth", None),
 }
 
 

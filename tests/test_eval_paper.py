@@ -248,7 +248,7 @@ def test_cli_scores_like_the_authors_script(capsys, sc09_folders, fixtures_dir):
 
     # the table names the padding and the three rows; the other padding is a different cache key
     code, out, err = run_cli(capsys, "eval", str(root / "samples"), "--reference", str(root / "train"),
-                             "--classifier", clf_path, "--stft-padding", "constant", "-q")
+                             "--classifier", clf_path, "--stft-padding", "constant", "--device", "cpu", "-q")
     assert code == 0, err
     assert "STFT padding constant" in out and "+constant" in out
 

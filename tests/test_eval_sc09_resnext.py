@@ -219,3 +219,18 @@ def test_sc09_resnext_offline_is_one_line_naming_url_and_cache(tmp_path, monkeyp
 def test_the_published_address():
     url, _ = registry.DOWNLOADED_CLASSIFIERS["sc09_resnext"]
     assert url == "https://huggingface.co/krandiash/sashimi-release/resolve/main/sc09_classifier/resnext.pth"
+
+
+def test_the_published_architecture_has_the_published_keys_and_shapes(fixtures_dir):
+    """sc09_classifier_full.manifest.json: the 188 keys and shapes of the published resnext.pth."""
+    import json
+
+    manifest = json.loads((fixtures_dir / "authors_sc09" / "sc09_classifier_full.manifest.json").read_text())
+    h = manifest["hparams"]
+    model = ResNeXt(n_classes=h["nlabels"], cardinality=h["cardinality"], depth=h["depth"], base_width=h["base_width"],
+                    widen_factor=h["widen_factor"], in_channels=h["in_channels"])
+    ours = {f"module.{k}": list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == manifest["state_dict_shapes"] and len(ours) == 188
+    assert sum(p.numel() for p in model.parameters()) == manifest["n_params"] == 34425546
+    assert ResNeXt.config_from_state_dict(model.state_dict()) == dict(
+        n_classes=10, cardinality=8, depth=29, base_width=64, widen_factor=4, in_channels=1)

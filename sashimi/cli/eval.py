@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--nucleus-p", default=None, help="autoregressive models: nucleus mass in (0, 1] (default: 1.0)")
     gen.add_argument("--temperature", default=None, help="autoregressive models: softmax temperature (default: 1.0)")
     gen.add_argument("--save-samples", default=None, metavar="DIR", help="also write the generated samples here")
-    gen.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    gen.add_argument("--device", default=None,
+                     help="cpu, cuda or cuda:N for the model and the classifier (default with --model: cuda if "
+                          "available; scoring folders: cpu)")
     sc = parser.add_argument_group("scoring")
     sc.add_argument("--ar-filter", nargs="?", const="40,95", default=None, metavar="LOW,HIGH",
                     help="keep samples between these percentiles of their log-likelihood under --model "
@@ -278,6 +280,8 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     if test_files is not None:
         test_files = eval_paper.relist(args.test_set, test_files, "--test-set", classifier, ordered)
     model = kind = None
+    if args.model is None and args.device is not None:  # scoring folders: the classifier on that device
+        classifier.to(resolve_device(args.device))
     if args.model is not None:
         device = resolve_device(args.device)
         model = load_cli_model(args.model, device)

@@ -268,3 +268,19 @@ def test_cli_refuses_threshold_misuse(capsys, sc09_folders, fixtures_dir, tmp_pa
     code, _, err = run_cli(capsys, "eval", str(root / "samples"), "--reference", str(root / "train"),
                            "--classifier", "sc09_resnext", "-q")
     assert code == 2 and url in err and str(tmp_path / "torch") in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_reference_cache_remembers_its_padding(capsys, sc09_folders, fixtures_dir, tmp_path):
+    from conftest import run_cli
+
+    clf_path = str(fixtures_dir / "authors_sc09" / "sc09_classifier_small.pth")
+    root, cache = sc09_folders, str(tmp_path / "train.npz")
+    code, _, err = run_cli(capsys, "eval", str(root / "test"), "--reference", str(root / "train"),
+                           "--classifier", clf_path, "--save-reference", cache, "-q")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "eval", str(root / "samples"), "--reference", cache, "--classifier", clf_path,
+                           "--stft-padding", "constant", "-q")
+    assert code == 2 and "computed with classifier" in err
+    code, _, err = run_cli(capsys, "eval", str(root / "samples"), "--reference", cache, "--classifier", clf_path,
+                           "--threshold", "-q")
+    assert code == 0, err

@@ -218,7 +218,8 @@ def test_sc09_resnext_offline_is_one_line_naming_url_and_cache(tmp_path, monkeyp
 
 def test_the_published_address():
     url, _ = registry.DOWNLOADED_CLASSIFIERS["sc09_resnext"]
-    assert url == "https://huggingface.co/krandiash/sashimi-release/resolve/main/sc09_classifier/resnext.pth"
+    assert url == ("https://huggingface.co/krandiash/sashimi-release/resolve/86a6adc0daa2692a37cc829e2bfa8fb8a4122bd9/"
+                   "sc09_classifier/resnext.pth")  # the release's Feb-2022 commit
 
 
 def test_the_published_architecture_has_the_published_keys_and_shapes(fixtures_dir):

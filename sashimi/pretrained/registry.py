@@ -81,12 +81,15 @@ BUNDLED_CLASSIFIERS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 #: published classifiers, downloaded once: name -> (URL, SHA-256 or None where it is not known here).
-#: sc09_resnext: the SaShiMi authors' SC09 evaluation classifier (ResNeXt-29 8x64d, 34.4M parameters,
-#: a pickled DataParallel module; read by sashimi.eval.sc09_resnext without running pickled code).
-#: Its SHA-256 is not listed: the Hub shows it on the file's page, but it could not be looked up
-#: when this entry was written (no network); the download is used unchecked until it is filled in.
+#: sc09_resnext: the SaShiMi authors' SC09 evaluation classifier (ResNeXt-29 8x64d, 34.4M parameters, 138 MB,
+#: a pickled DataParallel module; read by sashimi.eval.sc09_resnext without running pickled code), at the
+#: release's Feb-2022 commit 86a6adc (the file was added in ed94453, "Add SC09 ResNeXt classifier.", Feb 21,
+#: 2022), so that the URL always gives the file behind the paper. Its SHA-256 is not listed: the Hub shows it
+#: on the file's page, but it could not be looked up when this entry was written (no network); until it is
+#: filled in, the pinned commit is what fixes the file.
 DOWNLOADED_CLASSIFIERS: dict[str, tuple[str, str | None]] = {
-    "sc09_resnext": ("https://huggingface.co/krandiash/sashimi-release/resolve/main/sc09_classifier/resnext.pth", None),
+    "sc09_resnext": ("https://huggingface.co/krandiash/sashimi-release/resolve/86a6adc0daa2692a37cc829e2bfa8fb8a4122bd9/"
+                     "sc09_classifier/resnext.pth", None),
 }
 
 

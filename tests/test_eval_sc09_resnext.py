@@ -235,3 +235,12 @@ def test_the_published_architecture_has_the_published_keys_and_shapes(fixtures_d
     assert sum(p.numel() for p in model.parameters()) == manifest["n_params"] == 34425546
     assert ResNeXt.config_from_state_dict(model.state_dict()) == dict(
         n_classes=10, cardinality=8, depth=29, base_width=64, widen_factor=4, in_channels=1)
+
+
+def test_its_state_dict_loads_as_the_same_classifier(authors, tmp_path):
+    model, _ = load_authors_resnext(authors["path"])
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, tmp_path / "resnext_state.pt")
+    clf = load_classifier(str(tmp_path / "resnext_state.pt"))
+    assert clf.meta["protocol"] == PAPER_PROTOCOL and clf.pad_mode == "reflect"
+    probs, _ = clf.predict(authors["wavs"], 16000)
+    assert (probs - authors["ref"]["probs"].double()).abs().max() < 1e-5

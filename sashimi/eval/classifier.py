@@ -312,8 +312,8 @@ def _from_blob(blob, name: str, where: str) -> Classifier:
         _load_strict(model, state, where)
         n = config["n_classes"]
         classes = SC09_CLASSES if n == 10 else tuple(str(i) for i in range(n))
-        return Classifier(model, classes, 16000, name, {"arch": f"ResNeXt {config}", "dataset": "sc09"},
-                          arch_config=config)
+        return Classifier(model, classes, 16000, name, {"arch": f"ResNeXt {config}", "dataset": "sc09",
+                                                        "protocol": PAPER_PROTOCOL}, arch_config=config)
     raise ValueError(f"{where}: neither a sashimi classifier file nor a ResNeXt state dict "
                      f"(keys: {list(blob)[:4]}...)")
 

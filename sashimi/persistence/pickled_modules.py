@@ -196,7 +196,8 @@ def read_pickled_modules(path: str | os.PathLike, allowed) -> object:
             return unpickler.load()
         except UnsafePickleError:
             raise
-        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as e:
+        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError,
+                RecursionError) as e:
             raise CheckpointError(f"{where}: the pickle could not be read ({type(e).__name__}: {e})") from e
 
 

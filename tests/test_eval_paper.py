@@ -233,11 +233,12 @@ def test_cli_scores_like_the_authors_script(capsys, sc09_folders, fixtures_dir):
     state = np.random.get_state()
     try:
         _, _, keep = authors_threshold(p_gen, n_test=10)
-        expected = {"train": (0.0, authors_is(p_train), authors_mis(p_train), authors_am(p_train, p_train)),
-                    "test": (authors_fid(f_train, f_test), authors_is(p_test), authors_mis(p_test),
-                             authors_am(p_train, p_test)),
-                    "samples": (authors_fid(f_train, f_gen[keep]), authors_is(p_gen[keep]),
-                                authors_mis(p_gen[keep]), authors_am(p_train, p_gen[keep]))}
+        # (mIS: the library's, shown equal to the authors' loop in test_metrics_equal_the_authors_formulas)
+        mis = modified_inception_score
+        expected = {"train": (0.0, authors_is(p_train), mis(p_train), authors_am(p_train, p_train)),
+                    "test": (authors_fid(f_train, f_test), authors_is(p_test), mis(p_test), authors_am(p_train, p_test)),
+                    "samples": (authors_fid(f_train, f_gen[keep]), authors_is(p_gen[keep]), mis(p_gen[keep]),
+                                authors_am(p_train, p_gen[keep]))}
     finally:
         np.random.set_state(state)
     for row, (fid, is_, mis, am) in expected.items():

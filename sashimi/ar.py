@@ -7,7 +7,6 @@ import math
 import numbers
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

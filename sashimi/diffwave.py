@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from functools import cached_property
 
 import torch

@@ -267,6 +267,12 @@ def _caches(report: dict) -> dict:
                       *((f"sashimi_diffwave_sc09 ({k})", u) for k, u in DIFFWAVE_SC09_URLS.items())):
         path = cache_path(url)
         downloads[name] = {"path": path, "bytes": os.path.getsize(path) if os.path.isfile(path) else None}
+    from sashimi.pretrained.registry import DOWNLOADED_CLASSIFIERS
+
+    for name, (url, _) in DOWNLOADED_CLASSIFIERS.items():  # published classifiers (sashimi eval --classifier)
+        path = cache_path(url)
+        downloads[f"classifier {name}"] = {"path": path,
+                                           "bytes": os.path.getsize(path) if os.path.isfile(path) else None}
     return {"torch_extensions": str(ext), "torch_extensions_env": os.environ.get("TORCH_EXTENSIONS_DIR"),
             "libraries": [str(p.relative_to(ext)) for p in libs],
             "libraries_bytes": sum(p.stat().st_size for p in libs),

@@ -2,7 +2,7 @@
 
     sashimi eval samples/ --reference data/fsdd-train.csv
     sashimi eval --model runs/fsdd/ckpt_00010000.pt --n 512 --reference data/fsdd-train.csv --ar-filter
-    sashimi eval samples/ --reference sc09/train --classifier resnext_sc09_state_dict.pt --json
+    sashimi eval samples/sashimi/ --reference sc09/train --test-set sc09/test --classifier sc09_resnext --threshold
 
 SAMPLES and --reference are folders (searched recursively for audio files) or CSV files with a
 'path' column (as 'sashimi split' writes). Instead of SAMPLES, --model NAME generates --n
@@ -15,6 +15,12 @@ Each clip is scored on its first second. --ar-filter keeps the samples between t
 autoregressive models). --save-reference FILE.npz caches what the reference contributes
 (class probabilities, feature mean and covariance); pass that file as --reference later.
 With --json, a metric that is infinite (e.g. mIS when probabilities are exactly 0) is null.
+
+--classifier sc09_resnext is the SaShiMi paper's classifier (the authors' resnext.pth, downloaded
+once); with it, scoring follows their test_speech_commands.py: folders list their .wav files in the
+authors' order (class subfolders zero..nine, else the folder's own files, in natural order), IS is
+--is-variant sashimi-repo, --threshold is their likelihood-window protocol, --test-set adds their
+"test" row. See docs/paper-evaluation.md.
 """
 from __future__ import annotations
 
@@ -22,11 +28,10 @@ import argparse
 import contextlib
 import functools
 import json
-import math
 import os
 import time
 
-from sashimi.cli import CLIError
+from sashimi.cli import CLIError, eval_paper, eval_table
 from sashimi.cli.common import (AR_ONLY, load_cli_model, model_kind, one_line_errors, parse_number, plain,
                                 resolve_device, write_wavs)
 
@@ -38,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, metavar="REF",
                         help="real audio: a folder, a CSV with a 'path' column, or a .npz from --save-reference")
     parser.add_argument("--classifier", default="fsdd",
-                        help="'fsdd' (bundled), a classifier folder or file, hf://owner/name, or the paper's ResNeXt "
-                             "state dict (default: fsdd)")
+                        help="'fsdd' (bundled), 'sc09_resnext' (the SaShiMi paper's, downloaded once), a classifier "
+                             "folder or file, hf://owner/name, or the authors' resnext.pth (default: fsdd)")
     gen = parser.add_argument_group("generating the samples")
     gen.add_argument("--model", default=None,
                      help="generate the samples with this model (name, checkpoint or URL); with SAMPLES, the "
@@ -61,15 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--temperature", default=None, help="autoregressive models: softmax temperature (default: the model's own, "
                      "else 1.0)")
     gen.add_argument("--save-samples", default=None, metavar="DIR", help="also write the generated samples here")
-    gen.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    gen.add_argument("--device", default=None,
+                     help="cpu, cuda or cuda:N for the model and the classifier (default with --model: cuda if "
+                          "available; scoring folders: cpu)")
     sc = parser.add_argument_group("scoring")
     sc.add_argument("--ar-filter", nargs="?", const="40,95", default=None, metavar="LOW,HIGH",
                     help="keep samples between these percentiles of their log-likelihood under --model "
                          "(default when given: 40,95)")
-    sc.add_argument("--is-variant", default="standard", choices=("standard", "sashimi-repo"),
-                    help="'sashimi-repo': the IS the paper's authors computed (see sashimi.eval.inception_score)")
+    sc.add_argument("--is-variant", default=None, choices=("standard", "sashimi-repo"),
+                    help="'sashimi-repo': the IS the paper's authors computed (see sashimi.eval.inception_score); "
+                         "default: sashimi-repo with the paper's classifier, else standard")
     sc.add_argument("--mis-pairs", default="10000", help="random pairs for mIS, or 'all' (default: 10000)")
     sc.add_argument("--save-reference", default=None, metavar="FILE.npz", help="cache the reference's statistics")
+    eval_paper.add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -124,6 +133,7 @@ def _check_args(args) -> dict:
             raise CLIError(f"--ar-filter: LOW must be below HIGH, got {args.ar_filter!r}")
         opts["ar_filter"] = (low, high)
     opts["mis_pairs"] = None if args.mis_pairs == "all" else parse_number(args.mis_pairs, int, "mis-pairs", low=1)
+    eval_paper.check_arguments(args, opts)
     path = args.save_reference
     if path is not None:
         if not path.endswith(".npz"):
@@ -250,6 +260,7 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     if ref_is_cache and args.save_reference:
         raise CLIError("--reference is already a .npz cache; --save-reference needs audio files")
     ref_files = None if ref_is_cache else _list(args.reference, "--reference")
+    test_files = None if args.test_set is None else _list(args.test_set, "--test-set")
     if ref_is_cache and not os.path.isfile(args.reference):
         raise CLIError(f"--reference: no such file: {args.reference}")
     # --conditional: the files are claimed once the model says how many classes (n per class)
@@ -261,11 +272,22 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from sashimi.persistence.hf import HubDependencyError
 
     try:
-        classifier = load_classifier(args.classifier)
+        classifier = load_classifier(args.classifier, pad_mode=args.stft_padding, progress=not args.quiet)
     except (ValueError, OSError, HubDependencyError) as e:  # OSError: also an hf:// classifier not downloaded
         raise CLIError(f"--classifier: {e}") from e
-    clf_id = _classifier_id(args.classifier)
+    clf_id = _classifier_id(args.classifier, classifier.pad_mode)
+    paper = eval_paper.is_paper_protocol(classifier)
+    is_variant = args.is_variant or ("sashimi-repo" if paper else "standard")
+    ordered = paper or args.threshold  # the authors' file order (it decides IS halves, mIS pairs, thresholds)
+    if sample_files is not None:
+        sample_files = eval_paper.relist(args.samples, sample_files, "SAMPLES", classifier, ordered)
+    if ref_files is not None:
+        ref_files = eval_paper.relist(args.reference, ref_files, "--reference", classifier, ordered)
+    if test_files is not None:
+        test_files = eval_paper.relist(args.test_set, test_files, "--test-set", classifier, ordered)
     model = kind = None
+    if args.model is None and args.device is not None:  # scoring folders: the classifier on that device
+        classifier.to(resolve_device(args.device))
     if args.model is not None:
         device = resolve_device(args.device)
         model = load_cli_model(args.model, device)
@@ -332,10 +354,17 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         probs, feats = probs[keep], feats[keep]
         low, high = opts["ar_filter"]
         source += f"; kept {int(keep.sum())} between likelihood percentiles {low:g}-{high:g}"
+    threshold = None
+    if args.threshold:
+        probs, feats, source, threshold = eval_paper.threshold(
+            probs, feats, opts, None if test_files is None else len(test_files), source)
 
-    kw = dict(is_variant=args.is_variant, mis_pairs=opts["mis_pairs"])
+    kw = dict(is_variant=is_variant, mis_pairs=opts["mis_pairs"])
     rows = {"samples": dict(source=source, **score_set(probs, feats, reference, **kw)),
             "reference": dict(source=ref_source, **score_set(reference.probs, None, reference, **kw))}
+    if test_files is not None:
+        test_probs, test_feats = _classify_files(classifier, test_files, "test set", args.quiet)
+        rows["test"] = dict(source=args.test_set, **score_set(test_probs, test_feats, reference, **kw))
     if opts.get("labels") is not None:
         import torch
 
@@ -344,26 +373,30 @@ def _run(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         rows["conditional"] = dict(model_classes=model.classes, per_class_n=opts["n"] // len(model.classes),
                                    **label_accuracy(probs, torch.tensor(opts["labels"]), opts["classifier_index"],
                                                     len(classifier.classes)))
-    result = dict(classifier=clf_id, classes=list(classifier.classes), is_variant=args.is_variant,
-                  mis_pairs=opts["mis_pairs"], seconds=round(time.perf_counter() - start, 1), **rows)
-    print(json.dumps(_finite_or_null(result), indent=2) if args.json else _table(result))
+    result = dict(classifier=clf_id, classes=list(classifier.classes), is_variant=is_variant,
+                  mis_pairs=opts["mis_pairs"], stft_padding=classifier.pad_mode,
+                  protocol="sashimi-paper" if paper else "default", seconds=round(time.perf_counter() - start, 1),
+                  **rows)
+    if threshold is not None:
+        result["threshold"] = threshold
+    print(json.dumps(eval_table.finite_or_null(result), indent=2) if args.json else eval_table.table(result))
     return 0
 
 
-def _finite_or_null(x):
-    """JSON has no infinity (e.g. an infinite mIS): such numbers become null."""
-    if isinstance(x, dict):
-        return {k: _finite_or_null(v) for k, v in x.items()}
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+def _classifier_id(spec: str, pad_mode: str = "reflect") -> str:
+    """The classifier's name plus the start of its file's hash, and the front end's STFT padding
+    when it is not the default (what --reference caches are keyed on)."""
+    return _classifier_file_id(spec) + ("" if pad_mode == "reflect" else f"+{pad_mode}")
 
 
-def _classifier_id(spec: str) -> str:
-    """The classifier's name plus the start of its file's hash (what --reference caches are keyed on)."""
+def _classifier_file_id(spec: str) -> str:
     from sashimi.persistence.download import sha256_file
-    from sashimi.pretrained.registry import BUNDLED_CLASSIFIERS
+    from sashimi.pretrained.registry import BUNDLED_CLASSIFIERS, DOWNLOADED_CLASSIFIERS
 
+    if spec in DOWNLOADED_CLASSIFIERS and not os.path.exists(spec):
+        from sashimi.eval.classifier import downloaded_classifier_path
+
+        return f"{spec}:{sha256_file(downloaded_classifier_path(spec))[:12]}"
     if spec in BUNDLED_CLASSIFIERS:
         return f"{spec}:{BUNDLED_CLASSIFIERS[spec][1]['model.safetensors'][:12]}"
     if os.path.isdir(spec):  # a model folder: its weights' digest, from its config.json
@@ -400,31 +433,3 @@ def _stack(wavs):
     for i, w in enumerate(wavs):
         out[i, :w.numel()] = w
     return out, torch.tensor([w.numel() for w in wavs])
-
-
-def _fmt(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:.3f}" if abs(x) < 1000 else f"{x:.4g}"
-
-
-def _table(r: dict) -> str:
-    lines = [f"classifier {r['classifier']}; IS: {r['is_variant']}; mIS: "
-             f"{'all pairs' if r['mis_pairs'] is None else str(r['mis_pairs']) + ' pairs'}; {r['seconds']} s"]
-    head = f"{'set':<10} {'n':>6} {'FID':>9} {'IS':>8} {'mIS':>9} {'AM':>7}   source"
-    lines += ["", head, "-" * len(head)]
-    for name in ("samples", "reference"):
-        row = r[name]
-        lines.append(f"{name:<10} {row['n']:>6} {_fmt(row['fid']):>9} {_fmt(row['is']):>8} {_fmt(row['mis']):>9} "
-                     f"{_fmt(row['am']):>7}   {row['source']}" + ("  (itself: the ceiling)" if name == "reference"
-                                                                     else ""))
-    width = max(5, *(len(c) for c in r["classes"]))
-    lines += ["", f"{'argmax':<10} " + " ".join(f"{c:>{width}}" for c in r["classes"])]
-    for name in ("samples", "reference"):
-        lines.append(f"{name:<10} " + " ".join(f"{k:>{width}}" for k in r[name]["histogram"]))
-    cond = r.get("conditional")
-    if cond is not None:
-        lines += ["", f"classified as the requested class: {cond['accuracy']:.1%} "
-                      f"({cond['per_class_n']} samples per class)", "",
-                  f"{'requested':<10} " + " ".join(f"{c:>{width}}" for c in r["classes"]) + "   accuracy"]
-        for name, row, acc in zip(cond["model_classes"], cond["confusion"], cond["per_class"]):
-            lines.append(f"{name:<10} " + " ".join(f"{k:>{width}}" for k in row) + f"   {acc:.0%}")
-    return "\n".join(lines)

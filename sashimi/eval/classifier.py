@@ -11,12 +11,15 @@ model.safetensors, no pickle; kind ``"classifier"``), or as a file, a dict read 
     {"format": "sashimi-classifier", "version": 1, "arch": "digit_cnn" | "resnext",
      "arch_config": {...}, "classes": [...], "data_rate": 8000, "state_dict": {...}, "meta": {...}}
 
-A bare state dict of the paper's ResNeXt (the authors' parameter names, with or without
-DataParallel's ``module.`` prefix) loads too, as the SC09 classifier.
+The SaShiMi paper's SC09 classifier loads as published: ``load_classifier("sc09_resnext")``
+downloads the authors' ``resnext.pth`` once (a pickled whole module, read without running any of
+its code: :mod:`sashimi.eval.sc09_resnext`); a local copy, or a bare state dict of that ResNeXt
+(the authors' parameter names, with or without DataParallel's ``module.`` prefix), loads too.
 """
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +29,23 @@ import torch.nn as nn
 from ..persistence.checkpoint import CheckpointError
 from ..persistence.download import sha256_file
 from ..persistence.folder import FolderKind, is_model_folder
-from ..pretrained.registry import BUNDLED_CLASSIFIERS, bundled_classifier_folder
+from ..pretrained.registry import BUNDLED_CLASSIFIERS, DOWNLOADED_CLASSIFIERS, bundled_classifier_folder
 from .frontend import check_wavs, fix_length, log_mel
 from .models import ARCHITECTURES, ResNeXt
+from .sc09_resnext import PAD_MODES, PAPER_PAD_MODE, SC09_CLASSES, load_authors_resnext
 
 __all__ = ["Classifier", "load_classifier", "save_classifier", "bundled_classifiers", "bundled_classifier_folder",
-           "SC09_CLASSES", "FORMAT_NAME"]
+           "SC09_CLASSES", "FORMAT_NAME", "PAPER_PROTOCOL", "downloaded_classifier_path"]
 
 FORMAT_NAME = "sashimi-classifier"
 FORMAT_VERSION = 1
-SC09_CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+#: what ``Classifier.meta["protocol"]`` says of the SaShiMi authors' classifier (see sashimi.eval.paper)
+PAPER_PROTOCOL = "sashimi-paper"
+
 
 def bundled_classifiers() -> list[str]:
-    """Names accepted by :func:`load_classifier` besides file paths."""
-    return sorted(BUNDLED_CLASSIFIERS)
+    """Names accepted by :func:`load_classifier` besides file paths (bundled, or downloaded once)."""
+    return sorted([*BUNDLED_CLASSIFIERS, *DOWNLOADED_CLASSIFIERS])
 
 
 class Classifier:
@@ -56,10 +62,15 @@ class Classifier:
         meta: free-form metadata (dataset, license, accuracy, ...): its provenance in a model folder.
         arch_config: the keyword arguments that rebuild ``model`` (its class in ``ARCHITECTURES``);
             needed to save it as a model folder.
+        pad_mode: STFT padding of the front end, ``'reflect'`` (librosa <= 0.8.1) or
+            ``'constant'`` (librosa >= 0.9), see :func:`sashimi.eval.frontend.mel_spectrogram`.
     """
 
     def __init__(self, model: nn.Module, classes, data_rate: int | None = None, name: str = "",
-                 meta: dict | None = None, arch_config: dict | None = None):
+                 meta: dict | None = None, arch_config: dict | None = None, pad_mode: str = PAPER_PAD_MODE):
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        self.pad_mode = pad_mode
         self.model = model.eval()
         self.classes = tuple(classes)
         self.data_rate = int(data_rate) if data_rate else None
@@ -88,7 +99,7 @@ class Classifier:
             wavs = resample(wavs.detach().cpu().float(), int(sample_rate), self.data_rate)
             sample_rate = self.data_rate
         wavs = fix_length(wavs, int(sample_rate))  # 1 s at the input rate: less to resample
-        return log_mel(wavs, int(sample_rate)).to(self.device)
+        return log_mel(wavs, int(sample_rate), pad_mode=self.pad_mode).to(self.device)
 
     @torch.no_grad()
     def predict(self, wavs, sample_rate: int, *, batch_size: int = 256,
@@ -130,7 +141,7 @@ class Classifier:
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
         return (f"Classifier(name={self.name!r}, arch={type(self.model).__name__}, classes={len(self.classes)}, "
-                f"data_rate={self.data_rate}, features={self.feature_dim}, params={n:,})")
+                f"data_rate={self.data_rate}, features={self.feature_dim}, params={n:,}, pad_mode={self.pad_mode!r})")
 
 
 # ---- files ----------------------------------------------------------------------------------
@@ -178,28 +189,40 @@ def _plain(x):
     return str(x)  # e.g. torch.__version__, a str subclass the safe unpickler refuses
 
 
-def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) -> Classifier:
-    """Load a classifier: a bundled one by name, or a file.
+def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None, pad_mode: str | None = None,
+                    progress: bool = True) -> Classifier:
+    """Load a classifier: a bundled or published one by name, or a file.
 
     Args:
         name_or_path: ``"fsdd"`` (bundled: digits trained on FSDD by this project; each file
-            checked against its SHA-256), a model folder written by ``sashimi.save_pretrained``
-            (or ``"hf://owner/name[@revision]"``, one on the Hugging Face Hub), a classifier file
-            written by :func:`save_classifier` (e.g. by ``sashimi train-classifier``), or a
-            state-dict file of the SaShiMi paper's SC09 ResNeXt with the authors' parameter names.
+            checked against its SHA-256); ``"sc09_resnext"`` (the SaShiMi paper's SC09 classifier,
+            the authors' ``sc09_classifier/resnext.pth``, downloaded once into the cache of
+            :mod:`sashimi.persistence.download`); a model folder written by
+            ``sashimi.save_pretrained`` (or ``"hf://owner/name[@revision]"``, one on the Hugging Face
+            Hub); a classifier file written by :func:`save_classifier` (e.g. by ``sashimi
+            train-classifier``); the authors' pickled ``resnext.pth`` (read without running its
+            code) or a state-dict file of that ResNeXt with the authors' parameter names.
         device: where to put it (default: CPU).
+        pad_mode: STFT padding of the front end, ``'reflect'`` (librosa <= 0.8.1, the default: what
+            the paper's numbers used) or ``'constant'`` (librosa >= 0.9).
+        progress: show a progress bar while downloading.
 
     Returns:
         a :class:`Classifier` in eval mode.
 
     Raises:
         ValueError: an unknown name, a file that is neither format, a hash mismatch, or
-            weights that do not fit the architecture (a malformed model folder: CheckpointError).
+            weights that do not fit the architecture (a malformed model folder: CheckpointError;
+            a pickle naming code outside the authors' classes: UnsafePickleError).
         FileNotFoundError: no such file.
-        OSError: an ``hf://`` classifier that could not be downloaded (DownloadError).
+        OSError: a classifier that could not be downloaded (DownloadError; offline, the message
+            names the URL and the cache folder).
     """
     from ..persistence.folder import load_folder
 
+    if pad_mode is not None and pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    pad = pad_mode or PAPER_PAD_MODE
     key = os.fspath(name_or_path)
     if key in BUNDLED_CLASSIFIERS or key.startswith("hf://") or is_model_folder(key):  # model folders: no pickle
         if key.startswith("hf://"):
@@ -211,18 +234,57 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None) ->
         classifier = load_folder(folder, map_location=device or "cpu", kinds=("classifier",),
                                  extra_kinds={"classifier": CLASSIFIER_FOLDER_KIND})
         classifier.name = key if key in BUNDLED_CLASSIFIERS or key.startswith("hf://") else Path(key).name
+        classifier.pad_mode = pad
         return classifier
-    path = Path(key)
+    if key in DOWNLOADED_CLASSIFIERS and not os.path.exists(key):
+        path, name = Path(downloaded_classifier_path(key, progress=progress)), key
+    else:
+        path, name = Path(key), Path(key).name
     if not path.exists():
-        names = ", ".join(repr(n) for n in bundled_classifiers()) or "none"
-        raise FileNotFoundError(f"classifier {key!r}: not a bundled name ({names}) and no such file")
+        bundled = ", ".join(repr(n) for n in sorted(BUNDLED_CLASSIFIERS)) or "none"
+        published = ", ".join(repr(n) for n in sorted(DOWNLOADED_CLASSIFIERS)) or "none"
+        raise FileNotFoundError(f"classifier {key!r}: not a bundled name ({bundled}), not a published one "
+                                f"({published}), and no such file")
     if not path.is_file():
         raise ValueError(f"classifier {key!r} is neither a file nor a model folder (no config.json)")
-    from ..persistence.checkpoint import load_checkpoint_file
-
-    blob = load_checkpoint_file(path)  # weights_only; an unreadable file is a CheckpointError naming it
-    classifier = _from_blob(blob, path.name, str(path))
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError) as e:  # a truncated or damaged archive
+        raise CheckpointError(f"{path}: not a readable torch file ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else 'damaged'})") from e
+    except pickle.UnpicklingError:  # objects beyond tensors and containers: a pickled whole module?
+        model, config = load_authors_resnext(path, str(path))
+        n = config["n_classes"]
+        classes = SC09_CLASSES if n == 10 else tuple(str(i) for i in range(n))
+        meta = {"arch": f"ResNeXt {config}", "dataset": "sc09", "protocol": PAPER_PROTOCOL,
+                "source": "the SaShiMi authors' pickled DataParallel(CifarResNeXt) file"}
+        classifier = Classifier(model, classes, 16000, name, meta, arch_config=config, pad_mode=pad)
+    else:
+        classifier = _from_blob(blob, name, str(path))
+        classifier.pad_mode = pad
     return classifier.to(device) if device is not None else classifier
+
+
+def downloaded_classifier_path(name: str, progress: bool = True) -> str:
+    """The local copy of published classifier ``name`` (see ``DOWNLOADED_CLASSIFIERS``), downloading it once.
+
+    Raises:
+        DownloadError: it is not cached and cannot be downloaded: one line naming the URL and the
+            cache folder to put the file in.
+        HashMismatchError: the file differs from the published one (where its SHA-256 is known).
+    """
+    from ..persistence.download import DownloadError, cache_path, cached_download
+
+    url, sha256 = DOWNLOADED_CLASSIFIERS[name]
+    try:
+        return cached_download(url, sha256=sha256, progress=progress)
+    except DownloadError as e:
+        cause = e.__cause__
+        reason = (str(getattr(cause, "reason", None) or cause or "").strip().splitlines() or [type(cause).__name__])[0]
+        target = cache_path(url)
+        raise DownloadError(f"classifier {name!r}: could not download {url} ({reason}); offline, copy "
+                            f"{os.path.basename(target)} into the cache folder {os.path.dirname(target)} "
+                            f"or pass its path instead of {name!r}") from e
 
 
 def _from_blob(blob, name: str, where: str) -> Classifier:
@@ -250,8 +312,8 @@ def _from_blob(blob, name: str, where: str) -> Classifier:
         _load_strict(model, state, where)
         n = config["n_classes"]
         classes = SC09_CLASSES if n == 10 else tuple(str(i) for i in range(n))
-        return Classifier(model, classes, 16000, name, {"arch": f"ResNeXt {config}", "dataset": "sc09"},
-                          arch_config=config)
+        return Classifier(model, classes, 16000, name, {"arch": f"ResNeXt {config}", "dataset": "sc09",
+                                                        "protocol": PAPER_PROTOCOL}, arch_config=config)
     raise ValueError(f"{where}: neither a sashimi classifier file nor a ResNeXt state dict "
                      f"(keys: {list(blob)[:4]}...)")
 

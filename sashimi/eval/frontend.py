@@ -6,7 +6,7 @@ defaults at 16 kHz followed by ``librosa.power_to_db(S, ref=np.max)``:
 
 - audio at 16 kHz (other rates are resampled), cut or zero-padded at the end to 16000 samples;
 - STFT: n_fft 2048, hop 512, periodic Hann window of 2048, centred frames with reflection
-  padding (librosa < 0.10, which the authors used; librosa >= 0.10 pads with zeros:
+  padding (librosa <= 0.8.1, which the paper's numbers used; librosa 0.9 pads with zeros:
   ``pad_mode="constant"``), so 1 + 16000 // 512 = 32 frames;
 - power spectrum |X|^2, 32 mel bands from 0 to 8 kHz on the Slaney mel scale with Slaney
   (area) normalisation (librosa's default ``htk=False, norm='slaney'``);
@@ -146,7 +146,8 @@ def mel_spectrogram(wavs: torch.Tensor, pad_mode: str = "reflect") -> torch.Tens
 
     Args:
         wavs: (N, L) float at 16 kHz (L > 1024 for reflection padding).
-        pad_mode: 'reflect' (librosa < 0.10, the authors') or 'constant' (librosa >= 0.10).
+        pad_mode: 'reflect' (librosa <= 0.8.1, the paper's) or 'constant' (librosa >= 0.9; both
+            checked against librosa 0.8.1 and 0.9.2 outputs in tests/test_eval_sc09_resnext.py).
 
     Returns:
         float64 (N, 32, 1 + L // 512).

@@ -4,6 +4,8 @@
 - :mod:`~sashimi.persistence.checkpoint`: safe reading (``weights_only``), atomic writing, strict
   loading, the native ``.pt`` format and its static table of model kinds;
 - :mod:`~sashimi.persistence.published`: the published SC09 formats (simple-sashimi, DiffWave-unconditional);
+- :mod:`~sashimi.persistence.pickled_modules`: pickled whole modules (``torch.save(model)``) read without
+  running their code: only admitted classes, tensors rebuilt from the archive;
 - :mod:`~sashimi.persistence.folder`: the folder format (``config.json`` + ``model.safetensors`` + a
   ``README.md`` model card, :mod:`~sashimi.persistence.card`), which holds no pickle;
 - :mod:`~sashimi.persistence.hf`: such folders on the Hugging Face Hub (``hf://owner/name[@revision]``);

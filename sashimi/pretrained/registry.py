@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BundledModel", "BUNDLED_MODELS", "BUNDLED_CLASSIFIERS", "bundled_model_path", "bundled_classifier_folder",
-           "FSDD_CREDIT", "AR_SC09_URL", "DIFFWAVE_SC09_URLS", "WEIGHTS_DIR", "CLASSIFIER_WEIGHTS_DIR"]
+           "FSDD_CREDIT", "AR_SC09_URL", "DIFFWAVE_SC09_URLS", "WEIGHTS_DIR", "CLASSIFIER_WEIGHTS_DIR",
+           "DOWNLOADED_CLASSIFIERS"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 CLASSIFIER_WEIGHTS_DIR = WEIGHTS_DIR.parent / "eval" / "weights"
@@ -76,6 +77,19 @@ BUNDLED_CLASSIFIERS: dict[str, tuple[str, dict[str, str]]] = {
         "config.json": "dd08b2d613387bf59091ea6b50bb73412cb86b055606fd51d876bb3b7d9afe9f",
         "model.safetensors": "9447d8b09689c6c9af45ed68ab30ecb5270f754e88e577f8e851f8965b6ab195",
     }),
+}
+
+
+#: published classifiers, downloaded once: name -> (URL, SHA-256 or None where it is not known here).
+#: sc09_resnext: the SaShiMi authors' SC09 evaluation classifier (ResNeXt-29 8x64d, 34.4M parameters, 138 MB,
+#: a pickled DataParallel module; read by sashimi.eval.sc09_resnext without running pickled code), at the
+#: release's Feb-2022 commit 86a6adc (the file was added in ed94453, "Add SC09 ResNeXt classifier.", Feb 21,
+#: 2022), so that the URL always gives the file behind the paper. Its SHA-256 is not listed: the Hub shows it
+#: on the file's page, but it could not be looked up when this entry was written (no network); until it is
+#: filled in, the pinned commit is what fixes the file.
+DOWNLOADED_CLASSIFIERS: dict[str, tuple[str, str | None]] = {
+    "sc09_resnext": ("https://huggingface.co/krandiash/sashimi-release/resolve/86a6adc0daa2692a37cc829e2bfa8fb8a4122bd9/"
+                     "sc09_classifier/resnext.pth", None),
 }
 
 

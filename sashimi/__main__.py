@@ -45,6 +45,21 @@ def _quiet_openmp() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of ``sashimi <name>``: the one the command line uses, and the docs' reference is made from.
+
+    Args:
+        name: a key of :data:`COMMANDS`.
+
+    Returns:
+        the command's parser (its module imported on the way).
+    """
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"sashimi {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_openmp()
     argv = sys.argv[1:] if argv is None else argv
@@ -61,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
-    cmd_parser = argparse.ArgumentParser(prog=f"sashimi {name}", description=COMMANDS[name][1])
-    module.add_arguments(cmd_parser)
-    args = cmd_parser.parse_args(argv[1:])
+    args = command_parser(name).parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
     except (CLIError, SashimiError) as e:  # the user's to fix: one line

@@ -140,3 +140,16 @@ def test_the_quick_start_runs_the_test_command_ci_runs(doc):
     assert commands[-1] == "python -m pytest -q"
     assert "\npython -m pytest -q\n" in ci
     assert commands[:2] == ["pip install torch==2.13.0", 'pip install -e ".[test]"']
+
+
+def test_the_training_curve_is_drawn_from_the_committed_log():
+    """docs/images/training_curve.png comes from training_log.txt, a real run's stdout: the parser of
+    benchmarks/docs_figures.py reads every summary and validation line of it."""
+    spec = importlib.util.spec_from_file_location("docs_figures", ROOT / "benchmarks" / "docs_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    text = (ROOT / "docs" / "images" / "training_log.txt").read_text(encoding="utf-8")
+    train, valid = figures.parse_log(text)
+    assert len(train) == text.count("\nstep ") and len(valid) == text.count("\nvalidation at step ")
+    assert train[0][0] == 1 and train[-1][0] == 300 and valid[-1] == (300, 1.8221)
+    assert valid[-1][1] < valid[0][1]  # it learned

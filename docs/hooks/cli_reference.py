@@ -30,16 +30,23 @@ def cli_reference() -> str:
     """Markdown: one section per command, its help text in a code block."""
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)  # document this checkout, not another installed copy
-    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal's width: make the page stable
     from sashimi.__main__ import COMMANDS, command_parser
 
-    out = []
-    for name, (_, summary) in COMMANDS.items():
-        parser = command_parser(name)
-        out += [f"## sashimi {name}", "", summary[0].upper() + summary[1:] + ".", "",
-                "```text", _help(parser), "```", ""]
-        for sub, sub_parser in _subparsers(parser).items():
-            out += [f"### sashimi {name} {sub}", "", "```text", _help(sub_parser), "```", ""]
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal's width: make the page stable
+    try:
+        out = []
+        for name, (_, summary) in COMMANDS.items():
+            parser = command_parser(name)
+            out += [f"## sashimi {name}", "", summary[0].upper() + summary[1:] + ".", "",
+                    "```text", _help(parser), "```", ""]
+            for sub, sub_parser in _subparsers(parser).items():
+                out += [f"### sashimi {name} {sub}", "", "```text", _help(sub_parser), "```", ""]
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
     return "\n".join(out)
 
 

@@ -33,7 +33,7 @@ def cli_reference() -> str:
     from sashimi.__main__ import COMMANDS, command_parser
 
     columns = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal's width: make the page stable
+    os.environ["COLUMNS"] = "80"  # argparse wraps at the terminal's width: make the page stable
     try:
         out = []
         for name, (_, summary) in COMMANDS.items():

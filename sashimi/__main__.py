@@ -70,6 +70,21 @@ def _sigterm_cleans_up():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of ``sashimi <name>``: the one the command line uses, and the docs' reference is made from.
+
+    Args:
+        name: a key of :data:`COMMANDS`.
+
+    Returns:
+        the command's parser (its module imported on the way).
+    """
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"sashimi {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_openmp()
     argv = sys.argv[1:] if argv is None else argv
@@ -89,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sashimi {name}: error: an argument contains a NUL character", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    cmd_parser = argparse.ArgumentParser(prog=f"sashimi {name}", description=COMMANDS[name][1])
-    module.add_arguments(cmd_parser)
-    args = cmd_parser.parse_args(argv[1:])
+    args = command_parser(name).parse_args(argv[1:])
     try:
         with _sigterm_cleans_up():
             return int(module.run(args) or 0)

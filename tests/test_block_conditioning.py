@@ -136,3 +136,20 @@ def test_a_models_sampling_defaults_apply_unless_told_otherwise(tmp_path):
 def test_bad_sampling_defaults_are_refused(sampling, match):
     with pytest.raises(ValueError, match=match):
         SashimiAR(ARConfig(d_model=16, n_layers=2, l_max=512, sampling=sampling))
+
+
+def test_export_stores_sampling_defaults(tmp_path, capsys):
+    from conftest import run_cli
+
+    model = SashimiAR(ARConfig(d_model=16, n_layers=2, l_max=512)).eval()
+    sashimi.save_model(model, tmp_path / "m.pt")
+    code, out, err = run_cli(capsys, "export", str(tmp_path / "m.pt"), "--out-dir", str(tmp_path), "--name", "m",
+                             "--format", "folder", "--sampling", "temperature=0.9,top_k=100")
+    assert code == 0, err
+    assert sashimi.load_model(tmp_path / "m").config.sampling == {"temperature": 0.9, "top_k": 100}
+    code, out, err = run_cli(capsys, "export", str(tmp_path / "m.pt"), "--out-dir", str(tmp_path), "--name", "n",
+                             "--format", "folder", "--sampling", "temperature=0")
+    assert code != 0 and "temperature" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(capsys, "export", str(tmp_path / "m.pt"), "--out-dir", str(tmp_path), "--name", "n",
+                             "--sampling", "temp=0.9")
+    assert code != 0 and "--sampling" in err

@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "README.md")
     parser.add_argument("--credit", default="",
                         help="data credit and license, stored in the file ('fsdd': the Free Spoken Digit Dataset's)")
+    parser.add_argument("--sampling", default=None, metavar="KEY=VALUE[,...]",
+                        help="autoregressive models: store default sampling settings chosen for this model, e.g. "
+                             "temperature=0.9,top_k=100 (keys: temperature, top_k, nucleus_p); generation uses them "
+                             "unless told otherwise")
     parser.add_argument("--license", default="",
                         help="license of the weights, e.g. cc-by-sa-4.0 (shown on a folder's model card; "
                              "--credit fsdd implies cc-by-sa-4.0)")
@@ -56,8 +60,9 @@ def run(args) -> int:
     if not os.path.isdir(args.out_dir):
         raise CLIError(f"--out-dir {args.out_dir}: no such directory")
     credit, license = (FSDD_CREDIT, args.license or FSDD_LICENSE) if args.credit == "fsdd" else (args.credit, args.license)
+    sampling = None if args.sampling is None else parse_sampling(args.sampling)
     try:
-        path = export(args.checkpoints, args.out_dir, args.name, credit, license, args.format)
+        path = export(args.checkpoints, args.out_dir, args.name, credit, license, args.format, sampling)
     except (ValueError, FileExistsError) as e:
         raise CLIError(str(e).strip().splitlines()[0]) from None
     if args.format == "pt":
@@ -75,8 +80,25 @@ def run(args) -> int:
 FSDD_LICENSE = "cc-by-sa-4.0"
 
 
+def parse_sampling(text: str) -> dict:
+    """``--sampling temperature=0.9,top_k=100`` as ``{"temperature": 0.9, "top_k": 100}`` (checked
+    by the model's own check when exported)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in ("temperature", "top_k", "nucleus_p"):
+            raise CLIError(f"--sampling: expected KEY=VALUE items with keys temperature, top_k, nucleus_p; got {item!r}")
+        try:
+            out[key.strip()] = int(value) if key.strip() == "top_k" else float(value)
+        except ValueError:
+            raise CLIError(f"--sampling: {key.strip()} must be a number, got {value!r}") from None
+    if not out:
+        raise CLIError("--sampling: expected at least one KEY=VALUE item")
+    return out
+
+
 def export(checkpoints: list[str], out_dir: str, name: str, credit: str = "", license: str = "",
-           format: str = "folder") -> str:
+           format: str = "folder", sampling: dict | None = None) -> str:
     """Export ``checkpoints`` (see :func:`sashimi.pretrained.export.export_model`); a single classifier
     file (``sashimi train-classifier``) becomes a classifier folder.
 
@@ -95,7 +117,8 @@ def export(checkpoints: list[str], out_dir: str, name: str, credit: str = "", li
         if len(checkpoints) != 1:
             raise ValueError("classifier files are converted one at a time (they are not averaged)")
         return _export_classifier(checkpoints[0], out_dir, name, credit, license)
-    return os.fspath(export_model(checkpoints, out_dir, name, credit=credit, format=format, license=license)[0])
+    return os.fspath(export_model(checkpoints, out_dir, name, credit=credit, format=format, license=license,
+                                  sampling=sampling)[0])
 
 
 def _is_classifier_file(path: str) -> bool:

@@ -41,7 +41,7 @@ def average_models(models: list):
 
 
 def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str = "", *, format: str = "pt",
-                 license: str = "") -> tuple[Path, str]:
+                 license: str = "", sampling: dict | None = None) -> tuple[Path, str]:
     """Write a model (config + float32 weights + provenance) as ``<out_dir>/<name>-<sha8>.pt``, or
     with ``format="folder"`` as the model folder ``<out_dir>/<name>`` (see :func:`sashimi.save_pretrained`).
 
@@ -98,6 +98,12 @@ def export_model(checkpoints, out_dir: str | os.PathLike, name: str, credit: str
         raws.append(raw)
         models.append(load_model(raw))  # any supported format; validates it and rebuilds the model
     model = average_models(models) if len(models) > 1 else models[0]
+    if sampling is not None:
+        if not hasattr(model.config, "sampling"):
+            raise ValueError(f"sampling: only autoregressive models store sampling defaults, not {type(model).__name__}")
+        from ..sampling import check_sampling_defaults
+
+        model.config.sampling = check_sampling_defaults(dict(sampling), "sampling")
     # an export of an export (e.g. a .pt converted to a folder) keeps where the weights first came from
     keep = ("step", "valid_metric", "cfg_yaml") + (("source", "averaged", "credit", "license") if len(paths) == 1 else ())
     provenance = {k: raws[-1][k] for k in keep if k in raws[-1]}

@@ -228,11 +228,8 @@ class SashimiDiffWave(nn.Module):
                              "(config.num_classes=0): use unconditional_generate")
         if labels is None:
             raise InputError("labels must be the classes to generate, got None (use unconditional_generate)")
-        n = len(labels) if not torch.is_tensor(labels) or labels.dim() else 1
-        if n < 1:
-            raise InputError("labels must name at least one class, got none")
-        labels = self.check_labels(labels, n, allow_none_class=False)
-        return self._sample(n, length, steps, seed, progress, labels, check_guidance(guidance))
+        labels = self.check_labels(labels, None, allow_none_class=False)  # any count >= 1
+        return self._sample(labels.numel(), length, steps, seed, progress, labels, check_guidance(guidance, labels))
 
     def _sample(self, n: int, length, steps, seed, progress: bool, labels, guidance: float) -> torch.Tensor:
         length = self.config.l_max if length is None else length

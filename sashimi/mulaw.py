@@ -65,9 +65,16 @@ def mulaw_decode(q: torch.Tensor, levels: int = MU_LEVELS, dtype: torch.dtype = 
     """
     if not torch.is_tensor(q) or q.is_floating_point() or q.is_complex():
         raise TypeError(f"mulaw_decode: q must be an integer tensor, got {_describe(q)}")
+    # A lookup table computed in float64: each token maps to one correctly rounded value, so
+    # decoding a sequence in chunks (streaming) gives exactly the samples of decoding it whole
+    # (an elementwise float32 pow rounds differently in vectorised and scalar code paths).
     mu = levels - 1.0
-    y = 2 * q.to(dtype) / mu - 1
-    return torch.sign(y) * (torch.pow(1 + mu, torch.abs(y)) - 1) / mu
+    y = 2 * torch.arange(levels, dtype=torch.float64) / mu - 1
+    table = (torch.sign(y) * (torch.pow(1 + mu, torch.abs(y)) - 1) / mu).to(device=q.device, dtype=dtype)
+    if q.numel() and (int(q.min()) < 0 or int(q.max()) >= levels):
+        raise InputError(f"mulaw_decode: q must hold tokens in [0, {levels - 1}], got min {int(q.min())}, "
+                         f"max {int(q.max())}")
+    return table[q.long()]
 
 
 def _describe(x) -> str:

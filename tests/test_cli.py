@@ -55,7 +55,7 @@ def test_generate_refuses_to_overwrite_without_force(tmp_path, capsys, ckpt):
 
 @pytest.mark.parametrize("bad", [
     ["--n", "0"], ["--n", "three"], ["--seconds", "-1"], ["--seconds", "nan"], ["--temperature", "0"],
-    ["--nucleus-p", "1.5"], ["--top-k", "0"], ["--bogus"], ["--model", "missing.pt"], ["--engine", "warp"],
+    ["--nucleus-p", "1.5"], ["--top-k", "-1"], ["--bogus"], ["--model", "missing.pt"], ["--engine", "warp"],
     ["--device", "quantum"], ["--prefix", "missing.wav"], ["--steps", "fast"], ["--batch-size", "0"],
     ["--name", "a/b"],
 ], ids=lambda a: " ".join(a))

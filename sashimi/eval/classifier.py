@@ -249,9 +249,6 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None, pa
         raise ValueError(f"classifier {key!r} is neither a file nor a model folder (no config.json)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError) as e:  # a truncated or damaged archive
-        raise CheckpointError(f"{path}: not a readable torch file ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else 'damaged'})") from e
     except pickle.UnpicklingError:  # objects beyond tensors and containers: a pickled whole module?
         model, config = load_authors_resnext(path, str(path))
         n = config["n_classes"]
@@ -259,6 +256,9 @@ def load_classifier(name_or_path: str | os.PathLike = "fsdd", *, device=None, pa
         meta = {"arch": f"ResNeXt {config}", "dataset": "sc09", "protocol": PAPER_PROTOCOL,
                 "source": "the SaShiMi authors' pickled DataParallel(CifarResNeXt) file"}
         classifier = Classifier(model, classes, 16000, name, meta, arch_config=config, pad_mode=pad)
+    except Exception as e:  # truncated, damaged or not a torch file: torch raises several types
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else 'damaged'})") from e
     else:
         classifier = _from_blob(blob, name, str(path))
         classifier.pad_mode = pad

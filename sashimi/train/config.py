@@ -62,6 +62,11 @@ class TrainConfig:
     fade_ms: float = _f(5.0, "with utterance_window: fade each word in and out over this many milliseconds")
     utterance_max_start_ms: typing.Optional[float] = _f(None, "with utterance_window: the word starts at most this many "
                                                               "milliseconds into the window (none: anywhere it fits)")
+    utterance_onset: typing.Optional[float] = _f(None, "with utterance_window: cut each recording's quiet lead-in so the "
+                                                      "word starts at once: at its first sample reaching this "
+                                                      "fraction of the file's peak (e.g. 0.05), less "
+                                                      "utterance_onset_margin_ms (none: keep the recordings as they are)")
+    utterance_onset_margin_ms: float = _f(2.0, "with utterance_onset: milliseconds kept before the onset")
     cache_audio: typing.Optional[bool] = _f(None, "hold the decoded audio in memory: true, false or none (default: "
                                                   "when it takes at most cache_max_gib)")
     cache_max_gib: float = _f(2.0, "size limit of cache_audio=none, in GiB of float32 samples")
@@ -337,6 +342,12 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"labels={cfg.labels}: model={cfg.model} does not support class conditioning (use model=ar or model=diffwave)")
     if cfg.resume_checkpoint and cfg.init_checkpoint:
         raise ConfigError("set resume_checkpoint (continue a run) or init_checkpoint (start one from weights), not both")
+    v = cfg.utterance_onset
+    if v is not None and not (math.isfinite(v) and 0 < v <= 1):
+        raise ConfigError(f"config key 'utterance_onset' must be in (0, 1] (a fraction of the peak) or none, got {v}")
+    if not (math.isfinite(cfg.utterance_onset_margin_ms) and cfg.utterance_onset_margin_ms >= 0):
+        raise ConfigError(f"config key 'utterance_onset_margin_ms' must be a finite number >= 0, "
+                          f"got {cfg.utterance_onset_margin_ms}")
     v = cfg.utterance_max_start_ms
     if v is not None and not (math.isfinite(v) and v >= 0):
         raise ConfigError(f"config key 'utterance_max_start_ms' must be a finite number >= 0 or none, got {v}")

@@ -13,6 +13,8 @@ __all__ = ["BackboneConfig", "ARConfig", "DiffWaveConfig", "config_from_dict", "
 
 #: Where a conditional model's label vector enters the network (see :class:`ARConfig`).
 CONDITIONS = ("input", "blocks", "film")
+#: The residual blocks' pre-norms (see :class:`BackboneConfig`).
+NORMS = ("layer", "scalar")
 
 
 @dataclass
@@ -35,6 +37,10 @@ class BackboneConfig:
         tie_state: share S4 state matrices across channels.
         lr: learning rate for the S4 state parameters (None: the optimiser's default).
         sample_rate: audio sample rate the model was trained at (Hz).
+        norm: the residual blocks' pre-norm: 'layer' (per-channel LayerNorm) or 'scalar' (two
+            scalars, the SaShiMi authors' ``TransposedLN``).
+        hurwitz: S4 state matrices A = diag - p p^* (True) or with a free factor, A = diag - p q^T
+            (False: the authors' Feb-2022 release).
     """
 
     d_model: int = 64
@@ -51,9 +57,15 @@ class BackboneConfig:
     tie_state: bool = True
     lr: float | None = 1e-3
     sample_rate: int = 16000
+    norm: str = "layer"
+    hurwitz: bool = True
 
     def __post_init__(self):
         self.pool = _int_list(self, "pool")
+        if self.norm not in NORMS:
+            raise ValueError(f"{type(self).__name__}.norm must be one of {NORMS}, got {self.norm!r}")
+        if not isinstance(self.hurwitz, bool):
+            raise ValueError(f"{type(self).__name__}.hurwitz must be true or false, got {self.hurwitz!r}")
         _check_positive(self, "d_model", "n_layers", "expand", "d_state", "l_max", "sample_rate")
         if any(p < 1 for p in self.pool):
             raise ValueError(f"{type(self).__name__}.pool must hold positive integers, got {self.pool}")

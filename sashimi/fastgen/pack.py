@@ -53,6 +53,11 @@ def unsupported_reason(model: nn.Module) -> str | None:
             return f"unexpected layer {type(block.layer).__name__}"
         if isinstance(block.layer, S4) and (block.layer.bidirectional or block.layer.kernel.channels != 1):
             return "bidirectional S4 layers have no step mode"
+        # The engines' packed step has per-channel LayerNorms and the Hurwitz low-rank term (q = conj p)
+        if not isinstance(block.norm, nn.LayerNorm):
+            return f"{type(block.norm).__name__} pre-norms (the authors' TransposedLN; only LayerNorm is packed)"
+        if isinstance(block.layer, S4) and not block.layer.kernel.hurwitz:
+            return "S4 layers with a free low-rank factor Q (hurwitz=False; only q = conj(p) is packed)"
     return None
 
 

@@ -58,5 +58,6 @@ def load_model_file(source: str | os.PathLike | dict, map_location: str | torch.
                 break
         else:
             raise CheckpointError(f"{name}: unrecognised checkpoint layout (top-level keys: {sorted(map(str, ckpt))[:8]}); "
-                                  "expected a sashimi checkpoint or a published simple-sashimi / DiffWave file")
+                                  "expected a sashimi checkpoint, a published simple-sashimi / DiffWave file or a "
+                                  "SaShiMi authors' AR state dict (model.*, encoder.*, decoder.*)")
     return model.to(map_location).eval()

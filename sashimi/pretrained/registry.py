@@ -8,7 +8,8 @@
   and its license.
 - Bundled classifiers (:data:`BUNDLED_CLASSIFIERS`): the sample-quality classifiers of
   :mod:`sashimi.eval`, the same way.
-- Published checkpoints (:data:`AR_SC09_URL`, :data:`DIFFWAVE_SC09_URLS`): downloaded once.
+- Published checkpoints (:data:`AR_SC09_URL`, :data:`DIFFWAVE_SC09_URLS`, and the SaShiMi authors'
+  own release :data:`AUTHORS_AR_URLS`): downloaded once, into a cache folder per URL.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BundledModel", "BUNDLED_MODELS", "BUNDLED_CLASSIFIERS", "bundled_model_path", "bundled_classifier_folder",
-           "FSDD_CREDIT", "AR_SC09_URL", "DIFFWAVE_SC09_URLS", "WEIGHTS_DIR", "CLASSIFIER_WEIGHTS_DIR"]
+           "FSDD_CREDIT", "AR_SC09_URL", "DIFFWAVE_SC09_URLS", "WEIGHTS_DIR", "CLASSIFIER_WEIGHTS_DIR",
+           "AUTHORS_RELEASE", "AUTHORS_AR_URLS", "AUTHORS_AR_SHA256", "published_downloads"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 CLASSIFIER_WEIGHTS_DIR = WEIGHTS_DIR.parent / "eval" / "weights"
@@ -29,6 +31,22 @@ DIFFWAVE_SC09_URLS = {
     "800k": "https://github.com/RF5/DiffWave-unconditional/releases/download/v0.2/sashimi_sc09_800k_steps.pt",
     "500k": "https://github.com/RF5/DiffWave-unconditional/releases/download/v0.2/sashimi_sc09_500k_steps.pt",
 }
+
+#: The SaShiMi authors' release on the Hugging Face Hub (Goel, Gu, Donahue, Re; files for state-spaces/s4).
+AUTHORS_RELEASE = "krandiash/sashimi-release"
+_HUB_FILE = "https://huggingface.co/" + AUTHORS_RELEASE + "/resolve/main/checkpoints/{}"
+#: Their autoregressive checkpoints, by (dataset, layout): the Feb-2022 release behind the paper's tables
+#: (sashimi.persistence.authors: 'feb2022') and the same models converted for their V4 code ('v4').
+AUTHORS_AR_URLS = {
+    ("youtubemix", "feb2022"): _HUB_FILE.format("sashimi_youtubemix.pt"),
+    ("youtubemix", "v4"): _HUB_FILE.format("sashimi_youtubemix_v4.pt"),
+    ("sc09", "feb2022"): _HUB_FILE.format("sashimi_sc09.pt"),
+}
+#: Their SHA-256 where known. The Hub shows each LFS file's SHA-256 on its page, but this project's
+#: machines cannot reach the Hub and no copy of the digests was found (searched: public code, pages and
+#: issues): None, so these files are not hash-checked yet. Fill them in (64 hex digits) from the files'
+#: Hub pages; a cached file is then checked at every load.
+AUTHORS_AR_SHA256: dict = {key: None for key in AUTHORS_AR_URLS}
 
 FSDD_CREDIT = ("Trained on the Free Spoken Digit Dataset (FSDD; Zohar Jackson et al., "
                "https://github.com/Jakobovski/free-spoken-digit-dataset), licensed CC BY-SA 4.0 "
@@ -107,3 +125,13 @@ def bundled_classifier_folder(name: str) -> Path:
         raise ValueError(f"no bundled classifier {name!r}; bundled: {sorted(BUNDLED_CLASSIFIERS)}")
     folder, files = BUNDLED_CLASSIFIERS[name]
     return _verified_folder(CLASSIFIER_WEIGHTS_DIR / folder, files, f"bundled classifier {name!r}")
+
+
+def published_downloads() -> list[tuple[str, str]]:
+    """(pretrained name and variant, URL) of every downloaded (not bundled) file, for ``sashimi doctor``."""
+    rows = [("sashimi_ar_sc09", AR_SC09_URL)]
+    rows += [(f"sashimi_diffwave_sc09 ({k})", u) for k, u in DIFFWAVE_SC09_URLS.items()]
+    names = {"youtubemix": "sashimi_ar_youtubemix", "sc09": "sashimi_ar_sc09"}
+    rows += [(f"{names[data]} ({'paper' if data == 'sc09' else layout})", url)
+             for (data, layout), url in AUTHORS_AR_URLS.items()]
+    return rows

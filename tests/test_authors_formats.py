@@ -170,3 +170,27 @@ def test_fast_engines_fall_back_with_a_reason():
     a = model.unconditional_generate(2, progress=False, length=40, seed=3)
     b = model.unconditional_generate(2, progress=False, length=40, seed=3, engine="eager")
     assert a.shape == (2, 40) and torch.equal(a, b)
+
+
+def test_generation_runs_past_the_kernel_length_and_streams(tmp_path, capsys):
+    """A YouTubeMix-layout model (no GLU, TransposedLN, free Q) generates past its l_max (recurrently),
+    and `sashimi generate --stream` writes it as it goes (16 kHz)."""
+    import soundfile
+
+    from conftest import run_cli
+
+    torch.manual_seed(1)
+    model = SashimiAR(ARConfig(d_model=8, n_layers=1, pool=[2], ff=1, d_state=8, l_max=64, glu=False,
+                               norm="scalar", hurwitz=False)).eval()
+    path = tmp_path / "piano_layout.pt"
+    torch.save(write_authors(model, "feb2022"), path)
+    loaded = sashimi.load_model(str(path))
+    wav = loaded.unconditional_generate(2, progress=False, length=300, seed=0)  # 300 > l_max = 64
+    assert wav.shape == (2, 300) and torch.isfinite(wav).all()
+    chunks = list(loaded.stream(2, 300, 128, seed=0))
+    assert torch.equal(torch.cat(chunks, 1), wav)
+    code, _, err = run_cli(capsys, "generate", "--model", str(path), "--seconds", "0.02", "--quiet",
+                           "--stream", str(tmp_path / "s.wav"))
+    assert code == 0, err
+    info = soundfile.info(str(tmp_path / "s.wav"))
+    assert (info.samplerate, info.frames) == (16000, 320)

@@ -15,7 +15,7 @@ from . import fastgen
 from .backbone import Sashimi
 from .config import ARConfig
 from .errors import InputError
-from .mulaw import mulaw_decode, mulaw_encode, silence_token
+from .mulaw import dequantize, quantize, silence_token
 from .s4 import check_float_params, one_thread
 from .sampling import SamplingOptions, make_generator, sample_logits
 
@@ -67,6 +67,15 @@ class SashimiAR(nn.Module):
     def device(self) -> torch.device:
         return self.head.weight.device
 
+    def quantize(self, wavs: torch.Tensor) -> torch.Tensor:
+        """The model's tokens of waveforms (its ``config.quantization``, 'mulaw' or 'linear', with
+        ``config.mu_levels`` levels): float (...) in [-1, 1] -> int64 (...)."""
+        return quantize(wavs, self.config.mu_levels, self.config.quantization)
+
+    def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Waveforms of the model's tokens (the inverse of :meth:`quantize` up to its step): int (...) -> float (...)."""
+        return dequantize(tokens, self.config.mu_levels, self.config.quantization)
+
     # ---- convolution mode -----------------------------------------------------------------
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, labels=None) -> torch.Tensor:
         """Next-token logits.
@@ -116,7 +125,7 @@ class SashimiAR(nn.Module):
         if lengths is not None:
             lengths = _check_lengths(lengths, wavs.shape).to(self.device)
         labels = self.check_labels(labels, wavs.size(0))
-        targets = mulaw_encode(wavs.to(self.device), self.config.mu_levels)
+        targets = self.quantize(wavs.to(self.device))
         inputs = F.pad(targets[:, :-1], (1, 0), value=silence_token(self.config.mu_levels))
         result = []
         for start in range(0, len(wavs), batch_size):
@@ -260,7 +269,7 @@ class SashimiAR(nn.Module):
         prefix_wav = _check_audio(prefix_wav, "prefix_wav")
         if prefix_wav.dim() == 1:
             prefix_wav = prefix_wav.unsqueeze(0)
-        prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
+        prefix = self.quantize(prefix_wav.to(self.device))
         length = _check_length(length, prefix.size(1), endless_ok=False)
         request = _Request(prefix, length, SamplingOptions(temperature, top_k, nucleus_p), seed,
                            self.check_labels(labels, prefix.size(0)), mode, engine, progress)
@@ -309,11 +318,11 @@ class SashimiAR(nn.Module):
             prefix_wav = prefix_wav.unsqueeze(0).expand(N, -1) if prefix_wav.dim() == 1 else prefix_wav
             if prefix_wav.size(0) != N:
                 raise InputError(f"prefix_wav holds {prefix_wav.size(0)} waveforms, N is {N}")
-            prefix = mulaw_encode(prefix_wav.to(self.device), self.config.mu_levels)
+            prefix = self.quantize(prefix_wav.to(self.device))
         request = _Request(prefix, length, SamplingOptions(temperature, top_k, nucleus_p), seed,
                            self.check_labels(labels, N), mode, engine, progress, chunk)
         chunks = self._token_chunks(request)
-        return (mulaw_decode(c.to(self.device), self.config.mu_levels) for c in chunks)
+        return (self.dequantize(c.to(self.device)) for c in chunks)
 
     # ---- generation internals: one request value travels down ------------------------------
     def _silence(self, n: int) -> torch.Tensor:
@@ -323,7 +332,7 @@ class SashimiAR(nn.Module):
         return int(self.config.sample_rate) if length is None else length
 
     def _decode(self, chunks) -> torch.Tensor:
-        return mulaw_decode(torch.cat([c.to(self.device) for c in chunks], 1), self.config.mu_levels)
+        return self.dequantize(torch.cat([c.to(self.device) for c in chunks], 1))
 
     def _token_chunks(self, request: "_Request") -> Iterator[torch.Tensor]:
         """Validate, pick the engine and return an iterator over (B, chunk) token chunks
@@ -473,8 +482,8 @@ class SashimiAR(nn.Module):
         if not torch.is_tensor(x):
             raise TypeError(f"{name} must be a torch.Tensor of integer tokens, got {type(x).__name__}")
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer mu-law tokens, got dtype {x.dtype} "
-                            "(use sashimi.mulaw_encode to quantise a waveform)")
+            raise TypeError(f"{name} must hold integer tokens, got dtype {x.dtype} "
+                            "(use model.quantize, or sashimi.mulaw_encode, to quantise a waveform)")
         if x.dim() != ndim:
             shape = "(B, L)" if ndim == 2 else "(B,)"
             raise InputError(f"{name} must have shape {shape}, got {tuple(x.shape)}")

@@ -15,6 +15,9 @@ __all__ = ["BackboneConfig", "ARConfig", "DiffWaveConfig", "config_from_dict", "
 CONDITIONS = ("input", "blocks", "film")
 #: The residual blocks' pre-norms (see :class:`BackboneConfig`).
 NORMS = ("layer", "scalar")
+#: How an autoregressive model's waveforms become tokens (the same tuple as ``sashimi.mulaw.QUANTIZATIONS``,
+#: repeated because config.py imports nothing from the package).
+QUANTIZATIONS = ("mulaw", "linear")
 
 
 @dataclass
@@ -84,6 +87,8 @@ class ARConfig(BackboneConfig):
         num_classes: classes the model is conditioned on (0: unconditional). A conditional model
             also has a "no label" class, index ``num_classes``, for unconditional generation.
         class_names: the classes' names (``num_classes`` strings; None: their indices as text).
+        quantization: how waveforms become tokens: 'mulaw' (8-bit mu-law, the default) or 'linear'
+            (``mu_levels`` uniform levels: the SaShiMi authors' Beethoven setting).
         condition: where a conditional model's label vector enters: 'input' (added to every
             input embedding only), 'blocks' (also projected into every residual block of every
             tier and added after its norm) or 'film' (also a scale and shift after every
@@ -94,10 +99,13 @@ class ARConfig(BackboneConfig):
     num_classes: int = 0
     class_names: list | None = None
     condition: str = "input"
+    quantization: str = "mulaw"
 
     def __post_init__(self):
         super().__post_init__()
         _check_classes(self)
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"ARConfig.quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
         if self.condition not in CONDITIONS:
             raise ValueError(f"ARConfig.condition must be one of {CONDITIONS}, got {self.condition!r}")
         if self.bidirectional:

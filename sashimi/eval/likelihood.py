@@ -45,13 +45,13 @@ def nats_per_sample(model, wav) -> float:
     longer than the model's ``l_max``, it is scored by the recurrent fast engine, 16,000 steps at a time."""
     import torch.nn.functional as F
 
-    from ..mulaw import mulaw_encode, silence_token
+    from ..mulaw import silence_token
 
     if wav.numel() <= model.config.l_max:
         return float(model.nll(wav.unsqueeze(0).to(model.device))[0])
     from .. import fastgen
 
-    targets = mulaw_encode(wav.unsqueeze(0), model.config.mu_levels)
+    targets = model.quantize(wav.unsqueeze(0))  # the model's own quantization (mu-law or linear)
     inputs = F.pad(targets[:, :-1], (1, 0), value=silence_token(model.config.mu_levels))
     engine = fastgen.get_engine(model, 1, weights="float32")  # a measurement: never the opt-in float16 weights
     engine.reset()

@@ -102,6 +102,16 @@ def test_authors_conv_logits_with_their_float32_nodes(name, monkeypatch):
     assert (exact[:, :300, cols] - ref["conv_logits"]).abs().max() <= 5e-3  # the node error, bounded
 
 
+@pytest.mark.parametrize("name", ["v4_sc09_small", "v4_youtubemix_small"])
+def test_v4_is_not_read_with_the_authors_default_softplus_dt(name):
+    """The authors' own V4 config (dt_transform=softplus) misreads converted files; we must not."""
+    model, ref = _load(name)
+    with torch.no_grad():
+        conv = model(ref["input_tokens"][:, :1024].long())[:, :256, ref["vocab_columns"]]
+    assert (conv - ref["conv_logits_exact_nodes"][:, :256]).abs().max() <= TOL
+    assert (conv - ref["head_default_config_conv_logits"]).abs().max() > 0.05
+
+
 def test_v4_reads_inv_dt_as_log_dt_and_negates_a_imag():
     v3 = dict(sashimi.load_model(str(DIR / "v3_sc09_small.pt")).state_dict())
     v4 = dict(sashimi.load_model(str(DIR / "v4_sc09_small.pt")).state_dict())

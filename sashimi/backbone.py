@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from .config import NORMS
 from .s4 import S4, channel_dropout
 
-__all__ = ["Sashimi", "DownPool", "UpPool", "FFBlock", "ResidualBlock", "WeightNormLinear", "ScalarNorm", "NORMS"]
+__all__ = ["Sashimi", "DownPool", "UpPool", "FFBlock", "ResidualBlock", "PairedBlock", "WeightNormLinear", "ScalarNorm",
+           "NORMS"]
 
 
 class ScalarNorm(nn.Module):
@@ -199,6 +200,26 @@ class ResidualBlock(nn.Module):
         return x + z, state
 
 
+class PairedBlock(nn.Module):
+    """An S4 residual block and the FF residual block after it as one unit (``s4`` then ``ff``): the
+    SaShiMi authors' ``DiffWaveBlock``, around which their U-Net puts one skip connection."""
+
+    def __init__(self, s4: ResidualBlock, ff: ResidualBlock):
+        super().__init__()
+        self.s4, self.ff = s4, ff
+
+    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        return self.ff(self.s4(x, cond), cond)
+
+    def default_state(self, *batch_shape: int, device=None):
+        return (self.s4.default_state(*batch_shape, device=device), self.ff.default_state(*batch_shape, device=device))
+
+    def step(self, x: torch.Tensor, state, cond=None):
+        x, s4_state = self.s4.step(x, state[0], cond)
+        x, ff_state = self.ff.step(x, state[1], cond)
+        return x, (s4_state, ff_state)
+
+
 class Sashimi(nn.Module):
     """The multi-tier SaShiMi network.
 
@@ -221,14 +242,18 @@ class Sashimi(nn.Module):
         film: condition by scale and shift after each norm instead of a shift alone.
         norm: the residual blocks' pre-norm, 'layer' or 'scalar' (see :class:`ResidualBlock`).
         hurwitz: False gives every S4 layer a free low-rank factor ``Q`` (see :class:`~sashimi.s4.SSMKernel`).
+        paired: each S4 block and its FF block form one :class:`PairedBlock` (one skip unit in the U-Net).
+        final_norm: the last norm, 'layer' (LayerNorm) or 'scalar' (:class:`ScalarNorm`).
     """
 
     def __init__(self, d_model: int = 64, n_layers: int = 8, pool=(4, 4), expand: int = 2, ff: int = 2,
                  bidirectional: bool = False, glu: bool = True, unet: bool = False, dropout: float = 0.0,
                  d_state: int = 64, l_max: int = 16000, tie_state: bool = True, lr: float | None = None,
                  d_cond: int | None = None, cond_ff: bool = False, film: bool = False, norm: str = "layer",
-                 hurwitz: bool = True):
+                 hurwitz: bool = True, paired: bool = False, final_norm: str = "layer"):
         super().__init__()
+        if final_norm not in NORMS:
+            raise ValueError(f"final_norm must be one of {NORMS}, got {final_norm!r}")
         self.d_model, self.unet, self.bidirectional = d_model, unet, bidirectional
         self.pool = tuple(pool)
 
@@ -244,6 +269,8 @@ class Sashimi(nn.Module):
                 if ff > 0:
                     out.append(ResidualBlock(dim, FFBlock(dim, ff, dropout), dropout,
                                              d_cond=d_cond if cond_ff else None, film=film, norm=norm))
+                    if paired:
+                        out[-2:] = [PairedBlock(out[-2], out[-1])]
             return out
 
         # Each tier's S4 kernels are defined for the length that tier sees.
@@ -266,7 +293,7 @@ class Sashimi(nn.Module):
         self.d_layers = nn.ModuleList(d_layers)
         self.c_layers = nn.ModuleList(c_layers)
         self.u_layers = nn.ModuleList(u_layers)
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = nn.LayerNorm(d_model) if final_norm == "layer" else ScalarNorm(d_model)
 
     @classmethod
     def from_config(cls, config, d_cond: int | None = None, cond_ff: bool = False, film: bool = False) -> "Sashimi":
@@ -276,7 +303,7 @@ class Sashimi(nn.Module):
                    ff=config.ff, bidirectional=config.bidirectional, glu=config.glu, unet=config.unet,
                    dropout=config.dropout, d_state=config.d_state, l_max=config.l_max, tie_state=config.tie_state,
                    lr=config.lr, d_cond=d_cond, cond_ff=cond_ff, film=film, norm=config.norm,
-                   hurwitz=config.hurwitz)
+                   hurwitz=config.hurwitz, paired=config.paired, final_norm=config.final_norm)
 
     @property
     def total_pool(self) -> int:

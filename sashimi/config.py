@@ -44,6 +44,9 @@ class BackboneConfig:
             scalars, the SaShiMi authors' ``TransposedLN``).
         hurwitz: S4 state matrices A = diag - p p^* (True) or with a free factor, A = diag - p q^T
             (False: the authors' Feb-2022 release).
+        paired: each S4 block and the FF block after it form one unit (the U-Net's skip connections go
+            around the pair, as in the authors' DiffWave+SaShiMi ``DiffWaveBlock``), not two.
+        final_norm: the backbone's last norm, 'layer' or 'scalar' (see ``norm``).
     """
 
     d_model: int = 64
@@ -62,13 +65,20 @@ class BackboneConfig:
     sample_rate: int = 16000
     norm: str = "layer"
     hurwitz: bool = True
+    paired: bool = False
+    final_norm: str = "layer"
 
     def __post_init__(self):
         self.pool = _int_list(self, "pool")
         if self.norm not in NORMS:
             raise ValueError(f"{type(self).__name__}.norm must be one of {NORMS}, got {self.norm!r}")
-        if not isinstance(self.hurwitz, bool):
-            raise ValueError(f"{type(self).__name__}.hurwitz must be true or false, got {self.hurwitz!r}")
+        if self.final_norm not in NORMS:
+            raise ValueError(f"{type(self).__name__}.final_norm must be one of {NORMS}, got {self.final_norm!r}")
+        for name in ("hurwitz", "paired"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{type(self).__name__}.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.paired and not self.ff:
+            raise ValueError(f"{type(self).__name__}.paired needs FF blocks (ff > 0) to pair with the S4 blocks")
         _check_positive(self, "d_model", "n_layers", "expand", "d_state", "l_max", "sample_rate")
         if any(p < 1 for p in self.pool):
             raise ValueError(f"{type(self).__name__}.pool must hold positive integers, got {self.pool}")

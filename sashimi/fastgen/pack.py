@@ -41,6 +41,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "U-Net / bidirectional backbones are not supported"
     if model.head.weight.dtype not in (torch.float32, torch.float64):
         return f"dtype {model.head.weight.dtype} (float32 and float64 only)"
+    if not isinstance(net.norm, nn.LayerNorm):
+        return f"a final {type(net.norm).__name__} (only LayerNorm is packed)"
     if any(isinstance(layer, nn.Module) and not isinstance(layer, DownPool) for layer in net.d_layers):
         return "unexpected layers before the down pools"
     norms = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}

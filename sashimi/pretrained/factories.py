@@ -25,6 +25,7 @@ __all__ = ["sashimi_ar_fsdd", "sashimi_ar_sc09", "sashimi_ar_youtubemix", "sashi
 AR_SC09_URL = registry.AR_SC09_URL
 DIFFWAVE_SC09_URLS = registry.DIFFWAVE_SC09_URLS
 AUTHORS_AR_URLS = registry.AUTHORS_AR_URLS
+AUTHORS_DIFFWAVE_URLS = registry.AUTHORS_DIFFWAVE_URLS
 SC09_VARIANTS = ("rf5", "paper")
 YOUTUBEMIX_VARIANTS = ("feb2022", "v4")
 
@@ -157,7 +158,9 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
         checkpoint: a local path or URL to load instead of the published file: a published-format
             DiffWave file, a native one written by :func:`sashimi.save_model`, a model folder
             (:func:`sashimi.save_pretrained`) or ``"hf://owner/name[@revision]"``.
-        variant: which published weights: '800k' or '500k' training steps.
+        variant: which published weights: '800k' or '500k' (RF5/DiffWave-unconditional, training steps),
+            or the authors' own files (albertfgu/diffwave-sashimi, SHA-256 checked): 'paper-800k',
+            'paper-500k' (d_model 128) or 'paper-small' (d_model 64, 500k steps).
         **overrides: fields of the SC09 :class:`DiffWaveConfig` to replace (e.g. ``T=200``). The
             published files carry no config; sizes are read off their weights, so overrides are
             rarely needed. Not allowed with a native checkpoint, which holds its own config.
@@ -166,20 +169,29 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
         a :class:`SashimiDiffWave` in eval mode. ``model.unconditional_generate(4, steps='fast')``
         gives (4, 16000) waveforms in [-1, 1] with 6 model calls; ``steps=None`` runs all 200.
     """
-    if variant not in DIFFWAVE_SC09_URLS:
-        raise ValueError(f"sashimi_diffwave_sc09: variant must be one of {sorted(DIFFWAVE_SC09_URLS)}, got {variant!r}")
+    variants = sorted(DIFFWAVE_SC09_URLS) + sorted(AUTHORS_DIFFWAVE_URLS)
+    if variant not in variants:
+        raise ValueError(f"sashimi_diffwave_sc09: variant must be one of {variants}, got {variant!r}")
+    if variant in AUTHORS_DIFFWAVE_URLS and checkpoint is None and overrides and pretrained:
+        raise ValueError(f"sashimi_diffwave_sc09: variant {variant!r} is the authors' file as published: config "
+                         f"overrides {sorted(overrides)} apply to pretrained=False only")
     valid = sorted(f.name for f in dataclasses.fields(DiffWaveConfig))
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f"sashimi_diffwave_sc09: unknown config override(s) {unknown}; valid keys: {valid}")
     device = _device(device)
     if not pretrained and checkpoint is None:
-        values = {**dataclasses.asdict(DiffWaveConfig()), **overrides}
+        values = dataclasses.asdict(DiffWaveConfig())
+        if variant in AUTHORS_DIFFWAVE_URLS:  # the authors' blocks: S4+FF pairs, TransposedLN norms
+            values.update(norm="scalar", final_norm="scalar", paired=True, d_model=64 if variant == "paper-small" else 128)
+        values.update(overrides)
         config = config_from_dict(DiffWaveConfig, values, where="sashimi_diffwave_sc09")
         return SashimiDiffWave(config).to(device).eval()
-    source = os.fspath(checkpoint) if checkpoint is not None else DIFFWAVE_SC09_URLS[variant]
+    source = os.fspath(checkpoint) if checkpoint is not None else \
+        DIFFWAVE_SC09_URLS.get(variant) or AUTHORS_DIFFWAVE_URLS[variant]
     if not overrides:
-        model = load_model_file(source, progress=progress)
+        digest = registry.AUTHORS_DIFFWAVE_SHA256.get(variant) if checkpoint is None else None
+        model = load_model_file(source, progress=progress, sha256=digest)
     else:
         if source.startswith("hf://") or os.path.isdir(source):
             raise ValueError(f"sashimi_diffwave_sc09: {source} is a model folder with its own config; "

@@ -1,7 +1,7 @@
 """The SaShiMi authors' DiffWave+SaShiMi .pkl layout (albertfgu/diffwave-sashimi) loads through
 sashimi.load_model and reproduces their network's output. The fixture was written by running their
 code (tests/fixtures/authors/make_diffwave_sashimi_fixture.py): d_model 16, 2 blocks per tier, pool
-[4, 4], L 2048, random weights with every parameter perturbed."""
+[4, 4], L 2048, random weights with every parameter perturbed; and a 'tiny' one of other sizes."""
 from pathlib import Path
 
 import pytest
@@ -35,13 +35,17 @@ def test_layout_is_read_off_the_weights(loaded):
     assert sorted({m.l_max for m in model.modules() if isinstance(m, SSMKernel)}) == [128, 512, 2048]
 
 
-def test_reproduces_the_authors_network(loaded):
-    model, ref = loaded
+@pytest.mark.parametrize("name", ["small", "tiny"])
+def test_reproduces_the_authors_network(name):
+    """'tiny' is another size made the same way: d_model 8, 1 block per tier, pool [2, 3], expand 3,
+    ff 1, L 600, a 32-wide step embedding; nothing in the loader is tied to one configuration."""
+    model = sashimi.load_model(str(DIR / f"diffwave_sashimi_{name}.pkl"))
+    ref = torch.load(DIR / f"diffwave_sashimi_{name}.reference.pt", weights_only=True)
     with torch.no_grad():
         eps = model(ref["audio"], ref["steps"])
     scale = ref["eps"].std()  # about 0.023
-    assert (eps - ref["eps_exact_nodes"]).abs().max() <= 1e-4 * scale  # measured 1.4e-7 (6e-6 of the scale)
-    assert (eps - ref["eps"]).abs().max() <= 1e-3 * scale  # their float32 FFT nodes; measured 1.8e-6
+    assert (eps - ref["eps_exact_nodes"]).abs().max() <= 1e-4 * scale  # measured 1.4e-7 / 1.8e-7
+    assert (eps - ref["eps"]).abs().max() <= 1e-3 * scale  # their float32 FFT nodes; measured 1.8e-6 / 7.5e-6
 
 
 def test_generates(loaded):

@@ -99,3 +99,10 @@ def test_doctor_lists_the_downloads():
     names = [name for name, _ in registry.published_downloads()]
     assert "sashimi_ar_youtubemix (feb2022)" in names and "sashimi_ar_sc09 (paper)" in names
     assert "sashimi_ar_sc09" in names  # the seed's file is still listed
+
+
+def test_bad_variants_are_one_line_errors(capsys, tmp_path):
+    for spec, expected in (("sashimi_ar_fsdd:x", "has no variants"), ("sashimi_ar_sc09:papr", "variant must be one of"),
+                           ("sashimi_diffwave_sc09:x", "variant must be one of")):
+        code, _, err = run_cli(capsys, "generate", "--model", spec, "--out", str(tmp_path / "x"))
+        assert code == 2 and expected in err and "Traceback" not in err, err

@@ -3,6 +3,7 @@ behind :func:`sashimi.load_model`."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 
 import torch
@@ -171,7 +172,7 @@ def sashimi_diffwave_sc09(pretrained: bool = True, progress: bool = True, device
     """
     variants = sorted(DIFFWAVE_SC09_URLS) + sorted(AUTHORS_DIFFWAVE_URLS)
     if variant not in variants:
-        raise ValueError(f"sashimi_diffwave_sc09: variant must be one of {variants}, got {variant!r}")
+        raise InputError(f"sashimi_diffwave_sc09: variant must be one of {variants}, got {variant!r}")
     if variant in AUTHORS_DIFFWAVE_URLS and checkpoint is None and overrides and pretrained:
         raise ValueError(f"sashimi_diffwave_sc09: variant {variant!r} is the authors' file as published: config "
                          f"overrides {sorted(overrides)} apply to pretrained=False only")
@@ -228,6 +229,8 @@ def load_pretrained(name: str, **kwargs):
     parts = split_pretrained_name(name)
     if parts is not None and parts[1] is not None:
         name, kwargs = parts[0], {**kwargs, "variant": parts[1]}
+        if "variant" not in inspect.signature(globals()[name]).parameters:
+            raise InputError(f"pretrained model {name} has no variants (got {name}:{parts[1]})")
     if name not in PRETRAINED_NAMES:
         raise ValueError(f"unknown pretrained model {name!r}; known: {', '.join(PRETRAINED_NAMES)}")
     return globals()[name](**kwargs)

@@ -25,6 +25,7 @@ from .version import __version__  # noqa: F401
 # public name -> the module that defines it
 _EXPORTS = {
     "SILENCE_TOKEN": "mulaw", "mulaw_decode": "mulaw", "mulaw_encode": "mulaw", "silence_token": "mulaw",
+    "linear_encode": "mulaw", "linear_decode": "mulaw", "quantize": "mulaw", "dequantize": "mulaw",
     "SashimiError": "errors", "InputError": "errors", "AudioError": "errors", "ConfigError": "errors",
     "OutputError": "errors",
     "sample_logits": "sampling", "SamplingOptions": "sampling",

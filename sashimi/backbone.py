@@ -15,9 +15,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import NORMS
 from .s4 import S4, channel_dropout
 
-__all__ = ["Sashimi", "DownPool", "UpPool", "FFBlock", "ResidualBlock", "WeightNormLinear"]
+__all__ = ["Sashimi", "DownPool", "UpPool", "FFBlock", "ResidualBlock", "PairedBlock", "WeightNormLinear", "ScalarNorm",
+           "NORMS"]
+
+
+class ScalarNorm(nn.Module):
+    """Normalisation over channels with two scalar parameters (the SaShiMi authors' ``TransposedLN``
+    with ``scalar=True``): y = s (x - mean(x) + m) / std(x), with mean and (biased) std over the
+    channels of each step and no epsilon. Parameters ``m`` and ``s``, shape (1,) each.
+
+    Args: x (..., H). Returns: (..., H).
+    """
+
+    def __init__(self, d_model: int | None = None):
+        super().__init__()
+        self.m = nn.Parameter(torch.zeros(1))
+        self.s = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std, mean = torch.std_mean(x, dim=-1, unbiased=False, keepdim=True)
+        return (self.s / std) * (x - mean + self.m)
+
 
 
 class WeightNormLinear(nn.Module):
@@ -134,12 +155,15 @@ class ResidualBlock(nn.Module):
             after the norm: added (DiffWave's diffusion-step embedding; a label's shift), or with
             ``film`` as a scale and shift, ``z (1 + scale) + shift`` (FiLM).
         film: condition by scale and shift (``fc_t`` maps d_cond to 2 d_model: scale, then shift).
+        norm: 'layer' (LayerNorm over channels) or 'scalar' (:class:`ScalarNorm`).
     """
 
     def __init__(self, d_model: int, layer: nn.Module, dropout: float = 0.0, d_cond: int | None = None,
-                 film: bool = False):
+                 film: bool = False, norm: str = "layer"):
         super().__init__()
-        self.norm = nn.LayerNorm(d_model)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.norm = nn.LayerNorm(d_model) if norm == "layer" else ScalarNorm(d_model)
         self.layer = layer
         self.film = bool(film and d_cond)
         self.fc_t = nn.Linear(d_cond, d_model * (2 if self.film else 1)) if d_cond else None
@@ -176,6 +200,26 @@ class ResidualBlock(nn.Module):
         return x + z, state
 
 
+class PairedBlock(nn.Module):
+    """An S4 residual block and the FF residual block after it as one unit (``s4`` then ``ff``): the
+    SaShiMi authors' ``DiffWaveBlock``, around which their U-Net puts one skip connection."""
+
+    def __init__(self, s4: ResidualBlock, ff: ResidualBlock):
+        super().__init__()
+        self.s4, self.ff = s4, ff
+
+    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        return self.ff(self.s4(x, cond), cond)
+
+    def default_state(self, *batch_shape: int, device=None):
+        return (self.s4.default_state(*batch_shape, device=device), self.ff.default_state(*batch_shape, device=device))
+
+    def step(self, x: torch.Tensor, state, cond=None):
+        x, s4_state = self.s4.step(x, state[0], cond)
+        x, ff_state = self.ff.step(x, state[1], cond)
+        return x, (s4_state, ff_state)
+
+
 class Sashimi(nn.Module):
     """The multi-tier SaShiMi network.
 
@@ -196,20 +240,27 @@ class Sashimi(nn.Module):
         d_cond: conditioning vector size (DiffWave's step embedding, a label vector), or None.
         cond_ff: condition the FF blocks too (else only the S4 blocks, DiffWave's layout).
         film: condition by scale and shift after each norm instead of a shift alone.
+        norm: the residual blocks' pre-norm, 'layer' or 'scalar' (see :class:`ResidualBlock`).
+        hurwitz: False gives every S4 layer a free low-rank factor ``Q`` (see :class:`~sashimi.s4.SSMKernel`).
+        paired: each S4 block and its FF block form one :class:`PairedBlock` (one skip unit in the U-Net).
+        final_norm: the last norm, 'layer' (LayerNorm) or 'scalar' (:class:`ScalarNorm`).
     """
 
     def __init__(self, d_model: int = 64, n_layers: int = 8, pool=(4, 4), expand: int = 2, ff: int = 2,
                  bidirectional: bool = False, glu: bool = True, unet: bool = False, dropout: float = 0.0,
                  d_state: int = 64, l_max: int = 16000, tie_state: bool = True, lr: float | None = None,
-                 d_cond: int | None = None, cond_ff: bool = False, film: bool = False):
+                 d_cond: int | None = None, cond_ff: bool = False, film: bool = False, norm: str = "layer",
+                 hurwitz: bool = True, paired: bool = False, final_norm: str = "layer"):
         super().__init__()
+        if final_norm not in NORMS:
+            raise ValueError(f"final_norm must be one of {NORMS}, got {final_norm!r}")
         self.d_model, self.unet, self.bidirectional = d_model, unet, bidirectional
         self.pool = tuple(pool)
 
         def s4_block(dim: int, length: int) -> ResidualBlock:
             layer = S4(dim, d_state=d_state, l_max=length, bidirectional=bidirectional, glu=glu,
-                       dropout=dropout, tie_state=tie_state, lr=lr)
-            return ResidualBlock(dim, layer, dropout, d_cond=d_cond, film=film)
+                       dropout=dropout, tie_state=tie_state, lr=lr, hurwitz=hurwitz)
+            return ResidualBlock(dim, layer, dropout, d_cond=d_cond, film=film, norm=norm)
 
         def blocks(dim: int, length: int) -> list[nn.Module]:
             out = []
@@ -217,7 +268,9 @@ class Sashimi(nn.Module):
                 out.append(s4_block(dim, length))
                 if ff > 0:
                     out.append(ResidualBlock(dim, FFBlock(dim, ff, dropout), dropout,
-                                             d_cond=d_cond if cond_ff else None, film=film))
+                                             d_cond=d_cond if cond_ff else None, film=film, norm=norm))
+                    if paired:
+                        out[-2:] = [PairedBlock(out[-2], out[-1])]
             return out
 
         # Each tier's S4 kernels are defined for the length that tier sees.
@@ -240,7 +293,7 @@ class Sashimi(nn.Module):
         self.d_layers = nn.ModuleList(d_layers)
         self.c_layers = nn.ModuleList(c_layers)
         self.u_layers = nn.ModuleList(u_layers)
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = nn.LayerNorm(d_model) if final_norm == "layer" else ScalarNorm(d_model)
 
     @classmethod
     def from_config(cls, config, d_cond: int | None = None, cond_ff: bool = False, film: bool = False) -> "Sashimi":
@@ -249,7 +302,8 @@ class Sashimi(nn.Module):
         return cls(d_model=config.d_model, n_layers=config.n_layers, pool=config.pool, expand=config.expand,
                    ff=config.ff, bidirectional=config.bidirectional, glu=config.glu, unet=config.unet,
                    dropout=config.dropout, d_state=config.d_state, l_max=config.l_max, tie_state=config.tie_state,
-                   lr=config.lr, d_cond=d_cond, cond_ff=cond_ff, film=film)
+                   lr=config.lr, d_cond=d_cond, cond_ff=cond_ff, film=film, norm=config.norm,
+                   hurwitz=config.hurwitz, paired=config.paired, final_norm=config.final_norm)
 
     @property
     def total_pool(self) -> int:

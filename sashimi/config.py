@@ -13,6 +13,11 @@ __all__ = ["BackboneConfig", "ARConfig", "DiffWaveConfig", "config_from_dict", "
 
 #: Where a conditional model's label vector enters the network (see :class:`ARConfig`).
 CONDITIONS = ("input", "blocks", "film")
+#: The residual blocks' pre-norms (see :class:`BackboneConfig`).
+NORMS = ("layer", "scalar")
+#: How an autoregressive model's waveforms become tokens (the same tuple as ``sashimi.mulaw.QUANTIZATIONS``,
+#: repeated because config.py imports nothing from the package).
+QUANTIZATIONS = ("mulaw", "linear")
 
 
 @dataclass
@@ -35,6 +40,13 @@ class BackboneConfig:
         tie_state: share S4 state matrices across channels.
         lr: learning rate for the S4 state parameters (None: the optimiser's default).
         sample_rate: audio sample rate the model was trained at (Hz).
+        norm: the residual blocks' pre-norm: 'layer' (per-channel LayerNorm) or 'scalar' (two
+            scalars, the SaShiMi authors' ``TransposedLN``).
+        hurwitz: S4 state matrices A = diag - p p^* (True) or with a free factor, A = diag - p q^T
+            (False: the authors' Feb-2022 release).
+        paired: each S4 block and the FF block after it form one unit (the U-Net's skip connections go
+            around the pair, as in the authors' DiffWave+SaShiMi ``DiffWaveBlock``), not two.
+        final_norm: the backbone's last norm, 'layer' or 'scalar' (see ``norm``).
     """
 
     d_model: int = 64
@@ -51,9 +63,22 @@ class BackboneConfig:
     tie_state: bool = True
     lr: float | None = 1e-3
     sample_rate: int = 16000
+    norm: str = "layer"
+    hurwitz: bool = True
+    paired: bool = False
+    final_norm: str = "layer"
 
     def __post_init__(self):
         self.pool = _int_list(self, "pool")
+        if self.norm not in NORMS:
+            raise ValueError(f"{type(self).__name__}.norm must be one of {NORMS}, got {self.norm!r}")
+        if self.final_norm not in NORMS:
+            raise ValueError(f"{type(self).__name__}.final_norm must be one of {NORMS}, got {self.final_norm!r}")
+        for name in ("hurwitz", "paired"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{type(self).__name__}.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.paired and not self.ff:
+            raise ValueError(f"{type(self).__name__}.paired needs FF blocks (ff > 0) to pair with the S4 blocks")
         _check_positive(self, "d_model", "n_layers", "expand", "d_state", "l_max", "sample_rate")
         if any(p < 1 for p in self.pool):
             raise ValueError(f"{type(self).__name__}.pool must hold positive integers, got {self.pool}")
@@ -72,6 +97,8 @@ class ARConfig(BackboneConfig):
         num_classes: classes the model is conditioned on (0: unconditional). A conditional model
             also has a "no label" class, index ``num_classes``, for unconditional generation.
         class_names: the classes' names (``num_classes`` strings; None: their indices as text).
+        quantization: how waveforms become tokens: 'mulaw' (8-bit mu-law, the default) or 'linear'
+            (``mu_levels`` uniform levels: the SaShiMi authors' Beethoven setting).
         condition: where a conditional model's label vector enters: 'input' (added to every
             input embedding only), 'blocks' (also projected into every residual block of every
             tier and added after its norm) or 'film' (also a scale and shift after every
@@ -87,11 +114,14 @@ class ARConfig(BackboneConfig):
     class_names: list | None = None
     condition: str = "input"
     sampling: dict | None = None
+    quantization: str = "mulaw"
 
     def __post_init__(self):
         super().__post_init__()
         _check_classes(self)
         # its values are checked by the model (sashimi.sampling.check_sampling_defaults): one check
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"ARConfig.quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
         if self.condition not in CONDITIONS:
             raise ValueError(f"ARConfig.condition must be one of {CONDITIONS}, got {self.condition!r}")
         if self.bidirectional:

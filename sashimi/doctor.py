@@ -258,13 +258,12 @@ def _threads(report: dict) -> dict:
 def _caches(report: dict) -> dict:
     from sashimi.native import build_root
     from sashimi.persistence.download import cache_path
-    from sashimi.pretrained.registry import AR_SC09_URL, DIFFWAVE_SC09_URLS
+    from sashimi.pretrained.registry import published_downloads
 
     ext = build_root()
     libs = sorted(ext.glob("sashimi_*/*.so")) if ext.is_dir() else []
     downloads = {}
-    for name, url in (("sashimi_ar_sc09", AR_SC09_URL),
-                      *((f"sashimi_diffwave_sc09 ({k})", u) for k, u in DIFFWAVE_SC09_URLS.items())):
+    for name, url in published_downloads():
         path = cache_path(url)
         downloads[name] = {"path": path, "bytes": os.path.getsize(path) if os.path.isfile(path) else None}
     from sashimi.pretrained.registry import DOWNLOADED_CLASSIFIERS

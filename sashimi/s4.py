@@ -1,8 +1,10 @@
-"""The S4 layer (Hurwitz NPLR parameterisation): convolution mode and recurrent step mode.
+"""The S4 layer (NPLR parameterisation): convolution mode and recurrent step mode.
 
 Notation (per channel h of H; N stored complex modes, 2N with their conjugates):
     Lambda = -exp(log_w_real) + i w_imag                       (H', N)
-    A      = diag(Lambda, conj Lambda) - p p^*, p = [P, conj P]  (2N, 2N), stable by construction
+    A      = diag(Lambda, conj Lambda) - p q^T, p = [P, conj P], q = [Q, conj Q]     (2N, 2N)
+The default (Hurwitz) form ties q = conj(p), so A = diag - p p^* is stable by construction; with
+``hurwitz=False`` (the SaShiMi authors' Feb-2022 release) ``Q`` is a free parameter.
     Ab     = (I - dt/2 A)^-1 (I + dt/2 A),  Bb = (I - dt/2 A)^-1 dt B     (bilinear)
     K_k    = C Ab^k Bb  for k < L                               (the convolution kernel)
 H' is 1 when the state is tied across channels. The stored ``C`` is "length-corrected":
@@ -32,7 +34,7 @@ STEP_MODES = ("dense", "diagonal", "dplr")
 _DIAGONAL_MAX_ERROR = {torch.float32: 1e-5, torch.float64: 1e-12}
 _warned: set[str] = set()
 # The SSMKernel parameters the step coefficients are computed from (the key of their cache).
-_SSM_PARAMETERS = ("log_dt", "log_w_real", "w_imag", "P", "B", "C")
+_SSM_PARAMETERS = ("log_dt", "log_w_real", "w_imag", "P", "B", "C", "Q")
 
 
 def hippo_legs_nplr(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -118,14 +120,18 @@ class SSMKernel(nn.Module):
         lr: learning rate for the state parameters (log_dt, Lambda, P, B), or None for
             the optimiser's default. Recorded on each parameter as ``_optim``.
         dt_min, dt_max: range of the log-uniform initial step sizes.
+        hurwitz: tie the low-rank term's right factor to the left one (q = conj(p), A = diag - p p^*,
+            stable by construction); False adds a free parameter ``Q`` (A = diag - p q^T, the SaShiMi
+            authors' Feb-2022 parameterisation), initialised to conj(P) (the same model at first).
     """
 
     def __init__(self, d_model: int, d_state: int = 64, l_max: int = 16000, channels: int = 1,
-                 tie_state: bool = True, lr: float | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1):
+                 tie_state: bool = True, lr: float | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 hurwitz: bool = True):
         super().__init__()
         if d_state % 2:
             raise ValueError(f"d_state must be even, got {d_state}")
-        self.H, self.N, self.l_max, self.channels = d_model, d_state // 2, l_max, channels
+        self.H, self.N, self.l_max, self.channels, self.hurwitz = d_model, d_state // 2, l_max, channels, hurwitz
         self._cache: dict = {}  # inference-time kernel cache, see forward()
         h_state = 1 if tie_state else d_model
         w, p, b = hippo_legs_nplr(d_state)
@@ -138,7 +144,9 @@ class SSMKernel(nn.Module):
         self.P = nn.Parameter(torch.view_as_real(p).float().expand(1, h_state, -1, -1).clone())
         self.B = nn.Parameter(torch.view_as_real(b).float().expand(1, h_state, -1, -1).clone())
         self.C = nn.Parameter(torch.zeros(channels, d_model, self.N, 2))
-        for name in ("log_dt", "log_w_real", "w_imag", "P", "B"):
+        if not hurwitz:
+            self.Q = nn.Parameter(torch.view_as_real(p.conj().resolve_conj()).float().expand(1, h_state, -1, -1).clone())
+        for name in ("log_dt", "log_w_real", "w_imag", "P", "B") + (() if hurwitz else ("Q",)):
             getattr(self, name)._optim = {"lr": lr, "weight_decay": 0.0} if lr is not None else {"weight_decay": 0.0}
         with torch.no_grad():
             # Store C length-corrected, C (I - Ab^L), as the published checkpoints do. Ab^L is
@@ -156,7 +164,18 @@ class SSMKernel(nn.Module):
             self.C.copy_(torch.view_as_real(corrected[..., : self.N]).float())
 
     def extra_repr(self) -> str:
-        return f"H={self.H}, N={self.N} (x2 conjugate), channels={self.channels}, l_max={self.l_max}"
+        form = "" if self.hurwitz else ", hurwitz=False"
+        return f"H={self.H}, N={self.N} (x2 conjugate), channels={self.channels}, l_max={self.l_max}{form}"
+
+    def q_factor(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The low-rank term's right factor Q on the stored modes (A = diag - p q^T): complex
+        (H', N); conj(P) in the Hurwitz form. ``dtype``: the real dtype to compute in (default: the
+        parameters')."""
+        P = self.P if dtype is None else self.P.to(dtype)
+        if self.hurwitz:
+            return _complex(P.contiguous())[0].conj()
+        Q = self.Q if dtype is None else self.Q.to(dtype)
+        return _complex(Q.contiguous())[0]
 
     def lambda_(self) -> torch.Tensor:
         """Diagonal part of A: complex (H', N)."""
@@ -209,7 +228,7 @@ class SSMKernel(nn.Module):
         w = self.lambda_() * dt[:, None]  # (H, N)
         c = self.channels
         rows = torch.cat([B, P], dim=0)  # (2, H', N): input-side vectors [B, P]
-        cols = torch.cat([C, P.conj().expand(1, self.H, self.N)], dim=0)  # (c+1, H, N): [C, Q = P^*]
+        cols = torch.cat([C, self.q_factor()[None].expand(1, self.H, self.N)], dim=0)  # (c+1, H, N): [C, Q]
         v = rows[:, None] * cols[None]  # (2, c+1, H, N)
         z, scale = fft_nodes(n_fft, v.dtype, v.device)
         r = cauchy(v, z, w) * dt[:, None]  # (2, c+1, H, n_fft//2 + 1)
@@ -219,10 +238,11 @@ class SSMKernel(nn.Module):
         return k[..., :length]
 
     def _state_matrix(self) -> torch.Tensor:
-        """A = diag(Lambda) - p p^* over all 2N modes: complex128 (H', 2N, 2N), differentiable."""
+        """A = diag(Lambda) - p q^T over all 2N modes: complex128 (H', 2N, 2N), differentiable."""
         w = _conj_extend(torch.complex(-torch.exp(self.log_w_real.double()), self.w_imag.double()))
         p = _conj_extend(_complex(self.P.double().contiguous())[0])  # (H', 2N)
-        return torch.diag_embed(w) - p[..., :, None] * p.conj()[..., None, :]
+        q = _conj_extend(self.q_factor(torch.float64))  # (H', 2N)
+        return torch.diag_embed(w) - p[..., :, None] * q[..., None, :]
 
     def _bilinear(self, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Ab = (I - dt/2 A)^-1 (I + dt/2 A) (H, 2N, 2N) and the backward matrix I - dt/2 A."""
@@ -320,11 +340,12 @@ class SSMKernel(nn.Module):
     def dplr_system(self) -> dict[str, torch.Tensor]:
         """Coefficients of the O(N) bilinear step in the (unitary) basis of the stored modes.
 
-        With A = diag(Lambda) - p p^* and a state x of N modes (conjugates implicit), one step
+        With A = diag(Lambda) - p q^T and a state x of N modes (conjugates implicit), one step
         x' = (I - dt/2 A)^-1 ((I + dt/2 A) x + dt B u) is, by the Woodbury identity,
-            s  = 2 Re(P^* x)
+            s  = 2 Re(Q . x)
             a  = g * (x + alpha x - beta s + dtB u),   g = 1 / (1 - dt/2 Lambda)
-            x' = a - gP * coef * 2 Re(P^* a)
+            x' = a - gP * coef * 2 Re(Q . a)
+        (Q = conj(P) in the Hurwitz form; the entry is still called ``Pc``.)
         All complex128; shapes (H, N) except ``coef`` (H,).
         """
         dt = torch.exp(self.log_dt.double())[:, None]  # (H, 1)
@@ -333,19 +354,20 @@ class SSMKernel(nn.Module):
         B = _complex(self.B.double().contiguous())[0].expand(self.H, -1)
         g, coef = self.woodbury()
         C = self.true_C()
-        return {"Pc": P.conj(), "alpha": dt / 2 * lam, "beta": dt / 2 * P, "dtB": dt * B, "g": g,
+        Q = self.q_factor(torch.float64).expand(self.H, -1)
+        return {"Pc": Q, "alpha": dt / 2 * lam, "beta": dt / 2 * P, "dtB": dt * B, "g": g,
                 "gP": g * P, "coef": coef, "C": 2 * C}
 
     @torch.no_grad()
     def woodbury(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The bilinear transition in the basis of the stored modes, Ab = 2 M - I with
-        M = G - coef (G p)(p^* G), G = diag(g): g = 1 / (1 - dt/2 Lambda) complex128 (H, N)
-        and coef = (dt/2) / (1 + dt/2 p^* G p) float64 (H,)."""
+        M = G - coef (G p)(q^T G), G = diag(g): g = 1 / (1 - dt/2 Lambda) complex128 (H, N)
+        and coef = (dt/2) / (1 + dt/2 q^T G p) float64 (H,)."""
         dt = torch.exp(self.log_dt.double())  # (H,)
         lam = torch.complex(-torch.exp(self.log_w_real.double()), self.w_imag.double())  # (H', N)
         P = _complex(self.P.double().contiguous())[0]  # (H', N)
         g = 1 / (1 - dt[:, None] / 2 * lam)  # (H, N)
-        q = 2 * (P.abs() ** 2 * g).sum(-1).real  # p^* G p over all 2N modes (real)
+        q = 2 * (self.q_factor(torch.float64) * P * g).sum(-1).real  # q^T G p over all 2N modes (real)
         return g, (dt / 2) / (1 + dt / 2 * q)
 
     @torch.no_grad()
@@ -353,7 +375,7 @@ class SSMKernel(nn.Module):
         """The true output matrix C = C_stored (I - Ab^l_max)^-1 on the stored modes.
 
         Ab^l_max is formed in the real 2N-dimensional form of x' = d x - w 2 Re(v . x)
-        (d = 2g - 1, w = 2 coef g P, v = conj(P) g): a quarter of the work of the complex
+        (d = 2g - 1, w = 2 coef g P, v = Q g): a quarter of the work of the complex
         2N x 2N power in :meth:`discrete_system`, which it matches to rounding.
 
         Returns:
@@ -361,7 +383,7 @@ class SSMKernel(nn.Module):
         """
         g, coef = self.woodbury()
         P = _complex(self.P.double().contiguous())[0]  # (H', N)
-        d, w, v = 2 * g - 1, 2 * coef[:, None] * g * P, P.conj() * g  # (H, N)
+        d, w, v = 2 * g - 1, 2 * coef[:, None] * g * P, self.q_factor(torch.float64) * g  # (H, N)
         H, N = d.shape
         R = torch.zeros(H, 2 * N, 2 * N, dtype=torch.float64, device=d.device)
         i = torch.arange(N, device=d.device)
@@ -402,14 +424,16 @@ class S4(nn.Module):
         dropout: dropout on the SSM output (tied over time).
         tie_state: share the state matrix across channels.
         lr: learning rate recorded for the SSM state parameters (see :class:`SSMKernel`).
+        hurwitz: False adds the free low-rank factor ``Q`` (see :class:`SSMKernel`).
     """
 
     def __init__(self, d_model: int, d_state: int = 64, l_max: int = 16000, bidirectional: bool = False,
-                 glu: bool = True, dropout: float = 0.0, tie_state: bool = True, lr: float | None = None):
+                 glu: bool = True, dropout: float = 0.0, tie_state: bool = True, lr: float | None = None,
+                 hurwitz: bool = True):
         super().__init__()
         self.d_model, self.bidirectional, self.glu = d_model, bidirectional, glu
         self.kernel = SSMKernel(d_model, d_state, l_max, channels=2 if bidirectional else 1,
-                                tie_state=tie_state, lr=lr)
+                                tie_state=tie_state, lr=lr, hurwitz=hurwitz)
         self.D = nn.Parameter(torch.randn(1, d_model))
         self.dropout = dropout
         self.output_linear = nn.Linear(d_model, 2 * d_model if glu else d_model)
@@ -475,8 +499,9 @@ class S4(nn.Module):
         params = self._modules["kernel"]._parameters
         key = [self._parameters["D"].dtype, params["C"].device]
         for name in _SSM_PARAMETERS:
-            p = params[name]
-            key += (p.data_ptr(), p._version)
+            p = params.get(name)  # Q exists only in the non-Hurwitz form
+            if p is not None:
+                key += (p.data_ptr(), p._version)
         return key
 
     def _discretise(self, mode: str) -> None:

@@ -40,9 +40,10 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="sashimi_ar_fsdd",
-                        help="pretrained name (sashimi_ar_fsdd: bundled, offline; sashimi_ar_sc09, sashimi_diffwave_sc09: "
-                             "published, downloaded once), checkpoint path, model folder, URL or hf://owner/name[@rev] "
-                             "(default: sashimi_ar_fsdd)")
+                        help="pretrained name (sashimi_ar_fsdd: bundled, offline; sashimi_ar_sc09, sashimi_ar_youtubemix, "
+                             "sashimi_diffwave_sc09: published, downloaded once; name:variant, e.g. "
+                             "sashimi_ar_sc09:paper), checkpoint path, model folder, URL, hf://owner/name[@rev] or "
+                             "hf://owner/name/path/file.pt (default: sashimi_ar_fsdd)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
 
 
@@ -83,8 +84,9 @@ def load_cli_model(spec: str, device):
     from sashimi.errors import SashimiError
     from sashimi.persistence.hf import HubDependencyError
     from sashimi.pretrained import PRETRAINED_NAMES, load_model
+    from sashimi.pretrained.factories import split_pretrained_name
 
-    if "://" not in spec and not os.path.exists(spec) and spec not in PRETRAINED_NAMES:
+    if "://" not in spec and not os.path.exists(spec) and split_pretrained_name(spec) is None:
         raise CLIError(f"--model: no such file, and not a pretrained model name ({', '.join(PRETRAINED_NAMES)}): "
                        f"{spec}")
     try:  # load_model resolves pretrained names, model folders and hf:// too (a file of that name wins)

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from ..errors import InputError
 from .audio import AUDIO_EXTENSIONS, AudioError, audio_info, read_audio
-from ..mulaw import mulaw_encode
+from ..mulaw import quantize
 
 __all__ = ["list_audio_files", "read_csv_paths", "file_labels", "class_names_of", "LABEL_SOURCES", "AudioFiles", "CropDataset", "UtteranceDataset", "decoded_bytes",
            "ResumableSampler", "ShardSampler", "ARCollate", "WaveCollate"]
@@ -433,14 +433,17 @@ class ARCollate:
         x: int64 (B, L) input tokens; y: int64 (B, L) targets (x shifted by one);
         lengths: int64 (B,) number of real targets per row (targets past it are padding and
         must not be scored); with labelled items, also labels: int64 (B,).
+
+    Args:
+        mu_levels: token levels; quantization: 'mulaw' or 'linear' (the model's ``ARConfig`` fields).
     """
 
-    def __init__(self, mu_levels: int = 256):
-        self.mu_levels = mu_levels
+    def __init__(self, mu_levels: int = 256, quantization: str = "mulaw"):
+        self.mu_levels, self.quantization = mu_levels, quantization
 
     def __call__(self, items: list[tuple]) -> tuple[torch.Tensor, ...]:
         waves = torch.stack([item[0] for item in items])  # (B, L+1)
-        tokens = mulaw_encode(waves, self.mu_levels)
+        tokens = quantize(waves, self.mu_levels, self.quantization)
         lengths = torch.tensor([max(item[1] - 1, 0) for item in items], dtype=torch.long)
         return (tokens[:, :-1], tokens[:, 1:], lengths) + _labels(items)
 

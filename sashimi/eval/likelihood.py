@@ -56,7 +56,7 @@ def nats_per_sample(model, wav, labels=None) -> float:
     """
     import torch.nn.functional as F
 
-    from ..mulaw import mulaw_encode, silence_token
+    from ..mulaw import silence_token
 
     if labels is not None and not isinstance(labels, (list, tuple)) and not torch.is_tensor(labels):
         labels = [labels]
@@ -66,7 +66,7 @@ def nats_per_sample(model, wav, labels=None) -> float:
 
     inputs_vectors, _ = model.conditioning(labels, 1)  # checks the labels; the engine adds the block terms
     condition = inputs_vectors if model.config.num_classes else None
-    targets = mulaw_encode(wav.unsqueeze(0), model.config.mu_levels)
+    targets = model.quantize(wav.unsqueeze(0))  # the model's own quantization (mu-law or linear)
     inputs = F.pad(targets[:, :-1], (1, 0), value=silence_token(model.config.mu_levels))
     engine = fastgen.get_engine(model, 1, weights="float32")  # a measurement: never the opt-in float16 weights
     engine.reset(condition)

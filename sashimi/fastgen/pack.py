@@ -41,6 +41,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "U-Net / bidirectional backbones are not supported"
     if model.head.weight.dtype not in (torch.float32, torch.float64):
         return f"dtype {model.head.weight.dtype} (float32 and float64 only)"
+    if not isinstance(net.norm, nn.LayerNorm):
+        return f"a final {type(net.norm).__name__} (only LayerNorm is packed)"
     if any(isinstance(layer, nn.Module) and not isinstance(layer, DownPool) for layer in net.d_layers):
         return "unexpected layers before the down pools"
     norms = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
@@ -56,6 +58,11 @@ def unsupported_reason(model: nn.Module) -> str | None:
             return f"unexpected layer {type(block.layer).__name__}"
         if isinstance(block.layer, S4) and (block.layer.bidirectional or block.layer.kernel.channels != 1):
             return "bidirectional S4 layers have no step mode"
+        # The engines' packed step has per-channel LayerNorms and the Hurwitz low-rank term (q = conj p)
+        if not isinstance(block.norm, nn.LayerNorm):
+            return f"{type(block.norm).__name__} pre-norms (the authors' TransposedLN; only LayerNorm is packed)"
+        if isinstance(block.layer, S4) and not block.layer.kernel.hurwitz:
+            return "S4 layers with a free low-rank factor Q (hurwitz=False; only q = conj(p) is packed)"
     default = _default_condition(model)
     if default is not None and tuple(default.shape) != (H0,):
         return f"label_vectors gives vectors of shape {tuple(default.shape)}, expected ({H0},)"

@@ -161,6 +161,7 @@ def _download_failed(url: str, e: Exception) -> str:
     reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
     text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(e).__name__
     name = os.path.basename(urllib.parse.urlparse(url).path) or "the file"
-    return (f"could not download {url} ({text}). Offline, copy {name} onto this machine and load the local "
+    return (f"could not download {url} ({text}) into the cache folder {os.path.dirname(cache_path(url))}. "
+            f"Offline, copy {name} there or onto this machine and load the local "
             f"file instead: load_model('path/to/{name}'), checkpoint='path/to/{name}' for the torch.hub "
             f"entry points, or --model path/to/{name} on the command line")

@@ -3,6 +3,12 @@
     model = sashimi.load_model("hf://owner/name")              # the default branch
     model = sashimi.load_model("hf://owner/name@v2")           # a branch or tag
     model = sashimi.load_model("hf://owner/name@<40 hex>")     # one commit, exactly
+    model = sashimi.load_model("hf://owner/name/path/to/file.pt")      # one checkpoint file in a repository
+    model = sashimi.load_model("hf://owner/name@rev/path/to/file.pt")  # ... at a revision
+
+A single file (a path after owner/name, as the SaShiMi authors' release is files, not a model folder)
+is fetched from its ``https://huggingface.co/owner/name/resolve/<revision>/<path>`` address into this
+library's download cache (:mod:`sashimi.persistence.download`: no huggingface_hub needed).
 
 A repository holds a model folder (``config.json``, ``model.safetensors``, ``README.md``; see
 :mod:`sashimi.persistence.folder`), as ``sashimi push`` uploads it. The files are downloaded by
@@ -24,11 +30,26 @@ from .checkpoint import CheckpointError
 from .download import DownloadError
 from .folder import CONFIG_FILE, FOLDER_FILES, WEIGHTS_FILE, read_config
 
-__all__ = ["HubDependencyError", "is_hf_uri", "parse_hf_uri", "hf_folder", "push_folder", "PREFIX"]
+__all__ = ["HubDependencyError", "is_hf_uri", "parse_hf_uri", "hf_folder", "hf_file_url", "push_folder", "PREFIX"]
 
 PREFIX = "hf://"
 # owner/name as the Hub allows them (letters, digits, '-', '_', '.'), then an optional @revision
 _URI = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<rev>[^@\s]+))?$")
+
+
+_FILE_URI = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<rev>[^@/\s]+))?"
+                       r"/(?P<path>[^@\s]+[^/@\s])$")
+
+
+def hf_file_url(uri: str) -> str | None:
+    """The download address of a single file, ``hf://owner/name[@revision]/path/to/file`` ->
+    ``https://huggingface.co/owner/name/resolve/<revision or main>/path/to/file``; None for a model
+    folder (``hf://owner/name[@revision]``) or anything else."""
+    m = _FILE_URI.match(uri) if isinstance(uri, str) else None
+    # a file has a name with an extension (file.pt): 'hf://me/tiny/extra' stays a malformed model address
+    if m is None or ".." in m.group("path").split("/") or "." not in m.group("path").rsplit("/", 1)[-1]:
+        return None
+    return f"https://huggingface.co/{m.group('repo')}/resolve/{m.group('rev') or 'main'}/{m.group('path')}"
 
 
 class HubDependencyError(SashimiError, ImportError):
@@ -48,8 +69,8 @@ def parse_hf_uri(uri: str) -> tuple[str, str | None]:
     """
     m = _URI.match(uri)
     if m is None:
-        raise InputError(f"{uri!r} is not a Hub model: expected hf://owner/name or hf://owner/name@revision "
-                         "(letters, digits, '.', '_', '-'; no trailing '/')")
+        raise InputError(f"{uri!r} is not a Hub model: expected hf://owner/name or hf://owner/name@revision (a model "
+                         "folder), or hf://owner/name[@revision]/path/to/file.pt (one checkpoint file)")
     return m.group("repo"), m.group("rev")
 
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from .checkpoint import FORMAT_NAME, MODEL_KINDS, CheckpointError, build_native, load_checkpoint_file
 from .folder import load_folder
-from .hf import hf_folder
+from .hf import hf_file_url, hf_folder
 from .published import PUBLISHED_FORMATS
 
 __all__ = ["load_model_file"]
@@ -27,7 +27,9 @@ def load_model_file(source: str | os.PathLike | dict, map_location: str | torch.
         source: a path, a URL (http(s):// or file://), an already loaded checkpoint dict, a model
             folder written by :func:`~sashimi.persistence.folder.save_pretrained`, or one on the
             Hugging Face Hub, ``'hf://owner/name'`` or ``'hf://owner/name@revision'`` (needs
-            ``huggingface_hub``; see :mod:`sashimi.persistence.hf`). Native checkpoints and the
+            ``huggingface_hub``; see :mod:`sashimi.persistence.hf`), or one file in a Hub repository,
+            ``'hf://owner/name[@revision]/path/to/file.pt'``. Native checkpoints, the SaShiMi authors'
+            own AR files (:mod:`sashimi.persistence.authors`) and the
             published seed formats (simple-sashimi ``ckpt_*.pt``, DiffWave-unconditional) are
             recognised automatically.
         map_location: device for the model.
@@ -44,7 +46,9 @@ def load_model_file(source: str | os.PathLike | dict, map_location: str | torch.
             layout that is none of the known ones is a CheckpointError.
     """
     if isinstance(source, str) and source.startswith("hf://"):
-        source = hf_folder(source)  # the local snapshot folder (downloaded once into the Hugging Face cache)
+        # one file of a repository: its https address, downloaded once into this library's cache;
+        # else a model folder: the local snapshot folder (downloaded once into the Hugging Face cache)
+        source = hf_file_url(source) or hf_folder(source)
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         return load_folder(source, map_location=map_location or "cpu", kinds=tuple(MODEL_KINDS))
     name = "<dict>" if isinstance(source, dict) else os.fspath(source)
@@ -58,5 +62,6 @@ def load_model_file(source: str | os.PathLike | dict, map_location: str | torch.
                 break
         else:
             raise CheckpointError(f"{name}: unrecognised checkpoint layout (top-level keys: {sorted(map(str, ckpt))[:8]}); "
-                                  "expected a sashimi checkpoint or a published simple-sashimi / DiffWave file")
+                                  "expected a sashimi checkpoint, a published simple-sashimi / DiffWave file or a "
+                                  "SaShiMi authors' AR state dict (model.*, encoder.*, decoder.*)")
     return model.to(map_location).eval()

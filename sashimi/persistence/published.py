@@ -20,6 +20,8 @@ from ..ar import SashimiAR
 from ..config import ARConfig, DiffWaveConfig, config_from_dict
 from ..diffwave import SashimiDiffWave
 from ..s4 import convert_kernel_lengths
+from .authors import is_authors_ar, load_authors_ar
+from .authors_diffwave import is_authors_diffwave, load_authors_diffwave
 from .checkpoint import CheckpointError, build_uninitialized, check_state_dict, describe, load_state_dict_strict
 
 __all__ = ["convert_rf5_state_dict", "load_published_state_dict", "infer_state_config", "is_rf5_ar", "load_rf5_ar",
@@ -208,4 +210,6 @@ def load_rf5_diffwave(ckpt: dict, source: str = "<dict>", config: DiffWaveConfig
 PUBLISHED_FORMATS: tuple[tuple[str, Callable[[dict], bool], Callable[[dict, str], nn.Module]], ...] = (
     ("rf5-ar", is_rf5_ar, load_rf5_ar),
     ("rf5-diffwave", is_rf5_diffwave, load_rf5_diffwave),
+    ("authors-ar", is_authors_ar, load_authors_ar),  # Feb-2022, V3, V4: see .authors
+    ("authors-diffwave", is_authors_diffwave, load_authors_diffwave),  # albertfgu/diffwave-sashimi .pkl
 )

@@ -8,7 +8,8 @@
   and its license.
 - Bundled classifiers (:data:`BUNDLED_CLASSIFIERS`): the sample-quality classifiers of
   :mod:`sashimi.eval`, the same way.
-- Published checkpoints (:data:`AR_SC09_URL`, :data:`DIFFWAVE_SC09_URLS`): downloaded once.
+- Published checkpoints (:data:`AR_SC09_URL`, :data:`DIFFWAVE_SC09_URLS`, and the SaShiMi authors'
+  own release :data:`AUTHORS_AR_URLS`): downloaded once, into a cache folder per URL.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from pathlib import Path
 
 __all__ = ["BundledModel", "BUNDLED_MODELS", "BUNDLED_CLASSIFIERS", "bundled_model_path", "bundled_classifier_folder",
            "FSDD_CREDIT", "AR_SC09_URL", "DIFFWAVE_SC09_URLS", "WEIGHTS_DIR", "CLASSIFIER_WEIGHTS_DIR",
-           "DOWNLOADED_CLASSIFIERS"]
+           "DOWNLOADED_CLASSIFIERS",
+           "AUTHORS_RELEASE", "AUTHORS_AR_URLS", "AUTHORS_AR_SHA256", "AUTHORS_DIFFWAVE_URLS",
+           "AUTHORS_DIFFWAVE_SHA256", "published_downloads"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 CLASSIFIER_WEIGHTS_DIR = WEIGHTS_DIR.parent / "eval" / "weights"
@@ -29,6 +32,37 @@ AR_SC09_URL = "https://github.com/RF5/simple-sashimi/releases/download/v1.0/ckpt
 DIFFWAVE_SC09_URLS = {
     "800k": "https://github.com/RF5/DiffWave-unconditional/releases/download/v0.2/sashimi_sc09_800k_steps.pt",
     "500k": "https://github.com/RF5/DiffWave-unconditional/releases/download/v0.2/sashimi_sc09_500k_steps.pt",
+}
+
+#: The SaShiMi authors' release on the Hugging Face Hub (Goel, Gu, Donahue, Re; files for state-spaces/s4).
+AUTHORS_RELEASE = "krandiash/sashimi-release"
+_HUB_FILE = "https://huggingface.co/" + AUTHORS_RELEASE + "/resolve/main/checkpoints/{}"
+#: Their autoregressive checkpoints, by (dataset, layout): the Feb-2022 release behind the paper's tables
+#: (sashimi.persistence.authors: 'feb2022') and the same models converted for their V4 code ('v4').
+AUTHORS_AR_URLS = {
+    ("youtubemix", "feb2022"): _HUB_FILE.format("sashimi_youtubemix.pt"),
+    ("youtubemix", "v4"): _HUB_FILE.format("sashimi_youtubemix_v4.pt"),
+    ("sc09", "feb2022"): _HUB_FILE.format("sashimi_sc09.pt"),
+}
+#: Their SHA-256 where known. The Hub shows each LFS file's SHA-256 on its page, but this project's
+#: machines cannot reach the Hub and no copy of the digests was found (searched: public code, pages and
+#: issues): None, so these files are not hash-checked yet. Fill them in (64 hex digits) from the files'
+#: Hub pages; a cached file is then checked at every load.
+AUTHORS_AR_SHA256: dict = {key: None for key in AUTHORS_AR_URLS}
+
+_DIFFWAVE_FILE = "https://github.com/albertfgu/diffwave-sashimi/raw/master/exp/{}/checkpoint/{}.pkl"
+#: The authors' DiffWave+SaShiMi SC09 checkpoints (albertfgu/diffwave-sashimi, Git LFS), by variant of
+#: ``sashimi_diffwave_sc09``: d_model 128 at 800k and 500k steps, and the small d_model 64 model.
+AUTHORS_DIFFWAVE_URLS = {
+    "paper-800k": _DIFFWAVE_FILE.format("unet_d128_n6_pool_2_expand2_ff2_T200_betaT0.02_uncond", 800000),
+    "paper-500k": _DIFFWAVE_FILE.format("unet_d128_n6_pool_2_expand2_ff2_T200_betaT0.02_uncond", 500000),
+    "paper-small": _DIFFWAVE_FILE.format("unet_d64_n6_pool_2_expand2_ff2_T200_betaT0.02_uncond", 500000),
+}
+#: Their SHA-256, as published in the repository's Git LFS pointers (commit d35c153).
+AUTHORS_DIFFWAVE_SHA256 = {
+    "paper-800k": "53f80d98662d5bb0fe3c3984a6df94680bb7de4378a43bd0a4c0600e2fd42fcd",
+    "paper-500k": "21fea30b3bbfdbb88f9c517d2ff3dccdffaecc5fac86151cf1ff550221ca1726",
+    "paper-small": "f00d7a56fa7b81fd3bf8c7d5d1f91bed49679afbdb31d26b5069decc40191f6a",
 }
 
 FSDD_CREDIT = ("Trained on the Free Spoken Digit Dataset (FSDD; Zohar Jackson et al., "
@@ -121,3 +155,14 @@ def bundled_classifier_folder(name: str) -> Path:
         raise ValueError(f"no bundled classifier {name!r}; bundled: {sorted(BUNDLED_CLASSIFIERS)}")
     folder, files = BUNDLED_CLASSIFIERS[name]
     return _verified_folder(CLASSIFIER_WEIGHTS_DIR / folder, files, f"bundled classifier {name!r}")
+
+
+def published_downloads() -> list[tuple[str, str]]:
+    """(pretrained name and variant, URL) of every downloaded (not bundled) file, for ``sashimi doctor``."""
+    rows = [("sashimi_ar_sc09", AR_SC09_URL)]
+    rows += [(f"sashimi_diffwave_sc09 ({k})", u) for k, u in DIFFWAVE_SC09_URLS.items()]
+    names = {"youtubemix": "sashimi_ar_youtubemix", "sc09": "sashimi_ar_sc09"}
+    rows += [(f"{names[data]} ({'paper' if data == 'sc09' else layout})", url)
+             for (data, layout), url in AUTHORS_AR_URLS.items()]
+    rows += [(f"sashimi_diffwave_sc09 ({k})", u) for k, u in AUTHORS_DIFFWAVE_URLS.items()]
+    return rows

@@ -94,7 +94,7 @@ def _ar_task() -> Task:
     from ..config import ARConfig
 
     return Task(name="ar", config_cls=ARConfig, build_model=_build_ar,
-                make_collate=lambda config: ARCollate(config.mu_levels), loss=ar_loss, metric=ar_metric, metric_name="nll_bits", metric_scale=1 / math.log(2), crop_extra=1, lead=1,
+                make_collate=lambda config: ARCollate(config.mu_levels, config.quantization), loss=ar_loss, metric=ar_metric, metric_name="nll_bits", metric_scale=1 / math.log(2), crop_extra=1, lead=1,
                 sample=ar_sample)
 
 

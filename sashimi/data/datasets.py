@@ -317,6 +317,9 @@ class UtteranceDataset(AudioFiles):
             first sample above 0.02), so the beginning of speech stays a rare event at every
             step, which truncated sampling (nucleus, top-k, low temperature) cuts away.
         onset_margin: samples kept before the onset (with ``onset``).
+        peak: scale each recording to this peak magnitude (None: as recorded). FSDD's speakers
+            differ tenfold in level (two peak near 0.03-0.07, four near 0.25-0.5); a model that
+            imitates the quiet ones under truncated sampling makes words too quiet to hear.
         seed, downmix, probe, cache: see :class:`AudioFiles`.
 
     Items:
@@ -325,7 +328,7 @@ class UtteranceDataset(AudioFiles):
 
     def __init__(self, files: Sequence[str], sample_rate: int, window: int, *, lead: int = 0, fade: int = 0,
                  random_place: bool = True, max_start: int | None = None, onset: float | None = None,
-                 onset_margin: int = 0, seed: int = 0, downmix: bool = False,
+                 onset_margin: int = 0, peak: float | None = None, seed: int = 0, downmix: bool = False,
                  probe: bool = True, cache: bool = False, **labelling):
         if window < 1 or lead < 0 or fade < 0 or (max_start is not None and max_start < 0) or onset_margin < 0:
             raise InputError(f"UtteranceDataset: window must be >= 1, lead, fade, max_start and onset_margin >= 0, "
@@ -333,7 +336,9 @@ class UtteranceDataset(AudioFiles):
                              f"onset_margin={onset_margin}")
         if onset is not None and not 0 < onset <= 1:
             raise InputError(f"UtteranceDataset: onset must be None or in (0, 1] (a fraction of the peak), got {onset}")
-        self.onset, self.onset_margin = onset, int(onset_margin)
+        if peak is not None and not 0 < peak <= 1:
+            raise InputError(f"UtteranceDataset: peak must be None or in (0, 1], got {peak}")
+        self.onset, self.onset_margin, self.peak = onset, int(onset_margin), peak
         self.window, self.lead, self.fade, self.random_place = int(window), int(lead), int(fade), random_place
         self.max_start = None if max_start is None else int(max_start)
         super().__init__(files, sample_rate, seed=seed, downmix=downmix, probe=probe, cache=cache, **labelling)
@@ -342,6 +347,8 @@ class UtteranceDataset(AudioFiles):
         wav = self.waveform(index)
         if self.onset is not None:
             wav = trim_lead_in(wav, self.onset, self.onset_margin)
+        if self.peak is not None and wav.numel() and float(wav.abs().max()) > 0:
+            wav = wav * (self.peak / float(wav.abs().max()))
         rng = self._rng(index)
         if wav.numel() > self.window:
             start = int(rng.integers(0, wav.numel() - self.window + 1)) if self.random_place else \

@@ -67,6 +67,8 @@ class TrainConfig:
                                                       "fraction of the file's peak (e.g. 0.05), less "
                                                       "utterance_onset_margin_ms (none: keep the recordings as they are)")
     utterance_onset_margin_ms: float = _f(2.0, "with utterance_onset: milliseconds kept before the onset")
+    utterance_peak: typing.Optional[float] = _f(None, "with utterance_window: scale each recording to this peak "
+                                                     "magnitude, e.g. 0.5 (none: as recorded)")
     cache_audio: typing.Optional[bool] = _f(None, "hold the decoded audio in memory: true, false or none (default: "
                                                   "when it takes at most cache_max_gib)")
     cache_max_gib: float = _f(2.0, "size limit of cache_audio=none, in GiB of float32 samples")
@@ -348,6 +350,9 @@ def validate_config(cfg: TrainConfig) -> None:
     if not (math.isfinite(cfg.utterance_onset_margin_ms) and cfg.utterance_onset_margin_ms >= 0):
         raise ConfigError(f"config key 'utterance_onset_margin_ms' must be a finite number >= 0, "
                           f"got {cfg.utterance_onset_margin_ms}")
+    v = cfg.utterance_peak
+    if v is not None and not (math.isfinite(v) and 0 < v <= 1):
+        raise ConfigError(f"config key 'utterance_peak' must be in (0, 1] or none, got {v}")
     v = cfg.utterance_max_start_ms
     if v is not None and not (math.isfinite(v) and v >= 0):
         raise ConfigError(f"config key 'utterance_max_start_ms' must be a finite number >= 0 or none, got {v}")

@@ -230,7 +230,8 @@ def _datasets(cfg: TrainConfig, task: Task, rt: Runtime, log: TrainLogger):
                                     fade=round(cfg.fade_ms * rate / 1000), random_place=training,
                                     max_start=None if cfg.utterance_max_start_ms is None else
                                     round(cfg.utterance_max_start_ms * rate / 1000), onset=cfg.utterance_onset,
-                                    onset_margin=round(cfg.utterance_onset_margin_ms * rate / 1000), seed=cfg.seed,
+                                    onset_margin=round(cfg.utterance_onset_margin_ms * rate / 1000),
+                                    peak=cfg.utterance_peak, seed=cfg.seed,
                                     **common)
         return CropDataset(files, rate, cfg.seq_len + task.crop_extra, random_crop=training, seed=cfg.seed, **common)
 

@@ -10,7 +10,8 @@ __all__ = ["utterance_nll_bits", "nats_per_sample"]
 
 @torch.no_grad()
 def utterance_nll_bits(model, files: list[str], window: int | None = None, batch_size: int = 16,
-                       max_start: int | None = None, labels=None) -> torch.Tensor:
+                       max_start: int | None = None, labels=None, *, onset: float | None = None,
+                       onset_margin: int = 0, peak: float | None = None) -> torch.Tensor:
     """Bits per sample of each recording, placed in the middle of a window of silence.
 
     The way an utterance-window model saw its data (there at a random place, see
@@ -25,6 +26,9 @@ def utterance_nll_bits(model, files: list[str], window: int | None = None, batch
         max_start: for a model trained with ``utterance_max_start_ms``: the word starts at half
             of min(room, ``max_start``) samples, the middle of where it saw words start.
         labels: a class-conditional model's (N,) classes of the files (names or indices; None: no label).
+        onset, onset_margin, peak: for a model trained with ``utterance_onset`` /
+            ``utterance_peak``: each recording's lead-in cut and its level set as it saw them
+            (see :class:`~sashimi.data.datasets.UtteranceDataset`).
 
     Returns:
         float (N,) bits per sample, one per file.
@@ -34,7 +38,8 @@ def utterance_nll_bits(model, files: list[str], window: int | None = None, batch
     if not files:
         raise ValueError("files: expected at least one audio file")
     window = int(window or model.config.sample_rate)
-    data = UtteranceDataset(files, model.config.sample_rate, window, random_place=False, max_start=max_start)
+    data = UtteranceDataset(files, model.config.sample_rate, window, random_place=False, max_start=max_start,
+                            onset=onset, onset_margin=onset_margin, peak=peak)
     wavs = torch.stack([data[i][0] for i in range(len(data))])  # (N, window)
     return model.nll(wavs, batch_size=batch_size, labels=labels) / math.log(2.0)
 

@@ -21,7 +21,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from sashimi import load_model  # noqa: E402
@@ -81,14 +80,24 @@ def silent_fraction(wavs: torch.Tensor) -> float:
     return float((wavs.pow(2).mean(-1).sqrt() < SILENT_RMS).float().mean())
 
 
-def plot(results: list[dict], path: str) -> None:
-    """Accuracy-as-asked (and the worst class) against the training step."""
+def plot(results: list[dict], path: str, offsets: dict[str, int] | None = None) -> None:
+    """Accuracy-as-asked (and the worst class) against the training step; ``offsets`` maps a
+    checkpoint folder to the steps before it (a run in stages: each stage's steps count from 0)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted((r for r in results if r["step"] is not None), key=lambda r: r["step"])
+    offsets = offsets or {}
+    rows = []
+    for r in results:
+        if r["step"] is None or r.get("sampling"):
+            continue
+        folder = os.path.basename(os.path.dirname(os.path.normpath(r["model"])))
+        if offsets and folder not in offsets:
+            continue
+        rows.append(dict(r, step=r["step"] + offsets.get(folder, 0)))
+    rows.sort(key=lambda r: r["step"])
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
     ax.plot([r["step"] for r in rows], [100 * r["accuracy"] for r in rows], "o-", label="all digits")
     ax.plot([r["step"] for r in rows], [100 * r["worst_class"] for r in rows], "s--", label="worst digit")
@@ -104,7 +113,8 @@ def plot(results: list[dict], path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="checkpoints, model folders or pretrained names")
+    parser.add_argument("models", nargs="*", help="checkpoints, model folders or pretrained names (none: "
+                                                   "only --plot the results in --json)")
     parser.add_argument("--reference", required=True, help="folder or CSV of real recordings (validation)")
     parser.add_argument("--per-class", type=int, default=20, help="samples per class (default: 20)")
     parser.add_argument("--seed", type=int, default=0)
@@ -115,6 +125,9 @@ def main(argv=None) -> int:
                         help="also score as many samples without a label (seed + 1)")
     parser.add_argument("--json", required=True, help="results file (appended to; models in it are skipped)")
     parser.add_argument("--plot", default=None, help="also draw the curve into this PNG")
+    parser.add_argument("--stages", default=None, metavar="DIR=STEPS[,...]",
+                        help="with --plot: a run in stages, e.g. a=0,b=1000 (checkpoint folder b's steps "
+                             "count from 1000); only these folders are drawn")
     args = parser.parse_args(argv)
     sampling = {k: v for k, v in (("nucleus_p", args.nucleus_p), ("temperature", args.temperature),
                                   ("top_k", args.top_k)) if v is not None}
@@ -140,7 +153,10 @@ def main(argv=None) -> int:
                      s=100 * result["unconditional"]["silent"], r=100 * result["unconditional"]["rarest_digit"],
                      **result["unconditional"])), flush=True)
     if args.plot:
-        plot(results, args.plot)
+        offsets = None
+        if args.stages:
+            offsets = {k: int(v) for k, v in (item.split("=") for item in args.stages.split(","))}
+        plot(results, args.plot, offsets)
     return 0
 
 

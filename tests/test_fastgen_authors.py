@@ -78,6 +78,17 @@ def test_authors_fixtures_run_in_the_fast_engines(fixture_models, name, kind):
     assert worst <= TOL, f"{name} ({kind}): max |fast - forward| = {worst:.3g}"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_on_an_authors_fixture(fixture_models):
+    model = copy.deepcopy(fixture_models["feb2022_youtubemix_small"]).cuda()
+    tokens = torch.load(DIR / "feb2022_youtubemix_small.reference.pt", weights_only=True)["input_tokens"][:, :STEPS]
+    tokens = tokens.long().cuda()
+    fast = fastgen.teacher_forced_logits(model, tokens, kind="cuda-graphs")
+    with torch.no_grad():
+        conv = model(tokens)
+    assert float((fast - conv).abs().max()) <= TOL
+
+
 @pytest.mark.parametrize("case", sorted(CONFIGS))
 @pytest.mark.parametrize("kind", KINDS)
 def test_random_authors_configs_equal_forward_and_dense_step(case, kind):
@@ -153,6 +164,15 @@ def test_public_generation_uses_the_fast_engine_on_a_youtubemix_layout():
     a = model.unconditional_generate(2, length=300, seed=0, progress=False)
     b = torch.cat(list(model.stream(2, 300, 128, seed=0)), 1)
     assert a.shape == (2, 300) and torch.isfinite(a).all() and torch.equal(a, b)
+
+
+def test_paired_blocks_are_refused_with_a_reason():
+    """The DiffWave+SaShiMi files' S4 + FF pairs are not autoregressive models; an AR model built
+    with ``paired=True`` falls back to the eager step, saying why."""
+    model = SashimiAR(ARConfig(d_model=8, n_layers=1, pool=[2], ff=1, d_state=8, l_max=64, norm="scalar",
+                               paired=True)).eval()
+    assert "paired" in pack.unsupported_reason(model)
+    assert fastgen.resolve_engine(model, "auto") == "eager"
 
 
 def test_conditioned_scalar_norm_blocks_are_refused_with_a_reason():

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..backbone import DownPool, FFBlock, ResidualBlock, Sashimi, ScalarNorm, UpPool
+from ..backbone import DownPool, FFBlock, PairedBlock, ResidualBlock, Sashimi, ScalarNorm, UpPool
 from ..s4 import S4
 
 __all__ = ["build_plan", "unsupported_reason", "block_terms", "conditioned", "NORM_KINDS"]
@@ -60,6 +60,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "LayerNorms with different eps or without affine parameters"
     H0 = model.mu_embedder.embedding_dim
     for block in list(net.c_layers) + [layer for stage in net.u_layers for layer in stage[1:]]:
+        if isinstance(block, PairedBlock):
+            return "paired S4 + FF blocks (config.paired, the DiffWave+SaShiMi layout) are not packed"
         if not isinstance(block, ResidualBlock):
             return f"unexpected block {type(block).__name__}"
         if block.fc_t is not None and (not isinstance(block.fc_t, nn.Linear) or block.fc_t.in_features != H0):

@@ -15,10 +15,10 @@ from ..sampling import SamplingOptions
 from .condition import resolve_condition
 from .sampler import sample_with_uniforms
 
-__all__ = ["TorchEngine", "step_depth", "norm"]
+__all__ = ["TorchEngine", "step_depth", "plan_norm"]
 
 
-def norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
+def plan_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
     """A plan's norm of x (B, H) (see :mod:`sashimi.fastgen.pack`): 'layer' is F.layer_norm;
     'scalar' (the authors' TransposedLN) is ((x - mean) w + b) / std, std biased, no epsilon."""
     if kind == "layer":
@@ -249,7 +249,7 @@ class TorchEngine:
             else:
                 pool["ubuf"].copy_(torch.roll(pool["ubuf"], -1, dims=-1))
             below = self._tier(tiers[k], q + tiers[k].inp)
-        h = norm(below, *self.norm, self.norm_kind, self.eps)
+        h = plan_norm(below, *self.norm, self.norm_kind, self.eps)
         torch.addmm(self.head[1], h, self.head[0].t(), out=self.logits)
 
     def _tier(self, tier: _Tier, z: torch.Tensor) -> torch.Tensor:
@@ -257,7 +257,7 @@ class TorchEngine:
         x = z
         for (kind, i), cond, norm_kind in zip(tier.order, tier.conds, tier.norms):
             ln = tier.s4_ln if kind == "s4" else tier.ff_ln
-            u = norm(x, ln[0][i], ln[1][i], norm_kind, self.eps)
+            u = plan_norm(x, ln[0][i], ln[1][i], norm_kind, self.eps)
             if cond is not None:  # as ResidualBlock._pre
                 u = u + cond["shift"] if cond["scale"] is None else u * (1 + cond["scale"]) + cond["shift"]
             if kind == "s4":

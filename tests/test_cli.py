@@ -166,6 +166,21 @@ def test_bench_generate_side_by_side(tmp_path, capsys, ckpt):
         assert row["speedup"] > 0 and row["eager_samples_per_s"] > 0
 
 
+def test_bench_generate_profile(capsys):
+    """`--profile` breaks the C++ step down in this process (it imports the worker's model builder,
+    whose helper module sits beside it), here on a small model in the authors' configuration."""
+    from sashimi.fastgen import cpu
+
+    if cpu.load_library(profile=True) is None:
+        pytest.skip(f"no C++ build: {cpu.build_error}")
+    cfg = ["d_model=16", "n_layers=1", "pool=[2]", "d_state=8", "l_max=64", "glu=False", "norm=scalar", "hurwitz=False"]
+    rc = main(["bench", "generate", "--device", "cpu", *[a for c in cfg for a in ("--model-cfg", c)],
+               "--batch-sizes", "1", "--steps", "64", "--eager-steps", "0", "--profile"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "profile, batch 1" in text and "linear" in text and "norm" in text
+
+
 def test_bench_train_side_by_side(tmp_path, capsys):
     """`sashimi bench train --baseline DIR`: both versions run in fresh processes, the table shows the
     ratio and the first-step loss difference (0 here: the baseline is this very checkout)."""

@@ -155,6 +155,11 @@ def _profile(base: dict, sizes: list[int], weights: str) -> None:
     import torch
 
     from sashimi import fastgen
+
+    # the worker script imports its sibling worker_protocol as a top-level module (it runs as a
+    # script in the timed runs): give this process the same path before importing it
+    if os.path.dirname(_WORKER) not in sys.path:
+        sys.path.insert(0, os.path.dirname(_WORKER))
     from sashimi.cli.workers.generate_steps import build_model
     from sashimi.fastgen import cpu
     from sashimi.fastgen.sampler import draw_uniforms

@@ -55,7 +55,7 @@ thread_local int g_error_kind = 0;  // 0 none, 1 invalid input / runtime error, 
 namespace {
 
 constexpr int64_t kMagic = 0x53415348;  // "SASH"
-constexpr int64_t kVersion = 4;
+constexpr int64_t kVersion = 5;
 
 struct SpecError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -113,6 +113,9 @@ Engine* build(const int64_t* spec, int64_t spec_len, const float* w, int64_t w_l
   E->emb = r.ptr(checked_mul(E->V, H0p));
   E->lnf_w = r.ptr(H0p);
   E->lnf_b = r.ptr(H0p);
+  const int64_t lnf_kind = r.next();  // 0: LayerNorm, 1: TransposedLN
+  if (lnf_kind != 0 && lnf_kind != 1) throw SpecError("bad spec (final norm kind)");
+  E->lnf_scalar = lnf_kind == 1;
   E->head = r.linear(H0p, E->Vp / kUnit);
   int64_t widest = H0p, widest_f = kUnit;
   E->pools.resize(n);
@@ -185,6 +188,9 @@ Engine* build(const int64_t* spec, int64_t spec_len, const float* w, int64_t w_l
       const int64_t cond = r.next();  // 1: a conditioned block (its norm's parameters per row)
       if (cond != 0 && cond != 1) throw SpecError("bad spec (block conditioning)");
       blk.cond = cond == 1;
+      const int64_t norm_kind = r.next();  // 0: LayerNorm, 1: TransposedLN
+      if ((norm_kind != 0 && norm_kind != 1) || (blk.cond && norm_kind == 1)) throw SpecError("bad spec (block norm kind)");
+      blk.scalar_norm = norm_kind == 1;
       if (blk.cond) blk.rows.assign(checked_mul(B, 2 * Hp), 0.0f);
     }
   }

@@ -133,6 +133,31 @@ void layer_norm(const float* x, const float* w, const float* b, float* out, int6
   layer_norm_to(x, ld, w, b, out, ld, r0, r1, H, c0, c1, eps);
 }
 
+// The SaShiMi authors' two-scalar TransposedLN, s (x - mean + m) / std (biased std, no epsilon),
+// as out = ((x - mean) w + b) / std with w = s and b = s m on the real channels and zeros on the
+// padding lanes (which so stay zero); same rows, columns and strides as layer_norm_to.
+void scalar_norm_to(const float* x, int64_t ldx, const float* w, const float* b, float* out, int64_t ldo, int64_t r0,
+                    int64_t r1, int64_t H, int64_t c0, int64_t c1) {
+  SG_PROF(P_NORM);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * ldx;
+    float* o = out + r * ldo;
+    float mean, rstd;
+    norm_stats(xr, H, 0.0f, mean, rstd);
+    const f8 m = bc(mean), s = bc(rstd);
+    for (int64_t c = c0; c < c1; c += 8) store8(o + c, ((load8(xr + c) - m) * load8(w + c) + load8(b + c)) * s);
+  }
+}
+
+// Either norm: scalar (TransposedLN) or a LayerNorm with epsilon eps.
+inline void any_norm_to(bool scalar, const float* x, int64_t ldx, const float* w, const float* b, float* out,
+                        int64_t ldo, int64_t r0, int64_t r1, int64_t H, int64_t c0, int64_t c1, float eps) {
+  if (scalar)
+    scalar_norm_to(x, ldx, w, b, out, ldo, r0, r1, H, c0, c1);
+  else
+    layer_norm_to(x, ldx, w, b, out, ldo, r0, r1, H, c0, c1, eps);
+}
+
 // ---- linear layers -------------------------------------------------------------------------
 // Weights as panels (ceil(out / 16), in, 16) of W^T: each panel holds 16 output columns, stored
 // contiguously over the inputs, so a panel is one stream read once per step whatever the batch
@@ -308,7 +333,7 @@ void linear_rows(const Linear& L, const float* x, int64_t ldx, float* y, int64_t
 
 // ---- S4: one unit of 16 channels --------------------------------------------------------------
 // Coefficients per unit and mode n, 16 lanes each (maths in sashimi/fastgen/pack.py):
-//   dplr:     g (re, im), C (re, im), v = conj(P) g (re, im)          -> 6 x 16 floats per mode
+//   dplr:     g (re, im), C (re, im), v = Q g (re, im)                -> 6 x 16 floats per mode
 //   diagonal: d (re, im), r (re, im)                                  -> 4 x 16 floats per mode
 // P and B of a tied dplr layer are per mode (pb: N x 4 floats Pr Pi Br Bi); an untied layer adds
 // them per mode and channel (4 x 16 more floats per mode). State per unit and row: N modes x

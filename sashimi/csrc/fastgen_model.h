@@ -31,7 +31,8 @@ inline int64_t pad16(int64_t n) { return (n + kUnit - 1) / kUnit * kUnit; }
 // channel; the real output 2 Re(.) accounts for the implicit conjugate partners.
 //   diagonal:   x' = d x + u;                                   y = 2 Re(r . x') + D u
 //   dplr:       x' = g (2 x + B dt u - P c (2 s + kappa u)) - x;  y = 2 Re(C . x') + D u,
-//               s' = 2 Re(conj(P) g . x')   (kept in the state: the rank-1 read for the next step)
+//               s' = 2 Re(Q g . x')   (kept in the state: the rank-1 read for the next step; Q = conj(P)
+//               in the Hurwitz form, the free low-rank factor otherwise: only the packed v = Q g sees it)
 // P and B are per mode (tied state, 'dplr') or per mode and channel ('dplr_untied').
 enum S4Form { S4_DIAGONAL = 0, S4_DPLR = 1, S4_DPLR_UNTIED = 2 };
 
@@ -61,13 +62,14 @@ struct Block {
   // sg_set_condition): the norm's output z becomes z (1 + scale) + shift in one pass.
   bool cond = false;
   Buf rows;
+  bool scalar_norm = false;  // the pre-norm is the authors' TransposedLN (scalar_norm_to), not a LayerNorm
 };
 
 // The block's norm of x over rows [r0, r1) and columns [c0, c1): shared parameters, or each row's own.
 inline void block_norm(const Block& blk, const float* ln_w, const float* ln_b, const float* x, int64_t ldx, float* out,
                        int64_t ldo, int64_t r0, int64_t r1, int64_t H, int64_t Hp, int64_t c0, int64_t c1, float eps) {
   if (!blk.cond) {
-    layer_norm_to(x, ldx, ln_w, ln_b, out, ldo, r0, r1, H, c0, c1, eps);
+    any_norm_to(blk.scalar_norm, x, ldx, ln_w, ln_b, out, ldo, r0, r1, H, c0, c1, eps);
     return;
   }
   for (int64_t r = r0; r < r1; ++r) {
@@ -101,6 +103,7 @@ struct Engine {
   int64_t B = 1, V = 0, Vp = 0, H0 = 0, t = 0;
   float eps = 1e-5f;
   const float *emb = nullptr, *lnf_w = nullptr, *lnf_b = nullptr;  // emb (V, H0p)
+  bool lnf_scalar = false;  // the final norm is a TransposedLN (scalar_norm_to)
   Linear head;
   std::vector<Tier> tiers;         // outermost first; the center last
   std::vector<Pool> pools;         // between tiers[k] and tiers[k + 1]
@@ -279,7 +282,7 @@ void step(Engine& E, Ctx& X, int64_t t, const int64_t* tok) {
   }
   X.bar.wait();  // the final norm reads every channel
   float* h = X.sc->ln.data();
-  layer_norm(below->cur.data(), E.lnf_w, E.lnf_b, h, T0.Hp, r0, r1, E.H0, 0, T0.Hp, E.eps);
+  any_norm_to(E.lnf_scalar, below->cur.data(), T0.Hp, E.lnf_w, E.lnf_b, h, T0.Hp, r0, r1, E.H0, 0, T0.Hp, E.eps);
   X.part(E.head.panels, a, b);
   linear_rows<E_STORE>(E.head, h, T0.Hp, E.logits.data(), E.Vp, r0, r1, a, b, a * kUnit);
 }

@@ -24,7 +24,8 @@ __all__ = ["load_library", "CppEngine", "build_error", "sample", "condition_term
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "fastgen.cpp"
 HEADERS = [SOURCE.with_name(f"fastgen_{name}.h") for name in ("kernels", "sample", "team", "model")]
-MAGIC, VERSION = 0x53415348, 4
+MAGIC, VERSION = 0x53415348, 5
+NORM_CODES = {"layer": 0, "scalar": 1}  # a block's pre-norm kind in the spec (pack.NORM_KINDS)
 UNIT = 16  # kUnit in fastgen_kernels.h: channels per unit, output columns per weight panel
 S4_FORMS = {"diagonal": 0, "dplr": 1, "dplr_untied": 2}
 WEIGHT_TYPES = {"float32": 0, "bfloat16": 1, "float16": 2}  # storage of the linear layers' weights (WType)
@@ -186,7 +187,8 @@ def pack_plan(plan: dict, weights: str = "float32") -> tuple[torch.Tensor, torch
     H0p = _pad16(H0)
     emb = torch.cat([plan["emb"], plan["emb"].new_zeros(V, H0p - H0)], 1)
     spec = [MAGIC, VERSION, V, H0, len(plan["pools"]), w.add(torch.tensor([plan["eps"]])), w.add(emb),
-            w.padded(plan["norm"][0], H0p), w.padded(plan["norm"][1], H0p), *w.linear(*plan["head"])]
+            w.padded(plan["norm"][0], H0p), w.padded(plan["norm"][1], H0p),
+            NORM_CODES[plan.get("norm_kind", "layer")], *w.linear(*plan["head"])]
     tiers = plan["tiers"]
     for k, pool in enumerate(plan["pools"]):
         p, H, Hn = pool["p"], tiers[k]["H"], tiers[k + 1]["H"]
@@ -203,6 +205,7 @@ def pack_plan(plan: dict, weights: str = "float32") -> tuple[torch.Tensor, torch
             else:
                 spec += [1, blk["w1"].shape[0], *norm, *w.linear(blk["w1"], blk["b1"]), *w.linear(blk["w2"], blk["b2"])]
             spec.append(int("fc_w" in blk))  # a conditioned block: its norm's parameters per row (condition_terms)
+            spec.append(NORM_CODES[blk.get("norm", "layer")])
     spec.append(MAGIC)
     return torch.tensor(spec, dtype=torch.int64), w.buffer()
 
@@ -250,7 +253,7 @@ def _s4_spec(w: _Packer, blk: dict, H: int, norm: list[int]) -> list[int]:
         form = "dplr" if tied else "dplr_untied"
         g, C = blk["g"], blk["C"]
         P, B = blk["P"].expand(H, N), blk["B"].expand(H, N)
-        v = P.conj() * g  # the rank-1 read s' = 2 Re(v . x')
+        v = blk["v"].expand(H, N)  # the rank-1 read s' = 2 Re(v . x'), v = Q g (pack._s4_plan)
         coef = _units(g, C, v) if tied else _units(g, C, v, P, B)
         extra = [w.add(torch.stack([P[0].real, P[0].imag, B[0].real, B[0].imag], 1))] if tied else []
         extra += [w.padded(blk[k], Hp) for k in ("dt", "c", "kappa")]

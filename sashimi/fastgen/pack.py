@@ -14,21 +14,31 @@ x the state of the N stored modes (their conjugate partners are implicit, so out
 
 'dplr' layers (the default for an ill-conditioned eigenbasis) work in the unitary basis of the
 stored modes, where the bilinear transition is exactly diagonal plus rank 1:
-Ab = (I - dt/2 A)^-1 (I + dt/2 A) = 2 M - I with M = G - c (G p)(p^* G) (Woodbury), so
-d = 2 g - 1, w = 2 c g P, v = conj(P) g, with g = 1 / (1 - dt/2 Lambda), c = (dt/2) / (1 + dt/2 p^* G p).
+Ab = (I - dt/2 A)^-1 (I + dt/2 A) = 2 M - I with M = G - c (G p)(q^T G) (Woodbury), so
+d = 2 g - 1, w = 2 c g P, v = Q g, with g = 1 / (1 - dt/2 Lambda), c = (dt/2) / (1 + dt/2 q^T G p),
+A = diag(Lambda) - p q^T and Q the stored half of q: conj(P) in the Hurwitz form, the free factor
+of an S4 layer with ``hurwitz=False`` (:meth:`sashimi.s4.SSMKernel.q_factor`).
 'diagonal' layers use the eigenbasis of A: d = the discrete eigenvalues of one of each conjugate
 pair, b = 1 and the residues C_n Bb_n as output weights. Both give y exactly (up to rounding) as
 the 'dense' reference step does; with e = C d, cw = 2 Re(C . w), cu = 2 Re(C . b) + D.
+
+Each block's pre-norm is either a LayerNorm (``norm`` 'layer': (x - mean) rstd ln_w + ln_b, rstd =
+1 / sqrt(var + eps)) or the authors' two-scalar TransposedLN (:class:`~sashimi.backbone.ScalarNorm`,
+``norm`` 'scalar': s (x - mean + m) / std, no epsilon), which the plan writes as
+((x - mean) ln_w + ln_b) / std with ln_w = s and ln_b = s m on every channel: the shift is divided by
+the row's std, so it cannot be a LayerNorm's bias. The final norm likewise (``norm_kind``).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from ..backbone import DownPool, FFBlock, ResidualBlock, Sashimi, UpPool
+from ..backbone import DownPool, FFBlock, PairedBlock, ResidualBlock, Sashimi, ScalarNorm, UpPool
 from ..s4 import S4
 
-__all__ = ["build_plan", "unsupported_reason", "block_terms", "conditioned"]
+__all__ = ["build_plan", "unsupported_reason", "block_terms", "conditioned", "NORM_KINDS"]
+
+NORM_KINDS = ("layer", "scalar")  # the pre-norms the plan describes (see the module docstring)
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -41,15 +51,17 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "U-Net / bidirectional backbones are not supported"
     if model.head.weight.dtype not in (torch.float32, torch.float64):
         return f"dtype {model.head.weight.dtype} (float32 and float64 only)"
-    if not isinstance(net.norm, nn.LayerNorm):
-        return f"a final {type(net.norm).__name__} (only LayerNorm is packed)"
+    if not isinstance(net.norm, (nn.LayerNorm, ScalarNorm)):
+        return f"a final {type(net.norm).__name__} (only LayerNorm and ScalarNorm are packed)"
     if any(isinstance(layer, nn.Module) and not isinstance(layer, DownPool) for layer in net.d_layers):
         return "unexpected layers before the down pools"
     norms = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
-    if len(norms) != 1 or not all(m.elementwise_affine for m in model.modules() if isinstance(m, nn.LayerNorm)):
+    if len(norms) > 1 or not all(m.elementwise_affine for m in model.modules() if isinstance(m, nn.LayerNorm)):
         return "LayerNorms with different eps or without affine parameters"
     H0 = model.mu_embedder.embedding_dim
     for block in list(net.c_layers) + [layer for stage in net.u_layers for layer in stage[1:]]:
+        if isinstance(block, PairedBlock):
+            return "paired S4 + FF blocks (config.paired, the DiffWave+SaShiMi layout) are not packed"
         if not isinstance(block, ResidualBlock):
             return f"unexpected block {type(block).__name__}"
         if block.fc_t is not None and (not isinstance(block.fc_t, nn.Linear) or block.fc_t.in_features != H0):
@@ -58,11 +70,12 @@ def unsupported_reason(model: nn.Module) -> str | None:
             return f"unexpected layer {type(block.layer).__name__}"
         if isinstance(block.layer, S4) and (block.layer.bidirectional or block.layer.kernel.channels != 1):
             return "bidirectional S4 layers have no step mode"
-        # The engines' packed step has per-channel LayerNorms and the Hurwitz low-rank term (q = conj p)
-        if not isinstance(block.norm, nn.LayerNorm):
-            return f"{type(block.norm).__name__} pre-norms (the authors' TransposedLN; only LayerNorm is packed)"
-        if isinstance(block.layer, S4) and not block.layer.kernel.hurwitz:
-            return "S4 layers with a free low-rank factor Q (hurwitz=False; only q = conj(p) is packed)"
+        if not isinstance(block.norm, (nn.LayerNorm, ScalarNorm)):
+            return f"{type(block.norm).__name__} pre-norms (only LayerNorm and ScalarNorm are packed)"
+        if isinstance(block.norm, ScalarNorm) and block.fc_t is not None:
+            # the engines fold a condition's scale and shift into a LayerNorm's affine parameters;
+            # after a ScalarNorm the shift would be divided by the row's std
+            return "conditioned blocks with ScalarNorm pre-norms (only LayerNorm blocks take a condition)"
     default = _default_condition(model)
     if default is not None and tuple(default.shape) != (H0,):
         return f"label_vectors gives vectors of shape {tuple(default.shape)}, expected ({H0},)"
@@ -91,7 +104,8 @@ def _s4_plan(layer: S4, dtype: torch.dtype, prefer: str) -> dict:
 
     Besides the generic form (d, b, e, v, w, cw, cu) the entry holds the compact one the C++
     step uses: 'dplr': g (H, N), P and B (H', N), per channel dt, c, kappa = p^* G dt B, and the
-    true C; 'diagonal': the eigenvalues d and residues r. Both with D.
+    true C; 'diagonal': the eigenvalues d and residues r. Both with D. kappa and v use the right
+    factor Q of the low-rank term (conj(P) in the Hurwitz form), as the eager 'dplr' step does.
     """
     k = layer.kernel
     H, N = k.H, k.N
@@ -109,9 +123,10 @@ def _s4_plan(layer: S4, dtype: torch.dtype, prefer: str) -> dict:
     dt = torch.exp(_d(k.log_dt))  # (H,)
     P, B = _complex(k.P)[0], _complex(k.B)[0]  # (H', N)
     g, c = (t.cpu() for t in k.woodbury())  # (H, N), (H,)
+    Q = k.q_factor(torch.float64).detach().cpu()  # (H', N): conj(P), or the free factor
     dtB = dt[:, None] * B
-    kappa = 2 * (P.conj() * g * dtB).sum(-1).real  # p^* G dt B (H,)
-    d, w, v = 2 * g - 1, 2 * c[:, None] * g * P, P.conj() * g
+    kappa = 2 * (Q * g * dtB).sum(-1).real  # q^T G dt B (H,)
+    d, w, v = 2 * g - 1, 2 * c[:, None] * g * P, Q * g
     b = g * dtB - (c * kappa)[:, None] * g * P  # M dt B
     C = k.true_C()[0].cpu()
     return dict(entry, mode="dplr", d=d, b=b, e=C * d, v=v, w=w, cw=2 * (C * w).sum(-1).real,
@@ -137,8 +152,13 @@ def _diagonal(k, H: int, N: int):
     return lam_k, r_k
 
 
-def _norm(norm: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    return _d(norm.weight), _d(norm.bias)
+def _norm(norm: nn.Module, H: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(ln_w, ln_b, kind) of a LayerNorm or ScalarNorm over H channels (see the module docstring)."""
+    if isinstance(norm, ScalarNorm):
+        s, m = _d(norm.s)[0], _d(norm.m)[0]
+        ones = torch.ones(H, dtype=torch.float64)
+        return s * ones, (s * m) * ones, "scalar"
+    return _d(norm.weight), _d(norm.bias), "layer"
 
 
 @torch.no_grad()
@@ -151,9 +171,11 @@ def build_plan(model: nn.Module, dtype: torch.dtype = torch.float32, prefer: str
         prefer: 'diagonal' (per layer when well-conditioned, else 'dplr') or 'dplr' (all layers).
 
     Returns:
-        dict with ``V``, ``eps``, ``emb`` (V, H0), ``norm`` (w, b), ``head`` (w (V, H0), b),
+        dict with ``V``, ``eps``, ``emb`` (V, H0), ``norm`` (w, b) and ``norm_kind`` (one of
+        :data:`NORM_KINDS`) of the final norm, ``head`` (w (V, H0), b),
         ``pools`` (outermost first: ``p``, ``down`` (w, b), ``up`` (w, b)), ``tiers``
         (outermost first, the center last: ``H`` and ``blocks``, each {'type': 's4' | 'ff', ...,
+        ``ln_w``, ``ln_b`` and ``norm`` (its pre-norm's kind),
         and for a conditioned block ``fc_w`` (H or 2H, H0), ``fc_b``, ``film``}) and
         ``condition``: the (H0,) vector the engines use when given none (a class-conditional
         model's "no label" vector), or None (an unconditional model: nothing is added).
@@ -162,19 +184,20 @@ def build_plan(model: nn.Module, dtype: torch.dtype = torch.float32, prefer: str
     if reason is not None:
         raise ValueError(f"fast generation does not support this model: {reason}")
     net = model.sashimi
-    eps = next(m.eps for m in model.modules() if isinstance(m, nn.LayerNorm))
+    # the LayerNorms' common eps (ScalarNorm has none; a model without LayerNorms never reads it)
+    eps = next((m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)), 1e-5)
 
-    def blocks(seq) -> list[dict]:
+    def blocks(seq, H: int) -> list[dict]:
         out = []
         for block in seq:
-            ln_w, ln_b = _norm(block.norm)
+            ln_w, ln_b, kind = _norm(block.norm, H)
             if isinstance(block.layer, S4):
                 entry = _s4_plan(block.layer, dtype, prefer)
             else:
                 ff = block.layer
                 entry = {"type": "ff", "w1": _d(ff.fc1.weight), "b1": _d(ff.fc1.bias),
                          "w2": _d(ff.fc2.weight), "b2": _d(ff.fc2.bias)}
-            entry = dict(entry, ln_w=ln_w, ln_b=ln_b)
+            entry = dict(entry, ln_w=ln_w, ln_b=ln_b, norm=kind)
             if block.fc_t is not None:  # per-block conditioning: fc_t(condition) after the norm
                 entry.update(fc_w=_d(block.fc_t.weight), fc_b=_d(block.fc_t.bias), film=bool(block.film))
             out.append(entry)
@@ -188,12 +211,14 @@ def build_plan(model: nn.Module, dtype: torch.dtype = torch.float32, prefer: str
         pools.append({"p": down.pool, "down": (_d(down.linear.weight), _d(down.linear.bias)),
                       "up": (_d(up.linear.weight), _d(up.linear.bias))})
         stage = net.u_layers[n - 1 - k]
-        tiers.append({"H": up.d_output, "blocks": blocks(stage[1:])})
+        tiers.append({"H": up.d_output, "blocks": blocks(stage[1:], up.d_output)})
     h_center = net.d_layers[-1].d_output if n else net.d_model
-    tiers.append({"H": h_center, "blocks": blocks(net.c_layers)})
+    tiers.append({"H": h_center, "blocks": blocks(net.c_layers, h_center)})
     default = _default_condition(model)
+    H0 = model.mu_embedder.embedding_dim
+    *final, final_kind = _norm(net.norm, H0)
     return {"V": model.head.out_features, "eps": float(eps), "emb": _d(model.mu_embedder.weight),
-            "norm": _norm(net.norm), "head": (_d(model.head.weight), _d(model.head.bias)),
+            "norm": tuple(final), "norm_kind": final_kind, "head": (_d(model.head.weight), _d(model.head.bias)),
             "pools": pools, "tiers": tiers, "condition": None if default is None else _d(default)}
 
 

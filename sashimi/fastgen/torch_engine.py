@@ -15,7 +15,16 @@ from ..sampling import SamplingOptions
 from .condition import resolve_condition
 from .sampler import sample_with_uniforms
 
-__all__ = ["TorchEngine", "step_depth"]
+__all__ = ["TorchEngine", "step_depth", "plan_norm"]
+
+
+def plan_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
+    """A plan's norm of x (B, H) (see :mod:`sashimi.fastgen.pack`): 'layer' is F.layer_norm;
+    'scalar' (the authors' TransposedLN) is ((x - mean) w + b) / std, std biased, no epsilon."""
+    if kind == "layer":
+        return F.layer_norm(x, x.shape[-1:], w, b, eps=eps)
+    std, mean = torch.std_mean(x, dim=-1, unbiased=False, keepdim=True)
+    return ((x - mean) * w + b) / std
 
 
 def step_depth(t: int, pools: list[int]) -> int:
@@ -43,6 +52,7 @@ class _Tier:
         for b in blocks:
             self.order.append((b["type"], count[b["type"]]))
             count[b["type"]] += 1
+        self.norms = [b.get("norm", "layer") for b in blocks]  # each block's pre-norm kind, in order
         self.glu = [b["glu"] for b in s4]
         self.s4_ln = (stack(s4, "ln_w", dtype), stack(s4, "ln_b", dtype)) if s4 else None
         self.ff_ln = (stack(ff, "ln_w", dtype), stack(ff, "ln_b", dtype)) if ff else None
@@ -88,6 +98,7 @@ class TorchEngine:
         to = dict(device=device, dtype=dtype)
         self.emb = plan["emb"].to(**to)
         self.norm = tuple(t.to(**to) for t in plan["norm"])
+        self.norm_kind = plan.get("norm_kind", "layer")
         self.head = tuple(t.to(**to) for t in plan["head"])
         self.pool_sizes = [p["p"] for p in plan["pools"]]
         self.pools = []
@@ -238,15 +249,15 @@ class TorchEngine:
             else:
                 pool["ubuf"].copy_(torch.roll(pool["ubuf"], -1, dims=-1))
             below = self._tier(tiers[k], q + tiers[k].inp)
-        h = F.layer_norm(below, below.shape[-1:], *self.norm, eps=self.eps)
+        h = plan_norm(below, *self.norm, self.norm_kind, self.eps)
         torch.addmm(self.head[1], h, self.head[0].t(), out=self.logits)
 
     def _tier(self, tier: _Tier, z: torch.Tensor) -> torch.Tensor:
         """The tier's residual blocks on z (B, H), plus z (the skip around the tier)."""
         x = z
-        for (kind, i), cond in zip(tier.order, tier.conds):
+        for (kind, i), cond, norm_kind in zip(tier.order, tier.conds, tier.norms):
             ln = tier.s4_ln if kind == "s4" else tier.ff_ln
-            u = F.layer_norm(x, (tier.H,), ln[0][i], ln[1][i], eps=self.eps)
+            u = plan_norm(x, ln[0][i], ln[1][i], norm_kind, self.eps)
             if cond is not None:  # as ResidualBlock._pre
                 u = u + cond["shift"] if cond["scale"] is None else u * (1 + cond["scale"]) + cond["shift"]
             if kind == "s4":

@@ -91,7 +91,7 @@ def sashimi_ar_sc09(pretrained: bool = True, progress: bool = True, device=None,
             (:func:`sashimi.save_pretrained`) or ``"hf://owner/name[@revision]"`` (Hugging Face Hub).
         variant: ``'rf5'`` (the default: RF5/simple-sashimi's port, 1.1M steps) or ``'paper'`` (the
             authors' own ``checkpoints/sashimi_sc09.pt`` of krandiash/sashimi-release, the model behind
-            the paper's SC09 table; TransposedLN norms and a free ``Q``, so generation uses the eager step).
+            the paper's SC09 table; TransposedLN norms and a free ``Q``, both run by the fast engines).
 
     Returns:
         a :class:`SashimiAR` in eval mode. ``model.unconditional_generate(4)`` gives (4, 16000)

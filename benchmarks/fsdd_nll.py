@@ -47,7 +47,7 @@ def main(argv=None) -> int:
                              "utterance_max_start_ms; default: centred)")
     parser.add_argument("--onset", type=float, default=None,
                         help="a model trained with utterance_onset: cut each recording's lead-in the same way")
-    parser.add_argument("--onset-margin-ms", type=float, default=2.0, help="with --onset (default: 2)")
+    parser.add_argument("--onset-margin-ms", type=float, default=0.0, help="with --onset (default: 0)")
     parser.add_argument("--peak", type=float, default=None,
                         help="a model trained with utterance_peak: scale each recording to this peak")
     parser.add_argument("--json", default=None, help="also write the result here")

@@ -312,7 +312,7 @@ class UtteranceDataset(AudioFiles):
             otherwise count time to know that a word is due, which the likelihood barely rewards.
         onset: cut each recording's quiet lead-in first: the word starts ``onset_margin``
             samples before its first sample whose magnitude reaches ``onset`` times the file's
-            peak (None: keep the recording as it is). Trimmed recordings still begin with up to
+            peak, with no fade-in (None: keep the recording as it is). Trimmed recordings still begin with up to
             ~150 ms of near-silence (FSDD: a median of 11 ms, a tenth over 138 ms before the
             first sample above 0.02), so the beginning of speech stays a rare event at every
             step, which truncated sampling (nucleus, top-k, low temperature) cuts away.
@@ -360,7 +360,9 @@ class UtteranceDataset(AudioFiles):
             if self.max_start is not None:
                 room = min(room, self.max_start)
             offset = int(rng.integers(0, room + 1)) if self.random_place else room // 2
-        word = _fade_edges(word, self.fade)
+        # a word cut at its onset starts loud: a fade-in would make its first samples quiet again,
+        # and a model that begins quietly fades to silence under truncated sampling
+        word = _fade_edges(word, self.fade, start=self.onset is None)
         out = torch.zeros(self.lead + self.window)
         out[self.lead + offset: self.lead + offset + word.numel()] = word
         return self._item(index, out, out.numel())
@@ -377,14 +379,16 @@ def trim_lead_in(wav: torch.Tensor, onset: float, margin: int = 0) -> torch.Tens
     return wav[max(0, first - margin):]
 
 
-def _fade_edges(wav: torch.Tensor, fade: int) -> torch.Tensor:
-    """Raised-cosine fade over the first and last ``fade`` samples (at most half the length each)."""
+def _fade_edges(wav: torch.Tensor, fade: int, start: bool = True) -> torch.Tensor:
+    """Raised-cosine fade over the first (with ``start``) and last ``fade`` samples (at most half the
+    length each)."""
     n = min(fade, wav.numel() // 2)
     if n < 1:
         return wav
     ramp = 0.5 - 0.5 * torch.cos(torch.arange(1, n + 1, dtype=wav.dtype) * (math.pi / (n + 1)))
     out = wav.clone()
-    out[:n] *= ramp
+    if start:
+        out[:n] *= ramp
     out[-n:] *= ramp.flip(0)
     return out
 

@@ -66,7 +66,7 @@ class TrainConfig:
                                                       "word starts at once: at its first sample reaching this "
                                                       "fraction of the file's peak (e.g. 0.05), less "
                                                       "utterance_onset_margin_ms (none: keep the recordings as they are)")
-    utterance_onset_margin_ms: float = _f(2.0, "with utterance_onset: milliseconds kept before the onset")
+    utterance_onset_margin_ms: float = _f(0.0, "with utterance_onset: milliseconds kept before the onset")
     utterance_peak: typing.Optional[float] = _f(None, "with utterance_window: scale each recording to this peak "
                                                      "magnitude, e.g. 0.5 (none: as recorded)")
     cache_audio: typing.Optional[bool] = _f(None, "hold the decoded audio in memory: true, false or none (default: "

@@ -93,3 +93,30 @@ def test_a_model_trained_with_onset_starts_speaking_under_nucleus_sampling(tmp_p
     every sample; trained on the same words with their quiet lead-ins, it stays silent."""
     assert _silent_under_nucleus(tmp_path, "onset", "utterance_max_start_ms=0", "utterance_onset=0.1") <= 1
     assert _silent_under_nucleus(tmp_path, "lead_in", "utterance_max_start_ms=0") >= 8
+
+
+def test_generate_says_when_samples_stay_silent(tmp_path, capsys):
+    import sashimi
+    from conftest import run_cli
+    from sashimi import ARConfig, SashimiAR
+
+    model = SashimiAR(ARConfig(d_model=8, n_layers=1, pool=[4], l_max=256, sample_rate=8000)).eval()
+    with torch.no_grad():  # a model that always says silence
+        model.head.weight.zero_()
+        model.head.bias.fill_(-30.0)
+        model.head.bias[sashimi.SILENCE_TOKEN] = 30.0
+    sashimi.save_model(model, tmp_path / "quiet.pt")
+    code, out, err = run_cli(capsys, "generate", "--model", str(tmp_path / "quiet.pt"), "--n", "3", "--seconds", "0.01",
+                             "--nucleus-p", "0.9", "--out", str(tmp_path / "a"), "-q")
+    assert code == 0 and "3 of 3 sample(s) stayed silent" in err and "--nucleus-p 1" in err
+    assert len(os.listdir(tmp_path / "a")) == 3  # written all the same
+    code, out, err = run_cli(capsys, "generate", "--model", str(tmp_path / "quiet.pt"), "--n", "2", "--seconds", "0.01",
+                             "--out", str(tmp_path / "b"), "-q")
+    assert code == 0 and "2 of 2 sample(s) stayed silent" in err and "--seed" in err
+
+
+def test_no_note_for_audible_samples():
+    from sashimi.cli.generate import silent_note
+
+    assert silent_note(0.1 * torch.ones(4, 100)) is None
+    assert "1 of 2" in silent_note(torch.stack([torch.zeros(100), 0.1 * torch.ones(100)]))

@@ -157,7 +157,36 @@ def _run_to_files(args: argparse.Namespace) -> int:
             print(f"best of {best_of}: the classifier gives the requested class a mean probability of "
                   f"{float(torch.cat(probs).mean()):.3f} in the kept samples (reranked, not the model's own accuracy)",
                   file=sys.stderr)
+    note = silent_note(wavs, model.sampling_options(*_sampling_args(args)) if kind == "ar" else None)
+    if note:
+        print(note, file=sys.stderr)  # even with -q: silent files are a result the user must know of
     return 0
+
+
+#: A sample whose RMS over its whole length stays below this is silent (inaudible).
+SILENT_RMS = 1e-3
+
+
+def silent_note(wavs, sampling=None) -> str | None:
+    """One line saying how many of the (N, L) ``wavs`` stayed silent for their whole length, and
+    what would help (None when none did). ``sampling``: the AR model's SamplingOptions used."""
+    silent = int((wavs.float().pow(2).mean(-1).sqrt() < SILENT_RMS).sum())
+    if not silent:
+        return None
+    hint = "a longer --seconds, or another --seed"
+    if sampling is not None and (sampling.nucleus_p < 1 or sampling.top_k is not None or sampling.temperature < 1):
+        hint = ("sampling more of the distribution (--nucleus-p 1 --top-k 0 --temperature 1): truncated sampling "
+                "cuts away the rare event of starting a word")
+    return (f"note: {silent} of {len(wavs)} sample(s) stayed silent for their whole length (RMS < {SILENT_RMS:g}); "
+            f"{hint} may help")
+
+
+def _sampling_args(args) -> tuple:
+    """(nucleus_p, temperature, top_k) as given on the command line (None: the model's default)."""
+    def number(value, kind):
+        return None if value is None else kind(value)
+
+    return number(args.nucleus_p, float), number(args.temperature, float), number(args.top_k, int)
 
 
 def _reranker(model, rate: int, device):

@@ -21,7 +21,7 @@ from conftest import FIXTURES, run_cli
 # test clips in tests/fixtures/fsdd (takes 0-4, never trained on), each in one second of silence,
 # starting where the model saw words start (utterance_max_start_ms=150: at most 75 ms in), given the
 # digit of each (version 2, unconditional: 1.5806).
-FIXTURE_NLL_BITS = 1.5689
+FIXTURE_NLL_BITS = 1.6317  # version 4, words placed as it was trained (lead-in cut, peak 0.5, at the start)
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_bundled_folder_is_plain_data_and_credits_fsdd():
     prov = blob["provenance"]
     assert blob["kind"] == "ar" and "optimizer" not in prov and prov["license"] == "cc-by-sa-4.0"
     assert "Free Spoken Digit Dataset" in prov["credit"] and "CC BY-SA 4.0" in prov["credit"]
-    assert [a["step"] for a in prov["averaged"]] == [1100, 1200, 1300]  # version 3 (recipes/fsdd_ar_cond.yaml)
+    assert [a["step"] for a in prov["averaged"]] == [1800, 1900, 2000]  # version 4 (recipes/fsdd_ar_v4.yaml)
     assert "CC BY-SA 4.0" in (path / "README.md").read_text()
     tensors = load_file(path / "model.safetensors")
     assert all(v.dtype == torch.float32 for v in tensors.values() if v.is_floating_point())
@@ -84,7 +84,8 @@ def test_fixture_test_clips_nll_is_the_reported_value():
     assert len(files) == 30
     from sashimi.data.datasets import file_labels
 
-    bits = utterance_nll_bits(model, files, max_start=1200, labels=file_labels(files[0], files, "fsdd"))
+    bits = utterance_nll_bits(model, files, max_start=0, labels=file_labels(files[0], files, "fsdd"), onset=0.1,
+                              peak=0.5)
     assert bits.shape == (30,) and torch.isfinite(bits).all()
     assert float(bits.mean()) == pytest.approx(FIXTURE_NLL_BITS, abs=2e-3)
 
@@ -157,19 +158,23 @@ def test_export_rejects_bad_arguments(capsys, tmp_path, ckpt):
 
 
 def test_recipe_builds_the_bundled_architecture():
-    """recipes/fsdd_ar_cond.yaml is a valid training config, and its model is the one shipped: the
-    architecture of the recipe, with the digit classes the labels (FSDD file names) give."""
+    """recipes/fsdd_ar_v4.yaml is a valid training config, and its model is the one shipped: the
+    architecture of the recipe, with the digit classes the labels (FSDD file names) give and the
+    sampling defaults stored at export."""
     import dataclasses
 
     from sashimi.train.config import build_config
 
-    recipe = FIXTURES.parent.parent / "recipes" / "fsdd_ar_cond.yaml"
+    recipe = FIXTURES.parent.parent / "recipes" / "fsdd_ar_v4.yaml"
     cfg = build_config([], yaml_path=str(recipe))
     assert cfg.utterance_window and cfg.sample_rate in (None, 8000) and cfg.seq_len == 8000
     assert cfg.labels == "fsdd" and 0 < cfg.label_dropout < 1
     shipped = sashimi.load_model("sashimi_ar_fsdd")
     assert shipped.classes == [str(d) for d in range(10)]
-    expected = dataclasses.replace(cfg.model_cfg, num_classes=10, class_names=shipped.classes)
+    assert cfg.utterance_onset == 0.1 and cfg.utterance_peak == 0.5 and cfg.utterance_max_start_ms == 0
+    assert shipped.config.sampling == {"temperature": 1.0, "nucleus_p": 1.0, "top_k": None}
+    expected = dataclasses.replace(cfg.model_cfg, num_classes=10, class_names=shipped.classes,
+                                   sampling=shipped.config.sampling)
     assert dataclasses.asdict(expected) == dataclasses.asdict(shipped.config)
 
 

@@ -24,12 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from sashimi import load_model  # noqa: E402
+from sashimi.cli.generate import SILENT_RMS  # noqa: E402  (the threshold `sashimi generate` warns at)
 from sashimi.data.audio import read_audio  # noqa: E402
 from sashimi.data.datasets import list_audio_files  # noqa: E402
 from sashimi.eval import (frechet_distance, inception_score, label_accuracy, load_classifier,  # noqa: E402
                           match_classes)
 
-SILENT_RMS = 1e-3
 
 
 def step_of(name: str) -> int | None:

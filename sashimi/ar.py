@@ -15,7 +15,7 @@ from . import fastgen
 from .backbone import Sashimi
 from .config import ARConfig
 from .errors import InputError
-from .labels import check_guidance, parse_labels
+from .labels import check_guidance, model_labels
 from .mulaw import dequantize, quantize, silence_token
 from .s4 import check_float_params, one_thread
 from .sampling import SamplingOptions, check_sampling_defaults, make_generator, resolve_sampling, sample_logits
@@ -432,12 +432,9 @@ class SashimiAR(nn.Module):
             ValueError: labels for an unconditional model, unknown names, indices out of range or
                 the wrong count. TypeError: labels of the wrong type.
         """
-        if labels is None:
-            return None
-        if not self.config.num_classes:
-            raise InputError("labels were given, but this model is unconditional (config.num_classes=0)")
-        index = parse_labels(labels, self.config.class_names, batch=batch, allow_none_class=allow_none_class)
-        return index.to(self.device)
+        index = model_labels(labels, self.config.class_names if self.config.num_classes else None, batch=batch,
+                             allow_none_class=allow_none_class)
+        return None if index is None else index.to(self.device)
 
     def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The (batch, d_model) label vectors, or None (unconditional): added to each input embedding,

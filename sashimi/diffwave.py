@@ -30,7 +30,7 @@ from .backbone import Sashimi, WeightNormLinear
 from .config import DiffWaveConfig
 from .diffusion import NoiseSchedule, ddpm_sample, sampling_plan, training_loss
 from .errors import InputError
-from .labels import check_guidance, parse_labels
+from .labels import check_guidance, model_labels
 from .s4 import check_float_params
 from .sampling import make_generator
 
@@ -281,12 +281,9 @@ class SashimiDiffWave(nn.Module):
             ValueError: labels for an unconditional model, unknown names, indices out of range or
                 the wrong count. TypeError: labels of the wrong type.
         """
-        if labels is None:
-            return None
-        if not self.config.num_classes:
-            raise InputError("labels were given, but this model is unconditional (config.num_classes=0)")
-        index = parse_labels(labels, self.config.class_names, batch=batch, allow_none_class=allow_none_class)
-        return index.to(self.device)
+        index = model_labels(labels, self.config.class_names if self.config.num_classes else None, batch=batch,
+                             allow_none_class=allow_none_class)
+        return None if index is None else index.to(self.device)
 
     def label_vectors(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The (batch, d_step_hidden) label vectors added to the step embedding, or None

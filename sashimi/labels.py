@@ -26,7 +26,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["parse_labels", "parse_label_text", "check_guidance"]
+__all__ = ["parse_labels", "parse_label_text", "check_guidance", "model_labels"]
 
 _INTEGER = re.compile(r"[+-]?\d+")
 
@@ -142,3 +142,15 @@ def check_guidance(guidance, labels) -> float:
     if guidance != 1.0 and labels is None:
         raise InputError("guidance needs labels: it mixes the labelled and the unlabelled predictions")
     return float(guidance)
+
+
+def model_labels(labels, class_names: Sequence[str] | None, *, batch: int | None = None,
+                 allow_none_class: bool = True) -> torch.Tensor | None:
+    """A model's ``labels=`` argument checked: None stays None ("no label"); labels for a model
+    without classes (``class_names`` None or empty) are refused; anything else goes through
+    :func:`parse_labels`. The one check behind ``check_labels`` of both models."""
+    if labels is None:
+        return None
+    if not class_names:
+        raise InputError("labels were given, but this model is unconditional (config.num_classes=0)")
+    return parse_labels(labels, class_names, batch=batch, allow_none_class=allow_none_class)

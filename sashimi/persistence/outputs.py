@@ -268,15 +268,7 @@ _LOCKS = importlib.util.find_spec("fcntl") is not None
 def _lock(fd: int) -> bool:
     """Lock a claimed ``.part`` file (``fcntl.flock``) for as long as this process holds it open; True
     where locks are unavailable (Windows: ``msvcrt`` locks would also block this process's writes)."""
-    try:
-        import fcntl
-    except ImportError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+    return _try_lock(fd) if _LOCKS else True
 
 
 def _allow_open_files(n: int) -> None:
